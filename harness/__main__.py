@@ -1,0 +1,91 @@
+"""Command line: ``python -m harness compare BASELINE [CURRENT]`` and ``python -m harness report RUN... --out DIR``.
+
+Exit codes: 0 nothing regressed (or report written), 1 regressions found, 2 usage error (bad
+arguments, unreadable or incomparable runs, bad tolerance spec): one ``error: ...`` line on stderr.
+Neither command writes into the storage directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from harness.compare import DEFAULT_SPEC, FORMS, compare_runs, parse_tolerances
+from harness.report import write_report
+from harness.runs import RunError, load_run
+
+USAGE_ERROR = 2
+
+
+class _UsageError(Exception):
+    """Raised instead of argparse's print-usage-and-exit so every usage error is one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m harness", description="Compare and report backbone-bench runs.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    cmp = sub.add_parser("compare", help="gate CURRENT against BASELINE; exit 1 on regressions")
+    cmp.add_argument("baseline", help="run file, or run id in the storage: 0003, 0003_name, name, latest, <machine>/<id>")
+    cmp.add_argument("current", nargs="?", default="latest", help="run file or id (default: latest run of the baseline's machine)")
+    cmp.add_argument("--storage", type=Path, default=Path("baselines"), help="saved runs folder (default: baselines)")
+    cmp.add_argument("--fail-on", metavar="SPEC", help=f"tolerances over the defaults {DEFAULT_SPEC}; forms: {FORMS}")
+    cmp.add_argument("--fail-on-missing", action="store_true", help="a baseline case absent from CURRENT fails the gate")
+    cmp.add_argument("--force", action="store_true", help="compare runs from different devices anyway")
+    cmp.add_argument("--markdown", action="store_true", help="print a GitHub Markdown table")
+    rep = sub.add_parser("report", help="write report.md, report.csv and plots for one or more runs")
+    rep.add_argument("runs", nargs="+", metavar="RUN", help="run files or ids in the storage")
+    rep.add_argument("--storage", type=Path, default=Path("baselines"), help="saved runs folder (default: baselines)")
+    rep.add_argument("--out", type=Path, required=True, help="folder to write into (created)")
+    return parser
+
+
+def _compare(args: argparse.Namespace) -> int:
+    try:
+        tolerances = parse_tolerances(args.fail_on)
+    except ValueError as exc:
+        raise _UsageError(f"--fail-on: {exc}") from None
+    base = load_run(args.baseline, args.storage)
+    # 'latest' (and other bare ids) for CURRENT resolve in the baseline's machine folder when it has one.
+    machine = base.baseline_key if (args.storage / base.baseline_key).is_dir() else None
+    cur = load_run(args.current, args.storage, machine=machine)
+    if base.source == cur.source:
+        print(f"warning: baseline and current are the same run ({cur.source}); nothing can differ", file=sys.stderr)
+    comparison = compare_runs(base, cur, tolerances, fail_on_missing=args.fail_on_missing, force=args.force)
+    for warning in comparison.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    sys.stdout.write(comparison.render(markdown=args.markdown))
+    return comparison.exit_code
+
+
+def _report(args: argparse.Namespace) -> int:
+    runs = [load_run(ref, args.storage) for ref in args.runs]
+    if args.out.resolve() == args.storage.resolve() or args.storage.resolve() in args.out.resolve().parents:
+        raise _UsageError(f"--out {args.out} is inside the storage {args.storage}; write reports elsewhere")
+    result = write_report(runs, args.out)
+    for path in result.files:
+        print(f"wrote {path}")
+    for reason in result.skipped:
+        print(reason)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code (0 ok, 1 regressions, 2 usage error)."""
+    try:
+        args = _parser().parse_args(argv)
+        return _compare(args) if args.command == "compare" else _report(args)
+    except (_UsageError, RunError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

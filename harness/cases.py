@@ -1,0 +1,118 @@
+"""The identity of a benchmark case.
+
+A :class:`CaseSpec` is the single source of a case's test id, its pytest markers and the
+identity keys of its JSON record. Nothing else re-derives them: a new axis is one field here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+Kind = Literal["inference", "train", "export"]
+KINDS: tuple[Kind, ...] = ("inference", "train", "export")
+
+# Inference cases at or below this many pixels per batch (img_size**2 * batch) are cheap on a
+# CPU; above it (224 px at batch > 1, or 32 px at batch > 49) a case is marked `slow`.
+_SLOW_PIXELS = 224 * 224
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """What one case measures: backbone × device × batch × resolution × precision (× data)."""
+
+    kind: Kind
+    backbone: str
+    family: str
+    edge: bool
+    device: str
+    batch_size: int
+    img_size: int
+    precision: str
+    num_classes: int = 10
+    channels_last: bool = False
+    runtime: str = "eager"
+    dataset: str | None = None
+    subset: str | None = None
+    smoke: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind == "train" and (self.dataset is None or self.subset is None):
+            raise ValueError("a train case needs a dataset and a subset")
+
+    @property
+    def id(self) -> str:
+        """The pytest id, e.g. ``convnextv2_tiny-cpu-bs1-32px-fp32`` or ``resnet18-cifar10_5k-cpu-bs128-fp32``."""
+        if self.kind == "train":
+            parts = [self.backbone, f"{self.dataset_label}_{self.subset}", self.device, f"bs{self.batch_size}", f"{self.img_size}px", self.precision]
+        else:
+            parts = [self.backbone, self.device, f"bs{self.batch_size}", f"{self.img_size}px", self.precision]
+        if self.channels_last:
+            parts.append("cl")
+        if self.runtime != "eager":
+            parts.append(self.runtime)
+        return "-".join(parts)
+
+    @property
+    def dataset_label(self) -> str:
+        """The dataset as it appears in ids: ``imagefolder:/data/bins`` reads ``imagefolder-bins``."""
+        name = str(self.dataset)
+        if name.startswith("imagefolder:"):
+            folder = name.split(":", 1)[1].rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+            return f"imagefolder-{folder or 'root'}"
+        return name
+
+    @property
+    def case_id(self) -> str:
+        """The key a comparison matches cases on across runs."""
+        return f"{self.kind}/{self.id}"
+
+    @property
+    def is_accelerated(self) -> bool:
+        return self.device.split(":")[0] in ("cuda", "mps")
+
+    def markers(self) -> list[str]:
+        """Marker names: kind, family, ``edge``, ``gpu``, ``jetson``, ``smoke``, ``slow``."""
+        names: list[str] = [self.kind, self.family]
+        if self.edge:
+            names.append("edge")
+        if self.is_accelerated:
+            names.append("gpu")
+        # The Jetson track: edge-tagged backbones at batch 1, the latency a robot sees per frame.
+        if self.edge and self.batch_size == 1 and self.kind in ("inference", "export"):
+            names.append("jetson")
+        if self.smoke:
+            names.append("smoke")
+        if self.is_slow:
+            names.append("slow")
+        return names
+
+    @property
+    def is_slow(self) -> bool:
+        if self.kind == "train":
+            return self.dataset != "digits"
+        return self.img_size * self.img_size * self.batch_size > _SLOW_PIXELS
+
+    def identity(self) -> dict[str, object]:
+        """The flat identity keys of the case's JSON record (``extra_info``)."""
+        keys: dict[str, object] = {
+            "kind": self.kind,
+            "case_id": self.case_id,
+            "backbone": self.backbone,
+            "family": self.family,
+            "edge": self.edge,
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "img_size": self.img_size,
+            "num_classes": self.num_classes,
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "runtime": self.runtime,
+        }
+        if self.kind == "train":
+            keys.update(dataset=self.dataset, subset=self.subset, train_batch_size=self.batch_size)
+        return keys
+
+    def with_(self, **changes: object) -> CaseSpec:
+        """A copy with some fields changed."""
+        return replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,114 @@
+"""Batch-level normalisation and augmentation, run on the device where the batch lives.
+
+Batches arrive as ``uint8 [B, C, H, W]``. ``standard`` augmentation (zero-padded random crop
+plus optional horizontal flip) is one gather per batch driven by an explicit
+``torch.Generator``, so it is reproducible and independent of global RNG. timm's RandAugment
+(PIL, per image, on the CPU) and Mixup/CutMix (numpy RNG) are wrapped so their global RNG use is
+seeded per epoch and scoped by :func:`scoped_global_rng`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from PIL import Image
+
+# Mean/std 0.5 maps [0, 1] to [-1, 1]. Models here train from scratch, so ImageNet statistics
+# carry no meaning; a fixed symmetric range treats every dataset alike (grey digits included).
+MEAN = 0.5
+STD = 0.5
+
+
+def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:
+    """``uint8`` (or float in [0, 255]) images to float ``(x / 255 - 0.5) / 0.5``."""
+    x = images.to(dtype).div_(255.0).sub_(MEAN).div_(STD)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def crop_padding(img_size: int) -> int:
+    """Zero padding for the random crop: 4 px at 32 px (the CIFAR convention), scaled with size."""
+    return max(1, round(4 * img_size / 32))
+
+
+def random_crop_flip(images: torch.Tensor, pad: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Per-image random crop of ``images`` zero-padded by ``pad`` px, then flip each with p=0.5 if ``hflip``.
+
+    Works on any dtype (uint8 included) on the batch's device; ``generator`` must live on that device.
+    """
+    if images.ndim != 4:
+        raise ValueError(f"expected images [B, C, H, W], got {tuple(images.shape)}")
+    b, _, h, w = images.shape
+    dev = images.device
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev)
+    rows = dy[:, None] + torch.arange(h, device=dev)
+    cols = torch.arange(w, device=dev).expand(b, w)
+    if hflip:
+        flip = torch.rand(b, generator=generator, device=dev) < 0.5
+        cols = torch.where(flip[:, None], cols.flip(1), cols)
+    cols = dx[:, None] + cols
+    batch = torch.arange(b, device=dev)[:, None, None]
+    # Advanced indices around the channel slice put their dims first: result is [B, H, W, C].
+    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+@contextmanager
+def scoped_global_rng(seed: int) -> Iterator[None]:
+    """Seed Python's and numpy's global RNGs (used by timm's augmentations) and restore them afterwards."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+class RandAugmentBatch:
+    """timm RandAugment (``rand-m9-n2-mstd0.5``, the timm/DeiT default) applied image by image.
+
+    RandAugment in timm works on PIL images, so each batch round-trips through the CPU; this is
+    an option for accuracy studies, not for throughput. Uses global RNG: call inside
+    :func:`scoped_global_rng`.
+    """
+
+    def __init__(self, img_size: int, config: str = "rand-m9-n2-mstd0.5") -> None:
+        from timm.data import rand_augment_transform
+
+        # timm's create_transform uses 45% of the image size as the maximum translation.
+        hparams = {"translate_const": int(img_size * 0.45), "img_mean": (128, 128, 128)}
+        self.transform = rand_augment_transform(config, hparams)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        host = images.permute(0, 2, 3, 1).cpu().numpy()
+        out = [np.asarray(self.transform(Image.fromarray(img))) for img in host]
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous().to(images.device)
+
+
+class MixBatch:
+    """timm Mixup or CutMix on a normalised float batch; returns soft targets that carry label smoothing.
+
+    Uses numpy's global RNG: call inside :func:`scoped_global_rng`.
+    """
+
+    def __init__(self, kind: str, num_classes: int, label_smoothing: float, mixup_alpha: float, cutmix_alpha: float) -> None:
+        from timm.data import Mixup
+
+        if kind not in ("mixup", "cutmix"):
+            raise ValueError(f"kind must be 'mixup' or 'cutmix', got {kind!r}")
+        self.mix = Mixup(
+            mixup_alpha=mixup_alpha if kind == "mixup" else 0.0,
+            cutmix_alpha=cutmix_alpha if kind == "cutmix" else 0.0,
+            label_smoothing=label_smoothing,
+            num_classes=num_classes,
+        )
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mix(x, labels)

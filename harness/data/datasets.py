@@ -1,0 +1,123 @@
+"""``load_split``: any known dataset split as an in-memory uint8 :class:`TensorSplit`.
+
+Every split comes back as RGB uint8 ``[N, 3, img_size, img_size]`` (grey replicated, resized
+once here), int64 labels and the class names. Results are cached per process, keyed by
+``(name, split, data root, img_size, verify_checksums)``; treat the returned tensors as
+read-only, since later callers receive the same objects.
+
+On-disk layout under the data root (``--data-root``, else ``$BACKBONE_BENCH_DATA``, else
+``~/.cache/backbone-bench/data``), exactly where torchvision's classes look (``--download``
+creates it):
+
+=================  ============================================================================
+name               files read (relative to the data root)
+=================  ============================================================================
+cifar10            ``cifar-10-batches-py/data_batch_1..5`` (train), ``test_batch``, ``batches.meta``
+cifar100           ``cifar-100-python/train``, ``test``, ``meta``
+svhn               ``svhn/train_32x32.mat``, ``svhn/test_32x32.mat`` (torchvision's root is ``svhn/``)
+mnist              ``MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (extracted, no .gz)
+fashion_mnist      ``FashionMNIST/raw/`` with the same four idx file names
+stl10              ``stl10_binary/{train,test}_{X,y}.bin``, ``class_names.txt`` (unlabelled file unused)
+flowers102         ``flowers-102/jpg/image_*.jpg``, ``imagelabels.mat``, ``setid.mat``
+digits             none: scikit-learn's embedded copy
+imagefolder:PATH   ``PATH/{train,test|val}/<class>/*`` or ``PATH/<class>/*`` (see ``imagefolder``)
+=================  ============================================================================
+
+Files with an official md5 in torchvision are checked against it unless
+``verify_checksums=False``; a missing file raises :class:`DatasetUnavailable`, an unreadable
+one :class:`DatasetCorrupt`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from harness.data.convert import check_img_size
+from harness.data.digits import load_digits_split
+from harness.data.errors import DatasetCorrupt, DatasetError, DatasetUnavailable
+from harness.data.imagefolder import load_imagefolder, resolve_folder
+from harness.data.registry import (
+    DATASETS,
+    IMAGEFOLDER_PREFIX,
+    DatasetInfo,
+    check_split,
+    dataset_info,
+    dataset_names,
+    default_data_root,
+)
+from harness.data.torchvision_sources import load_cifar, load_flowers102, load_mnist, load_stl10, load_svhn
+from harness.data.types import TensorSplit
+
+__all__ = [
+    "DATASETS",
+    "DatasetCorrupt",
+    "DatasetError",
+    "DatasetInfo",
+    "DatasetUnavailable",
+    "clear_cache",
+    "dataset_names",
+    "default_data_root",
+    "load_split",
+]
+
+_Loader = Callable[..., TensorSplit]
+_LOADERS: dict[str, _Loader] = {
+    "cifar10": load_cifar,
+    "cifar100": load_cifar,
+    "svhn": load_svhn,
+    "mnist": load_mnist,
+    "fashion_mnist": load_mnist,
+    "stl10": load_stl10,
+    "flowers102": load_flowers102,
+}
+_CacheKey = tuple[str, str, str, int, bool]
+_CACHE: dict[_CacheKey, TensorSplit] = {}
+
+
+def clear_cache() -> None:
+    """Forget every cached split (frees their memory once no caller holds them)."""
+    _CACHE.clear()
+
+
+def load_split(
+    name: str,
+    split: Literal["train", "test"],
+    *,
+    root: Path | None = None,
+    download: bool = False,
+    img_size: int = 32,  # CIFAR's native size, the common resolution of the small-data regime
+    verify_checksums: bool = True,
+) -> TensorSplit:
+    """Load ``split`` of dataset ``name`` as uint8 RGB at ``img_size`` x ``img_size``.
+
+    ``name`` is a registered name (``dataset_names()``) or ``imagefolder:PATH``. ``root``
+    defaults to ``default_data_root()``. ``download=True`` fetches a missing torchvision
+    dataset first. Raises ``ValueError`` for an unknown name/split or bad ``img_size``,
+    :class:`DatasetUnavailable` when the files are absent, :class:`DatasetCorrupt` when they
+    cannot be read.
+    """
+    split = check_split(split)  # type: ignore[assignment]
+    check_img_size(img_size)
+    base = Path(root).expanduser() if root is not None else default_data_root()
+    is_folder = name.startswith(IMAGEFOLDER_PREFIX)
+    if is_folder:
+        path_text = name[len(IMAGEFOLDER_PREFIX) :]
+        if not path_text:
+            raise ValueError(f"{name!r} names no folder; write '{IMAGEFOLDER_PREFIX}PATH' (e.g. imagefolder:/data/robot_images)")
+        where = str(resolve_folder(path_text, base).resolve())
+    else:
+        info = dataset_info(name)
+        where = str(base.resolve())
+    key: _CacheKey = (name if not is_folder else IMAGEFOLDER_PREFIX + where, split, where, img_size, verify_checksums)
+    if key in _CACHE:
+        return _CACHE[key]
+    if is_folder:
+        result = load_imagefolder(path_text, split, base, img_size=img_size)
+    elif name == "digits":
+        result = load_digits_split(split, img_size=img_size)
+    else:
+        result = _LOADERS[name](info, split, base, img_size=img_size, download_=download, verify=verify_checksums)
+    _CACHE[key] = result
+    return result

@@ -1,0 +1,99 @@
+"""A team's own images: ``imagefolder:PATH`` read with ``torchvision.datasets.ImageFolder``.
+
+Layouts, checked in this order (``PATH`` relative paths are resolved against the data root):
+
+* ``PATH/train/<class>/*`` plus ``PATH/test/<class>/*`` or ``PATH/val/<class>/*``: the given
+  split. ``test`` wins when both exist, because ``val`` is then the team's tuning set and the
+  benchmark reports held-out accuracy (it carves its own validation split from training data).
+* ``PATH/train/<class>/*`` alone, or ``PATH/<class>/*``: a stratified 80/20 train/test split of
+  those images, seeded with the constant ``HOLDOUT_SEED`` so it is identical on every machine.
+
+Every image is decoded with PIL, converted to RGB and resized to ``img_size``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from harness.data.convert import decode_images
+from harness.data.errors import DatasetCorrupt, DatasetUnavailable, corrupt
+from harness.data.registry import IMAGEFOLDER_PREFIX
+from harness.data.subsets import split_validation
+from harness.data.types import TensorSplit
+
+# 80/20 is the usual hold-out share when a team supplies no test set.
+HOLDOUT_FRACTION = 0.2
+# Any fixed value works; it is a constant (not a run option) so the held-out images never
+# change between machines or runs. Changing it invalidates every recorded imagefolder baseline.
+HOLDOUT_SEED = 20_240_601
+
+
+def resolve_folder(path_text: str, root: Path) -> Path:
+    """``~`` expanded; absolute paths kept; relative paths taken under the data root."""
+    path = Path(path_text).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def _scan(name: str, folder: Path) -> ImageFolder:
+    try:
+        return ImageFolder(str(folder))
+    except FileNotFoundError as exc:  # no class sub-folders, or a class folder with no images
+        raise corrupt(
+            name,
+            folder,
+            f"not an image-folder layout ({exc})",
+            fix=f"put images in {folder}/<class name>/<image> with extensions {', '.join(IMG_EXTENSIONS)}",
+        ) from exc
+
+
+def load_imagefolder(path_text: str, split: str, root: Path, *, img_size: int) -> TensorSplit:
+    """Load ``split`` of the image folder ``path_text`` (see the module docstring for layouts)."""
+    name = f"{IMAGEFOLDER_PREFIX}{path_text}"
+    base = resolve_folder(path_text, root)
+    if not base.is_dir():
+        raise DatasetUnavailable(
+            f"dataset {name!r} ({split} split): folder {base} does not exist (relative paths are taken "
+            f"under the data root {root}). Fix: pass an absolute path after 'imagefolder:', or put the "
+            "folder under the data root (--data-root PATH or BACKBONE_BENCH_DATA=PATH).",
+            dataset=name,
+            path=base,
+        )
+    train_dir = base / "train"
+    eval_dir = next((d for d in (base / "test", base / "val") if d.is_dir()), None)
+    if eval_dir is not None and not train_dir.is_dir():
+        raise DatasetCorrupt(
+            f"dataset {name!r}: found {eval_dir} but no {train_dir}. Fix: add {train_dir}/<class>/..., "
+            f"or move the class folders directly under {base} to use a held-out split.",
+            dataset=name,
+            path=train_dir,
+        )
+    if eval_dir is not None:
+        train = _scan(name, train_dir)
+        chosen = train if split == "train" else _scan(name, eval_dir)
+        if chosen.classes != train.classes:
+            missing, extra = sorted(set(train.classes) - set(chosen.classes)), sorted(set(chosen.classes) - set(train.classes))
+            raise DatasetCorrupt(
+                f"dataset {name!r}: {eval_dir} and {train_dir} hold different classes (missing from "
+                f"{eval_dir.name}: {missing}, only in {eval_dir.name}: {extra}). Fix: give both the same class folders.",
+                dataset=name,
+                path=eval_dir,
+            )
+        samples = chosen.samples
+    else:
+        chosen = _scan(name, train_dir if train_dir.is_dir() else base)
+        all_labels = torch.tensor(chosen.targets, dtype=torch.int64)
+        keep_train, keep_test = split_validation(
+            torch.arange(len(all_labels)), all_labels, fraction=HOLDOUT_FRACTION, seed=HOLDOUT_SEED
+        )
+        samples = [chosen.samples[i] for i in (keep_train if split == "train" else keep_test).tolist()]
+    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+    images = decode_images(
+        [Path(p) for p, _ in samples],
+        img_size,
+        on_error=lambda p, e: corrupt(name, p, f"unreadable image ({type(e).__name__}: {e})", fix=f"delete or replace {p}"),
+    )
+    return TensorSplit(images, labels, tuple(chosen.classes))

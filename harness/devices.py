@@ -1,0 +1,98 @@
+"""Devices: discovery, validation, synchronisation, precision support and machine facts."""
+
+from __future__ import annotations
+
+import functools
+import platform
+import re
+from pathlib import Path
+
+import torch
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "fp16", "bf16")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def parse_device(text: str) -> str:
+    """Validate a device name (``cpu``, ``cuda``, ``cuda:N``, ``mps``) and return it normalised."""
+    name = text.strip().lower()
+    if name in DEVICE_TYPES or re.fullmatch(r"cuda:\d+", name):
+        return name
+    raise ValueError(f"unknown device {text!r}; valid devices: cpu, cuda, cuda:N, mps")
+
+
+def available_devices() -> list[str]:
+    """Every device type this machine can run: cpu always, cuda and mps when present."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def unavailable_reason(device: str) -> str | None:
+    """Why ``device`` cannot run here, or ``None`` when it can."""
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
+        return None
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            return "cuda requested but torch.cuda.is_available() is False on this machine"
+        if index and int(index) >= torch.cuda.device_count():
+            return f"{device} requested but only {torch.cuda.device_count()} CUDA device(s) are visible"
+        return None
+    if kind == "mps" and "mps" not in available_devices():
+        return "mps requested but torch.backends.mps.is_available() is False on this machine"
+    return None
+
+
+def precision_unsupported_reason(device: str, precision: str) -> str | None:
+    """Why ``precision`` cannot run on ``device``, or ``None`` when it can."""
+    kind = device.split(":")[0]
+    if precision == "fp32":
+        return None
+    if kind == "cpu" and precision == "fp16":
+        # CPU fp16 kernels are incomplete and emulated where present: the figure would describe
+        # nothing a user deploys. bf16 has native kernels on AVX512-BF16/AMX CPUs.
+        return "fp16 is not a deployment precision on CPU (kernels missing or emulated); use bf16"
+    if kind == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        return "bf16 needs an Ampere or newer GPU"
+    if kind == "mps" and precision == "bf16":
+        return "bf16 is not supported by the MPS backend"
+    return None
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued work on ``device`` so a clock read after it covers that work."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        torch.cuda.synchronize(device)
+    elif kind == "mps":
+        torch.mps.synchronize()
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's marketing name (``/proc/cpuinfo``), falling back to ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_name(device: str = "cuda") -> str | None:
+    """The CUDA device's name, or ``None`` without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_name(torch.device(device if device.startswith("cuda") else "cuda"))
+
+
+def slug(text: str) -> str:
+    """Lower-case ``text`` with runs of other characters turned into single dashes."""
+    text = re.sub(r"\((?:r|tm)\)|@.*$", "", text.lower())
+    return re.sub(r"[^a-z0-9.]+", "-", text).strip("-")

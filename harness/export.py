@@ -1,0 +1,261 @@
+"""ONNX export, int8 quantisation and ONNX Runtime runners; :func:`build_runner` for every runtime.
+
+Exporter choice (torch 2.15): ``torch.onnx.export(..., dynamo=True)`` -- the torch.export-based
+exporter, the default since torch 2.9 -- is used. Both exporters export every registry backbone at
+32 px with the same parity (~1e-6 relative), but the legacy TorchScript exporter (``dynamo=False``)
+is deprecated (it emits a ``DeprecationWarning``) and *traces*: a data-dependent ``if`` in
+``forward`` is silently frozen to the branch the example took, while ``torch.export`` refuses it
+loudly. Its only advantage is speed (0.1-3.5 s against 4-14 s per backbone on this CPU), so it stays
+available as ``exporter="torchscript"`` but is never a silent fallback: a fallback would change
+what is being measured without saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.runtimes import (
+    CompileRunner,
+    ParityError,
+    Runner,
+    RuntimeUnsupported,
+    TorchRunner,
+    parse_runtime,
+    record_parity,
+)
+
+__all__ = [
+    "ONNX_OPSET", "EXPORTERS", "OnnxExport", "export_onnx", "quantize_int8", "ort_providers",
+    "OrtRunner", "build_runner", "ParityError", "RuntimeUnsupported",
+]
+
+# Opset 18 is the opset the dynamo exporter's torchlib is written against (no version conversion
+# step), ONNX Runtime has run it since 1.14 and TensorRT 8.6+ (JetPack 6) parses it.
+ONNX_OPSET = 18
+EXPORTERS: tuple[str, ...] = ("dynamo", "torchscript")
+# Upper bound of the dynamic batch dimension; torch.export needs one and no inference batch here
+# comes close to it.
+_MAX_BATCH = 4096
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """Where an export went and what it cost."""
+
+    path: Path
+    opset: int
+    exporter: str
+    export_time_s: float
+    dynamic_batch: bool
+
+
+def _reason(exc: BaseException) -> str:
+    """The most telling line of an exporter error (its '## Exception summary' root cause)."""
+    lines = [ln.strip() for ln in _ANSI.sub("", str(exc)).splitlines() if ln.strip()]
+    if "## Exception summary" in lines:
+        after = lines[lines.index("## Exception summary") + 1 :]
+        if after:
+            return after[0][:400]
+    return f"{type(exc).__name__}: {lines[0][:400]}" if lines else type(exc).__name__
+
+
+def export_onnx(
+    model: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    *,
+    opset: int = ONNX_OPSET,
+    dynamic_batch: bool = True,
+    exporter: str = "dynamo",
+) -> OnnxExport:
+    """Export ``model`` (eval mode, a CPU copy; the caller's model is untouched) to ``path``.
+
+    The input is named ``input`` and the output ``logits``. The batch dimension is dynamic by
+    default so one file serves the batch-1 latency case and batched parity/accuracy passes; the
+    cost is nil for ONNX Runtime's CPU/CUDA providers (kernels are picked per run) and TensorRT
+    builds an engine for the shape it first sees. Raises :class:`RuntimeUnsupported` naming the
+    model and the exporter's reason when the export fails.
+    """
+    if exporter not in EXPORTERS:
+        raise ValueError(f"unknown exporter {exporter!r}: use one of {', '.join(EXPORTERS)}")
+    if example.dtype != torch.float32 or example.ndim != 4:
+        raise ValueError(f"export needs a float32 [N, C, H, W] example, got {example.dtype} {tuple(example.shape)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cpu_model = copy.deepcopy(model).eval().cpu()
+    x = example.detach().cpu()
+    kwargs: dict[str, Any] = {"input_names": ["input"], "output_names": ["logits"], "opset_version": opset}
+    if exporter == "dynamo":
+        # external_data=False keeps one self-contained file; every backbone here is far below 2 GB.
+        kwargs.update(dynamo=True, verbose=False, external_data=False)
+        if dynamic_batch:
+            kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=_MAX_BATCH)},)
+    else:
+        kwargs["dynamo"] = False
+        if dynamic_batch:
+            kwargs["dynamic_axes"] = {"input": {0: "batch"}, "logits": {0: "batch"}}
+    start = time.perf_counter()
+    try:
+        # The exporter prints progress and torch.export logs guard failures; keep test output clean.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(cpu_model, (x,), str(path), **kwargs)
+    except Exception as exc:  # noqa: BLE001 - every exporter failure becomes a readable skip reason
+        raise RuntimeUnsupported(
+            f"{type(model).__name__} cannot be exported to ONNX ({exporter} exporter, opset {opset}): {_reason(exc)}"
+        ) from exc
+    elapsed = time.perf_counter() - start
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    actual = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+    return OnnxExport(path, int(actual), exporter, elapsed, dynamic_batch)
+
+
+def quantize_int8(source: Path, target: Path, *, per_channel: bool = False) -> Path:
+    """Dynamic int8 quantisation of an fp32 ONNX model (``QInt8`` weights) to ``target``.
+
+    ``quantize_dynamic`` rewrites Conv/MatMul/Gemm-like ops to ConvInteger/MatMulInteger with
+    activations quantised per run. Per-tensor weights by default: ONNX Runtime's CPU
+    ``ConvInteger`` kernel does not take per-channel weight zero points.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        quantize_dynamic(Path(source), target, weight_type=QuantType.QInt8, per_channel=per_channel)
+    except Exception as exc:  # noqa: BLE001 - the quantiser's failures are reasons to skip int8
+        raise RuntimeUnsupported(f"onnxruntime int8 quantisation of {Path(source).name} failed: {_reason(exc)}") from exc
+    return target
+
+
+def ort_providers(device: torch.device) -> list[str]:
+    """ONNX Runtime execution providers for ``device``, best first, filtered by what is installed."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device.type == "cpu":
+        return ["CPUExecutionProvider"]
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise RuntimeUnsupported(
+                f"onnxruntime on {device} needs the CUDAExecutionProvider (install onnxruntime-gpu); "
+                f"available providers: {', '.join(available)}"
+            )
+        wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+        return [p for p in wanted if p in available]
+    raise RuntimeUnsupported(f"onnxruntime runner supports cpu and cuda devices, not {device.type}")
+
+
+class OrtRunner(Runner):
+    """An ``onnxruntime.InferenceSession`` over an exported file.
+
+    CPU: intra-op threads = ``threads`` (``None`` = ONNX Runtime's default, one per physical core).
+    CUDA: input and output are bound to device tensors with IO binding, so ``step()`` makes no host
+    copies; it returns after ``torch.cuda.synchronize``.
+    """
+
+    def __init__(self, onnx_path: Path, example: torch.Tensor, *, device: torch.device,
+                 threads: int | None, runtime: str = "onnxruntime") -> None:
+        import onnxruntime as ort
+
+        self.runtime = runtime
+        super().__init__(device)
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None (onnxruntime default), got {threads}")
+        providers = ort_providers(device)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: provider fallbacks are recorded in info instead
+        if threads is not None and device.type == "cpu":
+            options.intra_op_num_threads = threads
+        index = device.index or 0
+        provider_options = [{"device_id": index} if p != "CPUExecutionProvider" else {} for p in providers]
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=providers,
+                                            provider_options=provider_options)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self.info.update(ort_providers=",".join(self.session.get_providers()), threads=threads,
+                         onnx_file_mb=round(Path(onnx_path).stat().st_size / 2**20, 3))
+        self._example_np = example.detach().float().cpu().contiguous().numpy()
+        self._binding: Any = None
+        if device.type == "cuda":
+            self._bind_cuda(example)
+
+    def _bind_cuda(self, example: torch.Tensor) -> None:
+        index = self.device.index or 0
+        self._x = example.detach().float().contiguous().to(self.device)
+        shape = self.session.run([self.output_name], {self.input_name: self._example_np})[0].shape
+        self._y = torch.empty(shape, dtype=torch.float32, device=self.device)
+        binding = self.session.io_binding()
+        binding.bind_input(self.input_name, "cuda", index, np.float32, tuple(self._x.shape), self._x.data_ptr())
+        binding.bind_output(self.output_name, "cuda", index, np.float32, tuple(self._y.shape), self._y.data_ptr())
+        self._binding = binding
+
+    def step(self) -> None:
+        if self._binding is not None:
+            self.session.run_with_iobinding(self._binding)
+            torch.cuda.synchronize(self.device)
+            self.last = self._y
+        else:
+            self.last = self.session.run([self.output_name], {self.input_name: self._example_np})[0]
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        feed = {self.input_name: x.detach().float().cpu().contiguous().numpy()}
+        return torch.from_numpy(self.session.run([self.output_name], feed)[0]).float()
+
+    def close(self) -> None:
+        super().close()
+        self._binding = None
+        self.session = None  # type: ignore[assignment]
+
+
+def build_runner(model: nn.Module, example: torch.Tensor, runtime: str, *, device: torch.device, workdir: Path,
+                 threads: int | None, opset: int = ONNX_OPSET, exporter: str = "dynamo") -> Runner:
+    """Turn a runtime name into a :class:`Runner` whose ``step()`` is one forward of ``example``.
+
+    Parity against eager ``model`` on ``example`` is computed once here and stored in ``info``;
+    fp32 runtimes beyond tolerance raise :class:`ParityError`, int8 only records its difference.
+    Raises :class:`RuntimeUnsupported` when the runtime cannot run here (the caller skips).
+    ONNX files are written under ``workdir`` (``model.onnx``, ``model.int8.onnx``).
+    """
+    name = parse_runtime(runtime)
+    device = torch.device(device)
+    model = model.eval().to(device)
+    if name in ("eager", "compile"):
+        cls = TorchRunner if name == "eager" else CompileRunner
+        runner: Runner = cls(model, example, device=device, threads=threads)
+    else:
+        if name == "onnxruntime-int8" and device.type != "cpu":
+            raise RuntimeUnsupported(f"onnxruntime-int8 runs on the CPU execution provider only, not {device}")
+        exported = export_onnx(model, example, Path(workdir) / "model.onnx", opset=opset, exporter=exporter)
+        path, extra = exported.path, {}
+        if name == "onnxruntime-int8":
+            start = time.perf_counter()
+            path = quantize_int8(exported.path, Path(workdir) / "model.int8.onnx")
+            extra["quantize_time_s"] = round(time.perf_counter() - start, 3)
+        runner = OrtRunner(path, example, device=device, threads=threads, runtime=name)
+        runner.info.update(onnx_opset=exported.opset, onnx_exporter=exported.exporter,
+                           export_time_s=round(exported.export_time_s, 3), onnx_dynamic_batch=exported.dynamic_batch,
+                           **extra)
+    try:
+        record_parity(model, runner, example, enforce=name != "onnxruntime-int8")
+    except ParityError:
+        runner.close()
+        raise
+    return runner

@@ -1,0 +1,33 @@
+"""The in-session gate: ``pytest ... --gate BASELINE`` compares the run it just made.
+
+The same comparison as ``python -m harness compare``: the baseline is resolved before any case
+runs (a missing run id is a usage error up front, not after an hour of benchmarks), and the
+verdict table is printed in the terminal summary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.compare import compare_runs, parse_tolerances
+from harness.runs import Run, RunError, load_run
+
+
+def load_baseline(ref: str, storage: Path) -> Run:
+    """The baseline run ``ref`` (a run id in ``storage`` or a file); ``ValueError`` when unusable."""
+    try:
+        return load_run(ref, storage)
+    except RunError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def gate_run(baseline: Run, run: dict[str, Any], spec: str | None, *, fail_on_missing: bool, force: bool) -> tuple[list[str], bool]:
+    """Compare the session's ``run`` with ``baseline``: (lines to print, whether the gate failed)."""
+    try:
+        tolerances = parse_tolerances(spec)
+        comparison = compare_runs(baseline, Run.from_json(run, source="this session"), tolerances, fail_on_missing=fail_on_missing, force=force)
+    except (RunError, ValueError) as exc:
+        return [f"backbone-bench gate: error: {exc}"], True
+    lines = ["", "backbone-bench gate", *comparison.render().splitlines()]
+    return lines, bool(comparison.exit_code)

@@ -1,0 +1,102 @@
+"""Preparing an inference case: the model on its device, the timed step, and the static figures.
+
+:func:`prepare_inference` turns a :class:`CaseSpec` into a :class:`PreparedInference` that
+holds a zero-argument ``step`` (one forward of a fixed batch, synchronised), a ``setup`` (the
+untimed device synchronisation before each round), and the figures that do not need a clock:
+params, GMACs and peak memory. The timer is the caller's: pytest-benchmark in a pytest run,
+:func:`harness.profile.timing.time_rounds` elsewhere. :meth:`PreparedInference.record` builds
+the flat JSON record from the timed samples.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from harness.cases import CaseSpec
+from harness.devices import DTYPES, synchronize
+from harness.models import create_backbone
+from harness.profile.flops import count_gmacs, count_params
+from harness.profile.memory import module_bytes, peak_bytes
+from harness.profile.timing import LatencyStats
+
+
+@functools.lru_cache(maxsize=64)
+def static_profile(backbone: str, img_size: int, num_classes: int) -> tuple[int, float]:
+    """(params, GMACs per image) of a backbone at a resolution: fp32, batch 1, device-free.
+
+    Cached because every batch size, device and precision of a backbone shares these figures.
+    """
+    model = create_backbone(backbone, num_classes=num_classes, img_size=img_size)
+    return count_params(model), count_gmacs(model, torch.zeros(1, 3, img_size, img_size))
+
+
+@dataclass
+class PreparedInference:
+    """A case ready to time."""
+
+    spec: CaseSpec
+    model: nn.Module
+    example: torch.Tensor
+    step: Callable[[], None]
+    setup: Callable[[], None]
+    static: dict[str, object] = field(default_factory=dict)
+    close: Callable[[], None] = lambda: None
+
+    def record(self, samples_s: Sequence[float], extra: dict[str, object] | None = None) -> dict[str, object]:
+        """The case's flat JSON record: identity, static figures and latency statistics."""
+        record: dict[str, object] = {**self.spec.identity(), **self.static, "status": "ok"}
+        record.update(LatencyStats(samples_s, self.spec.batch_size).as_record())
+        record.update(extra or {})
+        return record
+
+
+def prepare_inference(spec: CaseSpec, *, workdir: Path) -> PreparedInference:
+    """Build the model for ``spec``, place it, build its runtime, and measure params/GMACs/memory.
+
+    Raises ``BackboneUnsupported`` (cannot run at this size) and ``RuntimeUnsupported``
+    (the runtime cannot take this model here); the caller turns both into skips.
+    """
+    from harness.export import build_runner
+
+    params, gmacs = static_profile(spec.backbone, spec.img_size, spec.num_classes)
+    device = torch.device(spec.device)
+    dtype = DTYPES[spec.precision]
+    memory_format = torch.channels_last if spec.channels_last else torch.contiguous_format
+
+    model = create_backbone(spec.backbone, num_classes=spec.num_classes, img_size=spec.img_size)
+    model = model.to(device=device, dtype=dtype, memory_format=memory_format)
+    # A fixed batch, seeded so every run feeds the model the same values.
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(spec.batch_size, 3, spec.img_size, spec.img_size, generator=generator)
+    example = example.to(device=device, dtype=dtype).contiguous(memory_format=memory_format)
+
+    runner = build_runner(model, example, spec.runtime, device=device, workdir=workdir, threads=torch.get_num_threads())
+    static: dict[str, object] = {
+        "params": params,
+        "gmacs": gmacs,
+        "weights_bytes": module_bytes(model),
+        "threads": torch.get_num_threads(),
+        **runner.info,
+    }
+    static["peak_mem_bytes"] = peak_bytes(runner.step, device, resident=_resident(model, example))
+
+    return PreparedInference(
+        spec=spec,
+        model=model,
+        example=example,
+        step=runner.step,
+        setup=functools.partial(synchronize, device),
+        static=static,
+        close=runner.close,
+    )
+
+
+def _resident(model: nn.Module, example: torch.Tensor) -> list[torch.Tensor]:
+    """Tensors alive before the forward starts: weights, buffers and the input batch."""
+    return [*model.parameters(), *model.buffers(), example]

@@ -1,0 +1,152 @@
+"""The backbone registry and the one model factory over timm.
+
+The registry tags each reference backbone with a family (``cnn`` / ``transformer`` /
+``hybrid``) and an ``edge`` flag (small enough to ship on a Jetson-class board). Any other timm
+model name is accepted too; its family is guessed from timm's architecture name.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+Family = Literal["cnn", "transformer", "hybrid"]
+FAMILIES: tuple[Family, ...] = ("cnn", "transformer", "hybrid")
+GROUPS: tuple[str, ...] = (*FAMILIES, "edge", "all")
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A registry entry: a timm model name with its family and edge tag."""
+
+    name: str
+    family: Family
+    edge: bool = False
+
+
+_ENTRIES: tuple[Backbone, ...] = (
+    # The seven reference backbones.
+    Backbone("convnextv2_tiny", "cnn"),
+    Backbone("tf_efficientnetv2_s", "cnn"),
+    Backbone("mobilenetv3_large_100", "cnn", edge=True),
+    Backbone("resnet50", "cnn"),
+    Backbone("vit_base_patch16_224", "transformer"),
+    Backbone("deit_small_patch16_224", "transformer"),
+    Backbone("swin_tiny_patch4_window7_224", "transformer"),
+    # Hybrids and MetaFormers.
+    Backbone("coatnet_0_rw_224", "hybrid"),
+    Backbone("poolformer_s12", "hybrid"),
+    Backbone("mobilevit_xs", "hybrid", edge=True),
+    Backbone("fastvit_t8", "hybrid", edge=True),
+    # Deployment-oriented and edge backbones.
+    Backbone("repvgg_a2", "cnn", edge=True),
+    Backbone("pvt_v2_b0", "transformer", edge=True),
+    Backbone("resnet18", "cnn", edge=True),
+    Backbone("efficientnet_b0", "cnn", edge=True),
+    Backbone("mobilenetv4_conv_small", "cnn", edge=True),
+    Backbone("regnetx_002", "cnn", edge=True),
+    Backbone("ghostnet_100", "cnn", edge=True),
+    Backbone("lcnet_100", "cnn", edge=True),
+)
+REGISTRY: dict[str, Backbone] = {b.name: b for b in _ENTRIES}
+
+# Architecture prefixes of timm models outside the registry, for their family tag.
+_TRANSFORMER_PREFIXES = ("vit", "deit", "swin", "beit", "eva", "cait", "xcit", "pvt", "twins", "crossvit", "tnt", "pit")
+_HYBRID_PREFIXES = ("coat", "maxvit", "maxxvit", "mobilevit", "fastvit", "efficientvit", "levit", "poolformer", "convformer", "caformer", "edgenext", "nextvit", "tiny_vit", "hiera")
+
+
+class UnknownBackbone(ValueError):
+    """A backbone name that neither the registry, a group, nor timm knows."""
+
+
+class BackboneUnsupported(RuntimeError):
+    """A backbone that cannot be built or run in the asked configuration (e.g. too small an input)."""
+
+
+def family_of(name: str) -> Family:
+    """The family of a registry backbone, or a guess from timm's architecture prefix."""
+    if name in REGISTRY:
+        return REGISTRY[name].family
+    if name.startswith(_HYBRID_PREFIXES):
+        return "hybrid"
+    if name.startswith(_TRANSFORMER_PREFIXES):
+        return "transformer"
+    return "cnn"
+
+
+def lookup(name: str) -> Backbone:
+    """The registry entry of ``name``, or an untagged entry for any other timm model."""
+    return REGISTRY.get(name) or Backbone(name, family_of(name), edge=False)
+
+
+def resolve_backbones(tokens: list[str]) -> list[str]:
+    """Expand registry names, groups (``cnn``, ``transformer``, ``hybrid``, ``edge``, ``all``)
+    and timm model names into a de-duplicated list, in the order given.
+
+    Raises :class:`UnknownBackbone` naming close matches for anything unknown.
+    """
+    import timm
+
+    out: list[str] = []
+    for raw in tokens:
+        token = raw.strip()
+        if not token:
+            continue
+        if token == "all":
+            names = list(REGISTRY)
+        elif token == "edge":
+            names = [b.name for b in _ENTRIES if b.edge]
+        elif token in FAMILIES:
+            names = [b.name for b in _ENTRIES if b.family == token]
+        elif token in REGISTRY or timm.is_model(token):
+            names = [token]
+        else:
+            candidates = [*GROUPS, *REGISTRY, *timm.list_models()]
+            close = difflib.get_close_matches(token, candidates, n=5, cutoff=0.6)
+            hint = f"did you mean: {', '.join(close)}?" if close else "see `python -c 'import timm; print(timm.list_models())'`"
+            raise UnknownBackbone(
+                f"unknown backbone {token!r}: not a registry name, a group ({', '.join(GROUPS)}) or a timm model; {hint}"
+            )
+        out.extend(n for n in names if n not in out)
+    return out
+
+
+def create_backbone(name: str, *, num_classes: int, img_size: int) -> nn.Module:
+    """Build ``name`` with random weights (``pretrained=False``), in eval mode.
+
+    Models that must know their input size (ViT, DeiT, Swin, CoAtNet…) are built for
+    ``img_size``; the others are resolution-agnostic and refuse the keyword, so it is dropped
+    for them. Raises :class:`BackboneUnsupported` when the model cannot run at ``img_size``.
+    """
+    import timm
+
+    try:
+        try:
+            model = timm.create_model(name, pretrained=False, num_classes=num_classes, img_size=img_size)
+        except TypeError as exc:
+            if "img_size" not in str(exc):
+                raise
+            model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+    except (AssertionError, ValueError, RuntimeError) as exc:
+        raise BackboneUnsupported(f"{name} cannot be built for {img_size}px input: {_first_line(exc)}") from exc
+    model.eval()
+    check_runs(model, name, img_size)
+    return model
+
+
+def check_runs(model: nn.Module, name: str, img_size: int) -> None:
+    """One batch-1 forward on CPU, so a model that cannot run at ``img_size`` is found up front."""
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, img_size, img_size))
+    except (AssertionError, RuntimeError, ValueError, IndexError) as exc:
+        raise BackboneUnsupported(f"{name} cannot run at {img_size}px: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,218 @@
+"""Training recipes: one frozen dataclass, per-family from-scratch defaults, and what they build.
+
+A :class:`Recipe` is everything that decides *how* a backbone is trained (optimiser, schedule,
+augmentation, precision, seed). ``default_recipe`` gives the defaults this suite uses when a
+benchmark case does not override them; ``build_optimizer`` / ``build_scheduler`` turn a recipe
+into torch objects so the training loop and any bare-PyTorch comparison use the same ones.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
+
+import torch
+from timm.optim import param_groups_weight_decay
+
+Optimizer = Literal["sgd", "adamw"]
+Precision = Literal["fp32", "fp16", "bf16"]
+Augment = Literal["none", "standard", "randaugment", "mixup", "cutmix"]
+Family = Literal["cnn", "transformer", "hybrid"]
+
+_OPTIMIZERS = ("sgd", "adamw")
+_PRECISIONS = ("fp32", "fp16", "bf16")
+_AUGMENTS = ("none", "standard", "randaugment", "mixup", "cutmix")
+_FAMILIES = ("cnn", "transformer", "hybrid")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train one model. Validated on construction.
+
+    ``batch_size`` is the *effective* batch per optimiser step; with ``grad_accum_steps = k``
+    each step accumulates ``k`` micro-batches of ``batch_size // k`` images, so accumulation
+    changes memory, not the optimisation. ``augment`` values other than ``none`` all include
+    the ``standard`` random crop (zero padding, 4 px at 32 px scaled with image size) and, if
+    ``hflip``, a horizontal flip; ``randaugment`` / ``mixup`` / ``cutmix`` add timm's version
+    on top. ``val_fraction > 0`` makes ``train`` carve a stratified validation split out of the
+    training split when no explicit ``val`` is given.
+    """
+
+    optimizer: Optimizer = "sgd"
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    epochs: int = 100
+    batch_size: int = 128
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.1
+    grad_accum_steps: int = 1
+    clip_grad_norm: float | None = None
+    precision: Precision = "fp32"
+    augment: Augment = "standard"
+    hflip: bool = True
+    mixup_alpha: float = 0.8
+    cutmix_alpha: float = 1.0
+    early_stop_patience: int | None = None
+    val_fraction: float = 0.0
+    seed: int = 0
+    channels_last: bool = False
+    deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        _choice("optimizer", self.optimizer, _OPTIMIZERS)
+        _choice("precision", self.precision, _PRECISIONS)
+        _choice("augment", self.augment, _AUGMENTS)
+        if not self.lr > 0:
+            raise ValueError(f"Recipe.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ValueError(f"Recipe needs weight_decay >= 0 and 0 <= momentum < 1, got {self.weight_decay}, {self.momentum}")
+        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum_steps < 1:
+            raise ValueError("Recipe.epochs, batch_size and grad_accum_steps must all be >= 1")
+        if self.batch_size % self.grad_accum_steps:
+            raise ValueError(
+                f"Recipe.batch_size ({self.batch_size}) must be divisible by grad_accum_steps "
+                f"({self.grad_accum_steps}): batch_size is the effective batch per optimiser step"
+            )
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"Recipe.warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}; lower it")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"Recipe.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise ValueError(f"Recipe.clip_grad_norm must be > 0 or None (off), got {self.clip_grad_norm}")
+        if self.early_stop_patience is not None and self.early_stop_patience < 1:
+            raise ValueError(f"Recipe.early_stop_patience must be >= 1 or None (off), got {self.early_stop_patience}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"Recipe.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.augment in ("mixup", "cutmix") and self.batch_size % 2:
+            raise ValueError("augment='mixup'/'cutmix' pairs each image with another in its batch: make batch_size even")
+
+    @property
+    def micro_batch_size(self) -> int:
+        """Images per forward/backward pass."""
+        return self.batch_size // self.grad_accum_steps
+
+    def replace(self, **changes: Any) -> Recipe:
+        """A copy with ``changes`` applied; unknown field names raise ``TypeError`` listing the valid ones."""
+        _check_keys(changes)
+        return replace(self, **changes)
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"Recipe.{name} must be one of {allowed}, got {value!r}")
+
+
+def _check_keys(overrides: dict[str, Any]) -> None:
+    valid = [f.name for f in fields(Recipe)]
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise TypeError(f"unknown Recipe field(s) {unknown}; valid fields are {valid}")
+
+
+def default_recipe(family: Family, **overrides: Any) -> Recipe:
+    """The from-scratch default recipe for a model ``family``, with ``overrides`` applied.
+
+    If ``lr`` is not overridden it is scaled to the (possibly overridden) ``batch_size``.
+    """
+    if family not in _FAMILIES:
+        raise ValueError(f"family must be one of {_FAMILIES}, got {family!r}")
+    _check_keys(overrides)
+    # 128 images per step: 1-4 GPU robotics setups and <300k-image sets; keeps >= 10 steps per
+    # epoch even on the 1347-image digits split so the per-step schedule is not too coarse.
+    batch_size = int(overrides.get("batch_size", 128))
+    base: dict[str, Any]
+    if family == "cnn":
+        base = dict(
+            optimizer="sgd",
+            # Goyal et al. 2017 linear scaling rule: 0.1 at batch 256, proportional otherwise.
+            lr=0.1 * batch_size / 256,
+            # 5e-4 is the standard from-scratch ResNet/CIFAR decay; small data needs the regularisation.
+            weight_decay=5e-4,
+            momentum=0.9,  # Nesterov momentum 0.9, the classic SGD setting for CNNs.
+            # 2 warm-up epochs: enough to stabilise BN statistics at lr ~0.05 without wasting short runs.
+            warmup_epochs=2.0,
+        )
+    else:
+        base = dict(
+            optimizer="adamw",
+            # 1e-3 at batch 128 (from-scratch small-data ViTs, Lee et al. 2021); square-root
+            # scaling is the batch rule for Adam-type optimisers (Malladi et al. 2022).
+            lr=1e-3 * math.sqrt(batch_size / 128),
+            # 0.05 is the DeiT/Swin decay; attention models overfit small data without it.
+            weight_decay=0.05,
+            momentum=0.9,  # unused by AdamW (its betas stay at torch defaults 0.9/0.999)
+            # Transformers diverge without a longer warm-up when trained from scratch (DeiT uses 5).
+            warmup_epochs=5.0,
+        )
+    # 100 epochs: small sets need many passes from scratch; benchmarks override per dataset.
+    base.update(epochs=100, batch_size=batch_size, label_smoothing=0.1)  # 0.1 = Szegedy et al. 2016 / timm default
+    base.update(overrides)
+    if "warmup_epochs" not in overrides:
+        # Short runs (smoke, --epochs 2) keep the warm-up inside the first quarter of training.
+        base["warmup_epochs"] = min(base["warmup_epochs"], base["epochs"] / 4)
+    return Recipe(**base)
+
+
+def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimiser; biases and norm weights (1-D params) get no weight decay (timm convention)."""
+    groups = param_groups_weight_decay(model, recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
+    return torch.optim.AdamW(groups, lr=recipe.lr)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Multiplier on the base lr at optimiser ``step``: linear warm-up, then cosine to zero."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Cosine schedule with linear warm-up, meant to be stepped once per optimiser step."""
+    if steps_per_epoch < 1:
+        raise ValueError("steps_per_epoch must be >= 1: the training split is smaller than one batch; lower batch_size")
+    total = recipe.epochs * steps_per_epoch
+    warmup = round(recipe.warmup_epochs * steps_per_epoch)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup))
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision``, refusing combinations this torch/device cannot run."""
+    if precision == "fp32":
+        return None
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    try:
+        with torch.autocast(device.type, dtype=dtype):
+            probe = torch.ones(2, 2, device=device) @ torch.ones(2, 2, device=device)
+        ok = probe.dtype == dtype
+    except (RuntimeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"precision={precision!r} autocast is not supported on {device.type} by torch {torch.__version__}; use 'bf16' or 'fp32'")
+    return dtype
+
+
+@contextmanager
+def determinism(enabled: bool) -> Iterator[None]:
+    """Deterministic kernels (or cuDNN autotuning when off) for the run, restoring the previous settings."""
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    if enabled:
+        # cuBLAS needs this workspace setting for reproducible GEMMs; it only takes effect if
+        # set before CUDA initialises, hence setdefault (launchers may already export it).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = not enabled
+    torch.backends.cudnn.deterministic = enabled
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = prev[2], prev[3]

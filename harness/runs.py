@@ -1,0 +1,222 @@
+"""Load and validate backbone-bench run files (pytest-benchmark JSON) and resolve run ids.
+
+A run id names a file saved by ``--benchmark-save`` under ``<storage>/<baseline_key>/NNNN_NAME.json``:
+``0003``, ``0003_mybranch``, ``mybranch`` (the newest save of that name), ``latest`` (the highest
+number), each optionally prefixed by the machine directory (``<baseline_key>/0003``). Anything ending
+in ``.json`` or naming an existing file is a path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+KINDS = ("inference", "train", "export")
+STATUSES = ("ok", "failed")
+# Keys whose values must be numbers (or null) when present: the comparison does arithmetic on them.
+NUMERIC_KEYS = (
+    "top1", "top5", "macro_f1", "throughput_ips", "train_ips", "latency_p50_ms", "latency_p90_ms",
+    "latency_p99_ms", "latency_mean_ms", "peak_mem_bytes", "peak_train_mem_bytes", "train_time_s",
+    "params", "gmacs", "energy_mj_per_img", "top1_std",
+)
+SAMPLE_KEYS = ("latency_samples_ms", "top1_per_seed")
+_RUN_FILE = re.compile(r"^(?P<num>\d{4})_(?P<name>.+)\.json$")
+_LISTED = 20  # how many candidates an error message lists before summarising: keeps it one screen
+
+
+class RunError(Exception):
+    """A run reference or run file that cannot be used; the message says what to do instead."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark of a run, keyed by its ``extra_info['case_id']``."""
+
+    case_id: str
+    kind: str
+    name: str
+    status: str
+    extra: Mapping[str, Any]
+    stats: Mapping[str, Any]
+
+    def value(self, metric: str) -> float | None:
+        """The metric from ``extra_info`` as a float, or ``None`` when absent or null."""
+        raw = self.extra.get(metric)
+        return float(raw) if _is_number(raw) else None
+
+    def samples(self, key: str) -> list[float] | None:
+        """A list-valued sample key (``latency_samples_ms``, ``top1_per_seed``) or ``None`` if absent/empty."""
+        raw = self.extra.get(key)
+        return [float(v) for v in raw] if isinstance(raw, list) and raw else None
+
+
+@dataclass(frozen=True)
+class Run:
+    """A validated run: machine and commit info plus its cases in file order."""
+
+    source: str
+    machine_info: Mapping[str, Any]
+    commit_info: Mapping[str, Any]
+    datetime: str | None
+    cases: Mapping[str, Case] = field(repr=False)
+
+    @property
+    def baseline_key(self) -> str:
+        return str(self.machine_info.get("baseline_key"))
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "current session") -> Run:
+        """Validate a decoded pytest-benchmark JSON document (e.g. the plugin's in-memory dict)."""
+        if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+            raise RunError(
+                f"{source}: not a pytest-benchmark run (no 'benchmarks' list); pass a file written by "
+                "pytest --benchmark-json=FILE or --benchmark-save=NAME"
+            )
+        benches = data["benchmarks"]
+        if not benches:
+            raise RunError(f"{source}: the run contains no benchmarks; re-run the suite without deselecting every case")
+        foreign = [b.get("name", "?") if isinstance(b, dict) else repr(b)[:40] for b in benches if not _has_contract(b)]
+        if foreign:
+            raise RunError(
+                f"{source}: {len(foreign)} of {len(benches)} benchmarks lack extra_info 'case_id'/'kind' "
+                f"(e.g. {foreign[0]!r}): this pytest-benchmark run was not produced by backbone-bench's "
+                "benchmarks; compare only runs of this suite"
+            )
+        machine = data.get("machine_info")
+        if not isinstance(machine, dict) or not machine.get("baseline_key"):
+            raise RunError(
+                f"{source}: machine_info has no 'baseline_key'; the run was not written with backbone-bench's "
+                "pytest plugin loaded (run pytest from the repository root)"
+            )
+        cases: dict[str, Case] = {}
+        for bench in benches:
+            case = _case(bench, source)
+            if case.case_id in cases:
+                raise RunError(f"{source}: case_id {case.case_id!r} appears twice; case ids must be unique in a run")
+            cases[case.case_id] = case
+        commit = data.get("commit_info")
+        return cls(
+            source=source,
+            machine_info=MappingProxyType(machine),
+            commit_info=MappingProxyType(commit if isinstance(commit, dict) else {}),
+            datetime=data.get("datetime"),
+            cases=MappingProxyType(cases),
+        )
+
+
+def _has_contract(bench: Any) -> bool:
+    extra = bench.get("extra_info") if isinstance(bench, dict) else None
+    return isinstance(extra, dict) and isinstance(extra.get("case_id"), str) and "kind" in extra
+
+
+def _case(bench: dict[str, Any], source: str) -> Case:
+    extra = bench["extra_info"]
+    case_id = extra["case_id"]
+    where = f"{source}: case {case_id!r}"
+    if extra["kind"] not in KINDS:
+        raise RunError(f"{where}: kind {extra['kind']!r} is not one of {', '.join(KINDS)}")
+    # 'status' is part of the contract; a case written without it ran to completion, so it is 'ok'.
+    status = extra.get("status", "ok")
+    if status not in STATUSES:
+        raise RunError(f"{where}: status {status!r} is not one of {', '.join(STATUSES)}")
+    for key in NUMERIC_KEYS:
+        if extra.get(key) is not None and not _is_number(extra[key]):
+            raise RunError(f"{where}: {key} must be a number or null, got {extra[key]!r}")
+    for key in SAMPLE_KEYS:
+        value = extra.get(key)
+        if value is not None and not (isinstance(value, list) and all(_is_number(v) for v in value)):
+            raise RunError(f"{where}: {key} must be a list of numbers, got {str(value)[:60]}")
+    stats = bench.get("stats")
+    return Case(
+        case_id=case_id,
+        kind=extra["kind"],
+        name=str(bench.get("name", case_id)),
+        status=status,
+        extra=MappingProxyType(extra),
+        stats=MappingProxyType(stats if isinstance(stats, dict) else {}),
+    )
+
+
+def read_run_file(path: Path, label: str | None = None) -> Run:
+    """Read and validate one run file; every failure is a :class:`RunError` naming the file."""
+    label = label or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunError(f"{label}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunError(f"{label}: cannot read run file ({exc})") from None
+    if not text.strip():
+        raise RunError(f"{label}: the file is empty; the benchmark session that wrote it probably crashed, re-run it")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunError(
+            f"{label}: corrupt JSON at line {exc.lineno} column {exc.colno} ({exc.msg}); "
+            "the file was truncated or hand-edited, restore it from git or re-run the suite"
+        ) from None
+    return Run.from_json(data, source=label)
+
+
+def stored_runs(storage: Path) -> list[Path]:
+    """All ``NNNN_NAME.json`` files under ``storage`` and its machine directories, oldest id first."""
+    if not storage.is_dir():
+        raise RunError(f"storage directory {storage} does not exist; pass --storage DIR or a run file path")
+    found = [p for p in [*storage.glob("*/*.json"), *storage.glob("*.json")] if _RUN_FILE.match(p.name)]
+    return sorted(found, key=lambda p: (p.name, str(p.parent)))
+
+
+def _label(path: Path, storage: Path) -> str:
+    return str(path.relative_to(storage).with_suffix(""))
+
+
+def resolve_run_id(ref: str, storage: Path, *, machine: str | None = None) -> Path:
+    """The storage file a run id names; ``machine`` scopes ids without a ``<machine>/`` prefix."""
+    if "/" in ref:
+        machine, ref = ref.rsplit("/", 1)
+    files = stored_runs(storage)
+    pool = [p for p in files if machine is None or p.parent.name == machine]
+    if not pool:
+        where = f"{storage}/{machine}" if machine else str(storage)
+        raise RunError(f"no saved runs in {where}; save one with pytest --benchmark-save=NAME or pass a file path")
+    if ref == "latest":
+        top = pool[-1].name[:4]
+        matches = [p for p in pool if p.name[:4] == top] if machine is None else [pool[-1]]
+    else:
+        matches = [p for p in pool if _matches(p.name, ref)]
+        if len({p.parent for p in matches}) == 1 and not ref.isdigit():
+            matches = matches[-1:]  # a name saved repeatedly on one machine means its newest save
+    if len(matches) == 1:
+        return matches[0]
+    available = [_label(p, storage) for p in pool]
+    shown = ", ".join(available[-_LISTED:]) + (f" (+{len(available) - _LISTED} older)" if len(available) > _LISTED else "")
+    if not matches:
+        raise RunError(f"no run matches {ref!r} in {storage}; available: {shown}")
+    names = ", ".join(_label(p, storage) for p in matches)
+    raise RunError(f"run id {ref!r} is ambiguous in {storage}: {names}; prefix it with the machine directory or pass a file path")
+
+
+def _matches(filename: str, ref: str) -> bool:
+    m = _RUN_FILE.match(filename)
+    assert m is not None  # stored_runs only returns matching names
+    return ref in (m["num"], m["name"], f"{m['num']}_{m['name']}", filename)
+
+
+def load_run(ref: str, storage: Path, *, machine: str | None = None) -> Run:
+    """Load a run from a file path or a run id in ``storage`` (``0003``, ``0003_x``, ``x``, ``latest``)."""
+    path = Path(ref)
+    if path.is_file():
+        return read_run_file(path)
+    if ref.endswith(".json"):
+        raise RunError(f"{ref}: no such file; pass an existing run file or a run id such as 0001 or latest")
+    found = resolve_run_id(ref, storage, machine=machine)
+    return read_run_file(found, label=_label(found, storage))

@@ -1,0 +1,325 @@
+"""The one training loop: every benchmark trains through :func:`train`.
+
+Data lives on the device as ``uint8`` and is shuffled, augmented and normalised there per batch
+(see ``harness.data.batches`` / ``harness.data.augment``). All randomness the loop uses is a
+function of ``(recipe.seed, epoch)`` and scoped so global RNG is left as found; together with
+per-epoch checkpoints this makes an interrupted-and-resumed run bit-identical to an
+uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from harness.data.augment import MixBatch, RandAugmentBatch, crop_padding, normalize, random_crop_flip, scoped_global_rng
+from harness.data.batches import Batches, derive_seed, epoch_order
+from harness.data.types import TensorSplit
+from harness.metrics import epochs_to_target, macro_f1, per_class_accuracy, topk_accuracy
+from harness.recipes import Recipe, autocast_dtype, build_optimizer, build_scheduler, determinism
+
+CHECKPOINT = "last.pt"
+BEST = "best.pt"
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """What the progress callback sees after each epoch (1-based); ``val_top1`` is on val, else test."""
+
+    epoch: int
+    loss: float
+    val_top1: float
+    epoch_time_s: float
+    ips: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of one run. Accuracies in percent, ``macro_f1`` in 0-1, times in seconds.
+
+    ``curve_split`` says whether ``curve[i]["val_top1"]`` was measured on ``"val"`` or ``"test"``.
+    ``train_time_s``/``train_ips`` cover training steps only (no evaluation or checkpointing) and
+    leave out the one step profiled for ``peak_train_mem_bytes`` (0 when not measured).
+    """
+
+    top1: float
+    top5: float
+    macro_f1: float
+    per_class_acc: list[float]
+    curve: list[dict[str, float]]
+    curve_split: str
+    epochs_to_target: int | None
+    train_time_s: float
+    train_ips: float
+    peak_train_mem_bytes: int
+    epochs_run: int
+    best_epoch: int
+
+
+def train(
+    model: torch.nn.Module,
+    train: TensorSplit,
+    test: TensorSplit,
+    recipe: Recipe,
+    *,
+    device: torch.device,
+    val: TensorSplit | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    progress: Callable[[EpochStats], None] | None = None,
+    measure_memory: bool = True,
+    data_on_device: bool | None = None,
+    num_workers: int = 4,
+) -> TrainResult:
+    """Train ``model`` on ``train`` with ``recipe``, then report test metrics.
+
+    With a validation split (``val``, or ``recipe.val_fraction > 0`` to carve one) the best
+    epoch by val top-1 is kept and tested; otherwise the final weights are. ``model`` holds
+    those weights on return. ``checkpoint_dir`` gets ``last.pt`` every epoch (atomic) and
+    ``best.pt``; ``resume=True`` continues from ``last.pt`` if present. ``measure_memory``
+    profiles one step with ``harness.profile.memory.peak_bytes``. ``data_on_device=None``
+    decides residency by ``harness.data.batches.fits_on_device``; ``num_workers`` serves the
+    host path.
+    """
+    if train.classes != test.classes or (val is not None and val.classes != train.classes):
+        raise ValueError("train, test and val splits must share the same classes tuple; load them from one dataset")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir (where last.pt was written)")
+    if val is not None and recipe.val_fraction > 0:
+        raise ValueError("pass either val or recipe.val_fraction > 0, not both")
+    if val is None and recipe.val_fraction > 0:
+        train, val = _carve_validation(train, recipe)
+    if recipe.early_stop_patience is not None and val is None:
+        raise ValueError("early_stop_patience needs a validation split: pass val or set recipe.val_fraction > 0")
+    amp_dtype = autocast_dtype(recipe.precision, device)
+    peak_fn = _peak_bytes_fn() if measure_memory else None
+    with determinism(recipe.deterministic):
+        return _Run(model, train, test, val, recipe, device, amp_dtype, data_on_device, num_workers).fit(
+            checkpoint_dir, resume, progress, peak_fn
+        )
+
+
+class _Run:
+    """State of one training run; split out of :func:`train` so the loop reads top to bottom."""
+
+    def __init__(self, model: torch.nn.Module, train: TensorSplit, test: TensorSplit, val: TensorSplit | None, recipe: Recipe,
+                 device: torch.device, autocast_dtype: torch.dtype | None, on_device: bool | None, num_workers: int) -> None:
+        self.recipe, self.device, self.num_classes = recipe, device, train.num_classes
+        fmt = torch.channels_last if recipe.channels_last else torch.preserve_format
+        self.model = model.to(device=device, memory_format=fmt)
+        self.train_b = Batches(train, device, on_device=on_device, num_workers=num_workers)
+        self.test_b = Batches(test, device, on_device=on_device, num_workers=num_workers)
+        self.val_b = None if val is None else Batches(val, device, on_device=on_device, num_workers=num_workers)
+        self.steps_per_epoch = len(train) // recipe.batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"training split has {len(train)} images, fewer than batch_size={recipe.batch_size}; lower batch_size")
+        self.optimizer = build_optimizer(self.model, recipe)
+        self.scheduler = build_scheduler(self.optimizer, recipe, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(device.type) if recipe.precision == "fp16" else None
+        self.autocast = (lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype else nullcontext
+        self.pad = crop_padding(train.images.shape[-1])
+        self.randaug = RandAugmentBatch(train.images.shape[-1]) if recipe.augment == "randaugment" else None
+        mixing = recipe.augment in ("mixup", "cutmix")
+        self.mix = MixBatch(recipe.augment, self.num_classes, recipe.label_smoothing, recipe.mixup_alpha, recipe.cutmix_alpha) if mixing else None
+        self.state: dict[str, Any] = dict(epoch=0, curve=[], best_top1=-1.0, best_epoch=0, best_state=None, since_best=0,
+                                          stopped=False, train_time_s=0.0, train_images=0, peak_mem=0)
+
+    def fit(self, ckpt_dir: Path | None, resume: bool, progress: Callable[[EpochStats], None] | None,
+            peak_fn: Callable[..., int] | None) -> TrainResult:
+        if resume and ckpt_dir is not None and (ckpt_dir / CHECKPOINT).exists():
+            self._load(ckpt_dir / CHECKPOINT)
+        st = self.state
+        while st["epoch"] < self.recipe.epochs and not st["stopped"]:
+            loss, seconds, images = self._train_epoch(st["epoch"], peak_fn)
+            st["epoch"] += 1
+            split = self.val_b if self.val_b is not None else self.test_b
+            top1 = topk_accuracy(*self._predict(split), k=1)
+            st["train_time_s"] += seconds
+            st["train_images"] += images
+            st["curve"].append(dict(epoch=st["epoch"], loss=loss, val_top1=top1, epoch_time_s=seconds))
+            if self.val_b is None or top1 > st["best_top1"]:
+                st.update(best_top1=top1, best_epoch=st["epoch"], since_best=0)
+                if self.val_b is not None:
+                    st["best_state"] = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+                    if ckpt_dir is not None:
+                        _atomic_save({"model": st["best_state"], "epoch": st["epoch"]}, ckpt_dir / BEST)
+            else:
+                st["since_best"] += 1
+            patience = self.recipe.early_stop_patience
+            st["stopped"] = patience is not None and st["since_best"] >= patience
+            if ckpt_dir is not None:
+                self._save(ckpt_dir / CHECKPOINT)
+            if progress is not None:
+                progress(EpochStats(st["epoch"], loss, top1, seconds, images / seconds if seconds > 0 else 0.0))
+        return self._result()
+
+    def _train_epoch(self, epoch: int, peak_fn: Callable[..., int] | None) -> tuple[float, float, int]:
+        """One pass over the training split; returns (mean loss, device-synchronised seconds, images)."""
+        r, dev = self.recipe, self.device
+        self.model.train()
+        order = epoch_order(len(self.train_b), r.seed, epoch)
+        self.gen = torch.Generator(device=dev).manual_seed(derive_seed(r.seed, epoch, 1))
+        total_loss = torch.zeros((), device=dev)
+        excluded_s, excluded_images = 0.0, 0
+        cuda_devices = [dev] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices), scoped_global_rng(derive_seed(r.seed, epoch, 3)):
+            torch.manual_seed(derive_seed(r.seed, epoch, 2))  # dropout / drop-path inside the model
+            _sync(dev)
+            start = time.perf_counter()
+            for i, (images, labels) in enumerate(self.train_b.iterate(r.batch_size, order=order, drop_last=True)):
+                global_step = epoch * self.steps_per_epoch + i
+                # Profile the second optimiser step (the first with optimiser state), or the only one.
+                if peak_fn is not None and global_step == min(1, r.epochs * self.steps_per_epoch - 1):
+                    _sync(dev)
+                    t0 = time.perf_counter()
+                    self.state["peak_mem"] = int(peak_fn(lambda: self._step(images, labels, total_loss), dev, self._resident(images, labels)))
+                    _sync(dev)
+                    excluded_s += time.perf_counter() - t0
+                    excluded_images += len(labels)
+                else:
+                    self._step(images, labels, total_loss)
+            _sync(dev)
+            seconds = time.perf_counter() - start - excluded_s
+        return total_loss.item() / self.steps_per_epoch, seconds, self.steps_per_epoch * r.batch_size - excluded_images
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor, total_loss: torch.Tensor) -> None:
+        r = self.recipe
+        if self.randaug is not None:
+            images = self.randaug(images)
+        if r.augment != "none":
+            images = random_crop_flip(images, self.pad, r.hflip, self.gen)
+        x = normalize(images, channels_last=r.channels_last)
+        targets: torch.Tensor = labels
+        smoothing = r.label_smoothing
+        if self.mix is not None:
+            x, targets = self.mix(x, labels)  # soft targets already carry the smoothing
+            smoothing = 0.0
+        for xs, ts in zip(x.split(r.micro_batch_size), targets.split(r.micro_batch_size)):
+            with self.autocast():
+                logits = self.model(xs)
+            self._check_logits(logits)
+            loss = F.cross_entropy(logits.float(), ts, label_smoothing=smoothing)
+            total_loss += loss.detach() / r.grad_accum_steps
+            scaled = loss / r.grad_accum_steps
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        if r.clip_grad_norm is not None:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.clip_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def _check_logits(self, logits: torch.Tensor) -> None:
+        if logits.ndim != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(f"model returned logits {tuple(logits.shape)}; build it with num_classes={self.num_classes}")
+
+    def _resident(self, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+        """Tensors alive across a step: parameters, buffers, optimiser state and the batch."""
+        opt_state = [v for s in self.optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+        return [*self.model.parameters(), *self.model.buffers(), *opt_state, images, labels]
+
+    @torch.no_grad()
+    def _predict(self, batches: Batches) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (float32, CPU) and labels for a whole split, in eval mode at the recipe's precision."""
+        self.model.eval()
+        outs, labels = [], []
+        for images, y in batches.iterate(self.recipe.batch_size):
+            with self.autocast():
+                logits = self.model(normalize(images, channels_last=self.recipe.channels_last))
+            self._check_logits(logits)
+            outs.append(logits.float().cpu())
+            labels.append(y.cpu())
+        self.model.train()
+        return torch.cat(outs), torch.cat(labels)
+
+    def _save(self, path: Path) -> None:
+        st = self.state
+        _atomic_save({
+            "recipe": asdict(self.recipe),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            # Shuffling, augmentation and dropout RNGs are re-seeded from (recipe.seed, epoch) at
+            # every epoch start and never touch global state, so "epoch" fully determines them.
+            "state": st,
+        }, path)
+
+    def _load(self, path: Path) -> None:
+        ckpt = torch.load(path, map_location=self.device, weights_only=True)
+        if ckpt["recipe"] != asdict(self.recipe):
+            raise ValueError(f"{path} was written with a different recipe; pass the same recipe or resume=False to start over")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = ckpt["state"]
+        if self.state["best_state"] is not None:
+            self.state["best_state"] = {k: v.cpu() for k, v in self.state["best_state"].items()}
+
+    def _result(self) -> TrainResult:
+        st = self.state
+        final_curve_top1 = st["best_top1"]
+        if self.val_b is not None and st["best_state"] is not None:
+            self.model.load_state_dict(st["best_state"])
+        logits, labels = self._predict(self.test_b)
+        return TrainResult(
+            top1=topk_accuracy(logits, labels, k=1),
+            top5=topk_accuracy(logits, labels, k=5),
+            macro_f1=macro_f1(logits, labels),
+            per_class_acc=per_class_accuracy(logits, labels),
+            curve=copy.deepcopy(st["curve"]),
+            curve_split="test" if self.val_b is None else "val",
+            epochs_to_target=epochs_to_target(st["curve"], final_curve_top1),
+            train_time_s=st["train_time_s"],
+            train_ips=st["train_images"] / st["train_time_s"] if st["train_time_s"] > 0 else 0.0,
+            peak_train_mem_bytes=st["peak_mem"],
+            epochs_run=st["epoch"],
+            best_epoch=st["best_epoch"],
+        )
+
+
+def _atomic_save(obj: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temp file in the same directory, then ``os.replace``: never a torn checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_bytes_fn() -> Callable[..., int]:
+    try:
+        from harness.profile.memory import peak_bytes
+    except ImportError as exc:
+        raise ImportError("harness.profile.memory.peak_bytes is missing; land harness/profile/memory.py or pass measure_memory=False") from exc
+    return peak_bytes
+
+
+def _carve_validation(train: TensorSplit, recipe: Recipe) -> tuple[TensorSplit, TensorSplit]:
+    """Split ``recipe.val_fraction`` of ``train`` off as validation (stratified, seeded by the recipe)."""
+    try:
+        from harness.data.subsets import split_validation
+    except ImportError as exc:
+        raise ImportError("recipe.val_fraction > 0 needs harness/data/subsets.py (split_validation); pass val= instead") from exc
+    train_idx, val_idx = split_validation(torch.arange(len(train)), train.labels, fraction=recipe.val_fraction, seed=recipe.seed)
+    return train.take(torch.as_tensor(train_idx, dtype=torch.long)), train.take(torch.as_tensor(val_idx, dtype=torch.long))

@@ -1,0 +1,309 @@
+"""Tolerance parsing, noise-aware verdicts (A/A and A/B over many seeds) and the compare CLI."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness.__main__ import main
+from harness.compare import ALPHA, Tolerance, compare_runs, differences, parse_tolerances
+from harness.runs import Run, RunError
+
+_spec = importlib.util.spec_from_file_location("bb_synth", Path(__file__).parent / "data" / "synth.py")
+assert _spec is not None and _spec.loader is not None
+synth = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(synth)
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = 200  # 200 seeds x 5 cases = 1000 comparisons: resolves a 1% false-alarm rate to about +-0.3%
+DEFAULTS = parse_tolerances(None)
+
+
+def inference_run(seed: int, *, sigma: float = 0.05, rounds: int = 30, slow: float = 1.0, strip: bool = False) -> Run:
+    """All five backbones' inference cases; ``slow`` multiplies resnet18's latency distribution."""
+    rng = np.random.default_rng(seed)
+    benches = []
+    for backbone, (_, _, _, ms, _) in synth.BACKBONES.items():
+        bench = synth.inference_case(backbone, synth.latency_samples(rng, ms * (slow if backbone == "resnet18" else 1.0), sigma, rounds))
+        if strip:
+            del bench["extra_info"]["latency_samples_ms"]
+        benches.append(bench)
+    return Run.from_json(synth.make_run(benches), source=f"seed {seed}")
+
+
+def latency_alarms(base: Run, cur: Run, tolerances: Any = DEFAULTS) -> int:
+    return sum(r.verdict == "regression" for r in compare_runs(base, cur, tolerances).rows if r.metric == "latency_p50_ms")
+
+
+def verdict(comparison: Any, case_prefix: str, metric: str) -> str:
+    (row,) = [r for r in comparison.rows if r.case_id.startswith(case_prefix) and r.metric == metric]
+    return str(row.verdict)
+
+
+# ---- tolerance specs -------------------------------------------------------------------------
+
+GOOD_SPECS = [
+    ("latency_p50_ms:10%", Tolerance("latency_p50_ms", "%", 10.0)),
+    ("latency_p50_ms:+12.5%", Tolerance("latency_p50_ms", "%", 12.5)),
+    ("top1:-1pp", Tolerance("top1", "pp", 1.0)),
+    ("top1:0.5pp", Tolerance("top1", "pp", 0.5)),
+    ("macro_f1:-2pp", Tolerance("macro_f1", "pp", 2.0)),
+    ("throughput_ips:-10%", Tolerance("throughput_ips", "%", 10.0)),
+    ("gmacs:0", Tolerance("gmacs", "exact")),
+    (" peak_mem_bytes : 5% ", Tolerance("peak_mem_bytes", "%", 5.0)),
+    ("latency_p50_ms:off", Tolerance("latency_p50_ms", "off")),
+    ("params:.0", Tolerance("params", "exact")),
+]
+BAD_SPECS = [
+    ("latency:10%", "unknown metric 'latency'"),
+    ("latency_p50_ms", "expected METRIC:AMOUNT"),
+    ("latency_p50_ms:ten%", "cannot read amount"),
+    ("latency_p50_ms:10", "needs a unit"),
+    ("latency_p50_ms:10pp", "pp applies only to"),
+    ("top1:+1pp", "worse when it drops"),
+    ("latency_p50_ms:-10%", "worse when it rises"),
+    ("gmacs:0,gmacs:1%", "given twice"),
+    ("top1:1ppx", "cannot read amount"),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), GOOD_SPECS)
+def test_good_tolerance_specs(spec: str, expected: Tolerance) -> None:
+    assert parse_tolerances(spec).items[expected.metric] == expected
+
+
+@pytest.mark.parametrize(("spec", "message"), BAD_SPECS)
+def test_bad_tolerance_specs_name_the_problem_metrics_and_forms(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match="bad tolerance") as info:
+        parse_tolerances(spec)
+    assert message in str(info.value)
+    assert "METRIC:N%" in str(info.value) and "latency_p50_ms" in str(info.value)
+
+
+def test_defaults_and_overrides() -> None:
+    assert str(DEFAULTS) == "latency_p50_ms:10%,peak_mem_bytes:5%,peak_train_mem_bytes:5%,params:0,gmacs:0,top1:-1pp"
+    assert parse_tolerances("") == DEFAULTS
+    tol = parse_tolerances("latency_p50_ms:25%,throughput_ips:-10%,top1:off")
+    assert tol.items["latency_p50_ms"].amount == 25 and "throughput_ips" in tol.items
+    assert "top1" not in {t.metric for t in tol.active()}
+    assert parse_tolerances(str(tol)) == tol  # the printed spec round-trips
+
+
+# ---- latency statistics over many seeds ------------------------------------------------------
+
+
+def test_aa_latency_has_no_false_alarms_on_a_quiet_machine() -> None:
+    alarms = sum(latency_alarms(inference_run(2 * s), inference_run(2 * s + 1)) for s in range(SEEDS))
+    assert alarms == 0
+
+
+def test_aa_significance_alone_holds_its_alpha_where_a_bare_tolerance_does_not() -> None:
+    """Noisy machine (15% spread, 15 rounds): the tolerance alone fires often, the U test keeps it near alpha."""
+    noisy = {"sigma": 0.15, "rounds": 15}
+    with_test = without = 0
+    for s in range(SEEDS):
+        with_test += latency_alarms(inference_run(2 * s, **noisy), inference_run(2 * s + 1, **noisy))
+        without += latency_alarms(inference_run(2 * s, strip=True, **noisy), inference_run(2 * s + 1, strip=True, **noisy))
+    comparisons = SEEDS * len(synth.BACKBONES)
+    # Measured 6/1000 with the test and 76/1000 without. Expected <= ALPHA (1%) plus sampling slack of
+    # 3 binomial sd (~0.9%); tolerance-only must be several times worse or the test adds nothing.
+    assert with_test <= comparisons * ALPHA * 2
+    assert without >= 5 * max(with_test, 1)
+
+
+def test_aa_pure_significance_rate_is_about_alpha() -> None:
+    """Tolerance 0%: only the Mann-Whitney test decides; the false-alarm rate must be ~alpha, not 0, not 50%."""
+    zero = parse_tolerances("latency_p50_ms:0%")
+    alarms = sum(latency_alarms(inference_run(2 * s), inference_run(2 * s + 1), zero) for s in range(SEEDS))
+    assert 0 < alarms <= SEEDS * len(synth.BACKBONES) * ALPHA * 2  # measured 9/1000
+
+
+def test_ab_25_percent_slowdown_is_flagged_every_time() -> None:
+    for s in range(SEEDS):
+        comparison = compare_runs(inference_run(2 * s), inference_run(2 * s + 1, slow=1.25), DEFAULTS)
+        assert verdict(comparison, "inference/resnet18", "latency_p50_ms") == "regression", s
+        assert comparison.exit_code == 1
+
+
+def test_ab_within_noise_change_is_not_flagged() -> None:
+    """3% slower: usually significant with 30 rounds, but below the 10% tolerance."""
+    flagged = sum(latency_alarms(inference_run(2 * s), inference_run(2 * s + 1, slow=1.03)) for s in range(SEEDS))
+    assert flagged == 0
+
+
+def test_large_but_insignificant_change_is_within_noise_and_says_why() -> None:
+    base = synth.make_run([synth.inference_case("resnet18", [2.0, 2.6, 1.8, 2.9, 2.1])])
+    cur = synth.make_run([synth.inference_case("resnet18", [2.4, 1.9, 2.7, 3.0, 2.5])])
+    (row,) = [r for r in compare_runs(Run.from_json(base), Run.from_json(cur), DEFAULTS).rows if r.metric == "latency_p50_ms"]
+    assert row.change == "+19.05%" and row.verdict == "within noise" and "not significant" in row.note
+
+
+def test_missing_samples_fall_back_to_tolerance_and_say_so() -> None:
+    comparison = compare_runs(inference_run(1, strip=True), inference_run(2, slow=1.25, strip=True), DEFAULTS)
+    (row,) = [r for r in comparison.rows if r.case_id.startswith("inference/resnet18") and r.metric == "latency_p50_ms"]
+    assert row.verdict == "regression" and row.note == "no latency_samples_ms: tolerance only"
+
+
+def test_faster_run_is_an_improvement() -> None:
+    comparison = compare_runs(inference_run(1), inference_run(2, slow=0.7), DEFAULTS)
+    assert verdict(comparison, "inference/resnet18", "latency_p50_ms") == "improvement"
+    assert comparison.exit_code == 0
+
+
+# ---- deterministic metrics, accuracy, case status --------------------------------------------
+
+
+def _one(bench: dict[str, Any], **changes: Any) -> Run:
+    changed = copy.deepcopy(bench)
+    changed["extra_info"].update(changes)
+    return Run.from_json(synth.make_run([changed]))
+
+
+def test_memory_params_and_gmacs_are_exact_against_their_tolerance() -> None:
+    bench = synth.inference_case("resnet18", [2.0] * 10)
+    base, mem = bench["extra_info"]["peak_mem_bytes"], "peak_mem_bytes"
+    assert verdict(compare_runs(_one(bench), _one(bench, **{mem: base * 1.06}), DEFAULTS), "inference/", mem) == "regression"
+    assert verdict(compare_runs(_one(bench), _one(bench, **{mem: base * 1.04}), DEFAULTS), "inference/", mem) == "within noise"
+    assert verdict(compare_runs(_one(bench), _one(bench, params=11_181_643), DEFAULTS), "inference/", "params") == "regression"
+    assert verdict(compare_runs(_one(bench), _one(bench, gmacs=0.0370), DEFAULTS), "inference/", "gmacs") == "improvement"
+
+
+def _train(per_seed: list[float]) -> dict[str, Any]:
+    return synth.train_case("resnet18", "5k", 5000, per_seed)
+
+
+@pytest.mark.parametrize(
+    ("base_seeds", "cur_seeds", "expected", "note"),
+    [
+        ([63.5, 64.1, 63.8], [61.6, 62.0, 61.7], "regression", "seed noise"),  # 2pp drop, seed std 0.3
+        ([63.5, 66.0, 61.5], [62.6, 60.5, 63.5], "within noise", "within seed noise"),  # 1.5pp drop, std 2
+        ([63.8], [61.8], "regression", "1 seed: tolerance only"),
+        ([63.8], [63.1], "within noise", ""),  # 0.7pp: below the 1pp tolerance
+        ([61.7, 62.0, 61.6], [63.5, 64.1, 63.8], "improvement", "seed noise"),
+    ],
+)
+def test_accuracy_drop_must_beat_tolerance_and_seed_noise(base_seeds: list[float], cur_seeds: list[float], expected: str, note: str) -> None:
+    comparison = compare_runs(Run.from_json(synth.make_run([_train(base_seeds)])), Run.from_json(synth.make_run([_train(cur_seeds)])), DEFAULTS)
+    (row,) = [r for r in comparison.rows if r.metric == "top1"]
+    assert row.verdict == expected and note in row.note
+
+
+def test_aa_accuracy_over_seeds_rarely_alarms_and_a_2pp_drop_almost_always_does() -> None:
+    rng = np.random.default_rng(7)
+    aa = ab = 0
+    for _ in range(SEEDS):
+        seeds = [list(63.5 + rng.normal(0, 0.6, 3)) for _ in range(3)]
+        base, same, drop = (Run.from_json(synth.make_run([_train(s)])) for s in (seeds[0], seeds[1], [v - 2.0 for v in seeds[2]]))
+        aa += verdict(compare_runs(base, same, DEFAULTS), "train/", "top1") == "regression"
+        ab += verdict(compare_runs(base, drop, DEFAULTS), "train/", "top1") == "regression"
+    print(f"accuracy A/A alarms {aa}/{SEEDS}, 2pp-drop detections {ab}/{SEEDS}")
+    # Seed std 0.6pp: under A/A a >1pp drop that also beats 2x the pooled std is rare (<2%). A 2pp
+    # drop is 3.3 seed std, but with 3 seeds the pooled std itself is uncertain: ~90% power measured.
+    assert aa <= SEEDS * 0.02
+    assert ab >= SEEDS * 0.8
+
+
+def test_failed_new_and_missing_cases() -> None:
+    a, b, c = (synth.inference_case(n, [2.0] * 5) for n in ("resnet18", "efficientnet_b0", "mobilevit_xxs"))
+    broken = copy.deepcopy(a)
+    broken["extra_info"].update(status="failed", error="RuntimeError: CUDA out of memory\ntraceback...")
+    base, cur = Run.from_json(synth.make_run([a, b])), Run.from_json(synth.make_run([broken, c]))
+    comparison = compare_runs(base, cur, DEFAULTS)
+    found = {(r.case_id.split("/")[1].split("-")[0], r.verdict) for r in comparison.rows}
+    assert found == {("resnet18", "failed"), ("mobilevit_xxs", "new"), ("efficientnet_b0", "missing")}
+    assert [r.note for r in comparison.regressions] == ["RuntimeError: CUDA out of memory"]
+    ok_cur = Run.from_json(synth.make_run([a, c]))
+    assert compare_runs(base, ok_cur, DEFAULTS).exit_code == 0
+    assert compare_runs(base, ok_cur, DEFAULTS, fail_on_missing=True).exit_code == 1
+    fixed = compare_runs(cur, Run.from_json(synth.make_run([a])), DEFAULTS)
+    assert ("case", "improvement") in {(r.metric, r.verdict) for r in fixed.rows}
+
+
+def test_device_differences_refuse_library_differences_warn() -> None:
+    bench = [synth.inference_case("resnet18", [2.0] * 5)]
+    cpu = Run.from_json(synth.make_run(bench))
+    newer = Run.from_json(synth.make_run(bench, torch="2.6.0"))
+    assert differences(cpu, newer) == ["torch: 2.5.1 (baseline) vs 2.6.0 (current)"]
+    assert compare_runs(cpu, newer, DEFAULTS).warnings == ("software differs: torch: 2.5.1 (baseline) vs 2.6.0 (current)",)
+    gpu = Run.from_json(synth.make_run(bench, synth.CUDA_KEY))
+    with pytest.raises(RunError, match="refusing to gate across devices.*baseline_key.*--force"):
+        compare_runs(cpu, gpu, DEFAULTS)
+    assert compare_runs(cpu, gpu, DEFAULTS, force=True).warnings[0].startswith("forced across devices: baseline_key")
+    mode = {"model": "Jetson Orin Nano", "power_mode": "15W", "clocks_locked": True}
+    jet15 = Run.from_json(synth.make_run(bench, jetson=mode))
+    jet7 = Run.from_json(synth.make_run(bench, jetson={**mode, "power_mode": "7W"}))
+    with pytest.raises(RunError, match="jetson power_mode: 15W"):
+        compare_runs(jet15, jet7, DEFAULTS)
+
+
+def test_render_text_and_markdown() -> None:
+    comparison = compare_runs(inference_run(1), inference_run(2, slow=1.25), DEFAULTS)
+    text = comparison.render()
+    lines = text.splitlines()
+    assert lines[-1].startswith("FAIL: 1 failing; 1 regression")
+    header = next(i for i, line in enumerate(lines) if line.startswith("Case"))
+    assert "resnet18" in lines[header + 1] and "regression" in lines[header + 1]  # worst first
+    markdown = comparison.render(markdown=True)
+    assert "| Case | Metric | Baseline | Current | Change | Verdict | Note |" in markdown
+
+
+# ---- the CLI ---------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def storage(tmp_path: Path) -> Path:
+    machine = tmp_path / "baselines" / synth.CPU_KEY
+    machine.mkdir(parents=True)
+    (machine / "0001_main.json").write_bytes((DATA / "run_cpu_base.json").read_bytes())
+    (machine / "0002_pr.json").write_bytes((DATA / "run_cpu_slow.json").read_bytes())
+    return tmp_path / "baselines"
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_cli_compare_exit_codes_and_storage_untouched(storage: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _snapshot(storage)
+    (tmp_path / "empty.json").write_text("")
+    (tmp_path / "corrupt.json").write_text('{"benchmarks": [\n  {"name": }\n]}')
+    args = ["--storage", str(storage)]
+    assert main(["compare", "0001", *args]) == 1  # latest = 0002_pr, efficientnet_b0 25% slower
+    assert "efficientnet_b0" in capsys.readouterr().out
+    assert main(["compare", "0001", "0001_main", *args, "--fail-on", "latency_p50_ms:30%"]) == 0
+    assert "baseline and current are the same run" in capsys.readouterr().err
+    usage = {
+        ("compare", "0007", *args): "no run matches '0007'",
+        ("compare", str(tmp_path / "empty.json"), *args): "is empty",
+        ("compare", str(tmp_path / "corrupt.json"), *args): "corrupt JSON at line 2 column 12",
+        ("compare", str(DATA / "other_tool.json"), *args): "not produced by backbone-bench",
+        ("compare", "0001", str(DATA / "run_cuda.json"), *args): "refusing to gate across devices",
+        ("compare", "0001", *args, "--fail-on", "top1:2"): "needs a unit",
+        ("compare", *args): "the following arguments are required",
+        ("report", "0001", *args): "--out",
+        ("report", "0001", *args, "--out", str(storage / "r")): "inside the storage",
+    }
+    for argv, message in usage.items():
+        assert main(list(argv)) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert _snapshot(storage) == before
+
+
+def test_cli_runs_as_module_without_traceback(storage: Path) -> None:
+    bad = subprocess.run([sys.executable, "-m", "harness", "compare", "nope", "--storage", str(storage)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.startswith("error: no run matches 'nope'")
+    good = subprocess.run([sys.executable, "-m", "harness", "compare", "0001", "0002", "--storage", str(storage), "--markdown"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert good.returncode == 1 and "| inference/efficientnet_b0-cpu-bs1-32px-fp32 | latency_p50_ms |" in good.stdout
+    assert json.loads((storage / synth.CPU_KEY / "0001_main.json").read_text())["benchmarks"]

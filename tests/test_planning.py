@@ -1,0 +1,118 @@
+"""Batch-size planning on synthetic measures with exact answers, and once on a real CNN."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from harness.edge.planning import PlanningError, estimate_max_batch, plan, search_max_batch
+
+
+def linear(batch: int) -> int:
+    return 1000 + 300 * batch  # fits budget 10000 up to batch 30 exactly
+
+
+def superlinear(batch: int) -> int:
+    return 1000 + 100 * batch + 10 * batch * batch  # 9750 at 25, 10360 at 26
+
+
+def test_estimate_linear_is_exact() -> None:
+    estimate = estimate_max_batch(linear, 10_000)
+    assert (estimate.max_batch, estimate.fixed_bytes, estimate.per_sample_bytes) == (30, 1000.0, 300.0)
+    assert estimate.probes == ((1, 1300), (2, 1600))
+
+
+def test_estimate_superlinear_overshoots_by_the_fit() -> None:
+    estimate = estimate_max_batch(superlinear, 10_000)
+    # probes 1110 and 1240: per-sample 130, fixed 980 -> floor(9020 / 130) = 69
+    assert (estimate.max_batch, estimate.fixed_bytes, estimate.per_sample_bytes) == (69, 980.0, 130.0)
+
+
+def test_least_squares_over_three_probes() -> None:
+    estimate = estimate_max_batch(superlinear, 10_000, probe_batches=(1, 2, 4))
+    # points (1,1110) (2,1240) (4,1560): slope 1060/7, intercept 950 (least squares, exact)
+    assert estimate.per_sample_bytes == pytest.approx(1060 / 7)
+    assert estimate.fixed_bytes == pytest.approx(950.0)
+    assert estimate.max_batch == 59  # floor(9050 * 7 / 1060) = floor(59.76)
+
+
+def test_search_exact_for_linear_and_superlinear() -> None:
+    assert search_max_batch(linear, 10_000) == 30
+    assert search_max_batch(superlinear, 10_000) == 25
+    assert search_max_batch(superlinear, 10_000, start=64) == 25  # start above the answer bisects down
+    assert search_max_batch(linear, 10**9, limit=100) == 100  # capped at limit
+    assert search_max_batch(linear, 1000) == 0  # not even batch 1 fits
+
+
+def test_search_treats_out_of_memory_as_failure() -> None:
+    calls: list[int] = []
+
+    def oom_above_17(batch: int) -> int:
+        calls.append(batch)
+        if batch > 17:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return 0
+
+    assert search_max_batch(oom_above_17, 10**12) == 17
+    assert len(calls) == len(set(calls))  # no batch measured twice
+
+    def host_oom(batch: int) -> int:
+        if batch > 5:
+            raise MemoryError
+        return 0
+
+    assert search_max_batch(host_oom, 10**12) == 5
+
+
+def test_plan_reports_both_and_ratio() -> None:
+    result = plan(superlinear, 10_000)
+    assert (result.estimate.max_batch, result.searched_max_batch) == (69, 25)
+    assert result.ratio == pytest.approx(69 / 25)
+    record = result.as_record()
+    assert record["plan_estimated_max_batch"] == 69 and record["plan_searched_max_batch"] == 25
+    assert plan(linear, 10_000).ratio == 1.0
+    assert plan(linear, 1000).ratio is None
+
+
+def test_planning_errors_name_the_fix() -> None:
+    with pytest.raises(PlanningError, match="at least two distinct"):
+        estimate_max_batch(linear, 10_000, probe_batches=(2, 2))
+    with pytest.raises(PlanningError, match=r"probe batches further apart, e.g. \(1, 8\)"):
+        estimate_max_batch(lambda batch: 5000, 10_000)
+
+    def oom(batch: int) -> int:
+        raise torch.OutOfMemoryError("out of memory")
+
+    with pytest.raises(PlanningError, match="probe batch 1 ran out of memory"):
+        estimate_max_batch(oom, 10_000)
+    with pytest.raises(ValueError, match="start <= limit"):
+        search_max_batch(linear, 10_000, start=10, limit=5)
+
+
+def test_plan_on_a_tiny_cnn_with_the_memory_probe() -> None:
+    memory = pytest.importorskip("harness.profile.memory")
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1, stride=2), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+    ).eval()
+    device = torch.device("cpu")
+    weights = [*model.parameters(), *model.buffers()]
+
+    def measure(batch: int) -> int:
+        images = torch.zeros(batch, 3, 32, 32)
+
+        def step() -> object:
+            with torch.no_grad():
+                return model(images)
+
+        return memory.peak_bytes(step, device, resident=[*weights, images])
+
+    one, eight = measure(1), measure(8)
+    assert eight > one
+    budget = one + (eight - one) * 3  # room for about 22 images
+    result = plan(measure, budget, probe_batches=(1, 8), limit=256)
+    assert 10 <= result.searched_max_batch <= 40
+    assert result.ratio is not None and 0.8 <= result.ratio <= 1.25
+    assert measure(result.searched_max_batch) <= budget < measure(result.searched_max_batch + 1)

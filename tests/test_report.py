@@ -1,0 +1,108 @@
+"""report.md / report.csv / plots from small synthetic runs, and the Pareto front on a hand-made set."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.__main__ import main
+from harness.report import cases_frame, pareto_front, write_report
+from harness.runs import Run, read_run_file
+
+DATA = Path(__file__).parent / "data"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def cpu() -> Run:
+    return read_run_file(DATA / "run_cpu_base.json")
+
+
+@pytest.fixture(scope="module")
+def cuda() -> Run:
+    return read_run_file(DATA / "run_cuda.json")
+
+
+def test_pareto_front_exact_on_a_hand_made_set() -> None:
+    points = {
+        "fast_weak": (1.0, 50.0),
+        "balanced": (2.0, 65.0),
+        "slow_strong": (6.0, 72.0),
+        "dominated": (3.0, 60.0),  # balanced is faster and more accurate
+        "same_speed_worse": (2.0, 64.0),  # tie on latency, lower accuracy: dominated by balanced
+        "same_acc_slower": (7.0, 72.0),  # tie on accuracy, slower: dominated by slow_strong
+        "twin_a": (4.0, 70.0),  # identical points do not dominate each other
+        "twin_b": (4.0, 70.0),
+    }
+    assert pareto_front(points) == ["fast_weak", "balanced", "twin_a", "twin_b", "slow_strong"]
+    assert pareto_front({}) == []
+    assert pareto_front({"only": (5.0, 1.0)}) == ["only"]
+
+
+def test_report_writes_tables_csv_and_plots(cpu: Run, cuda: Run, tmp_path: Path) -> None:
+    out = tmp_path / "nested" / "report"
+    result = write_report([cpu, cuda], out)
+    names = sorted(p.name for p in result.files)
+    assert names == ["accuracy_vs_subset.png", "latency_vs_accuracy.png", "peak_memory.png", "report.csv", "report.md"]
+    assert result.skipped == [] and sorted(p.name for p in out.iterdir()) == names  # no temp files left
+    for png in ("accuracy_vs_subset.png", "latency_vs_accuracy.png", "peak_memory.png"):
+        data = (out / png).read_bytes()
+        assert data.startswith(PNG) and len(data) > 10_000  # a drawn figure, not an empty canvas
+    md = (out / "report.md").read_text()
+    assert "| Model | Params (M) | GMACs | Latency p50 (ms) [M1] | Throughput (img/s) [M1] | Peak memory (MiB) [M1] |" in md
+    assert "### inference · cuda · batch 1 · 32 px · fp32 · eager" in md and "Latency p50 (ms) [M2]" in md
+    assert f"- [M2] `{cuda.baseline_key}`" in md
+    resnet = cpu.cases["inference/resnet18-cpu-bs1-32px-fp32"].extra
+    assert f"| resnet18 | 11.18 | 0.0371 | {resnet['latency_p50_ms']:.2f} | {resnet['throughput_ips']:.0f} | 96.0 |" in md
+    top1 = cpu.cases["train/resnet18-cifar10_5k-cpu-bs64-32px-fp32"].extra
+    assert "| Model | 1k | 5k | 10k |" in md and f"{top1['top1']:.1f} ± {top1['top1_std']:.1f}" in md
+    assert "Pareto front (latency p50 lower, top-1 higher; cpu bs1 32px fp32" in md
+    csv = pd.read_csv(out / "report.csv")
+    assert len(csv) == len(cpu.cases) + len(cuda.cases)
+    assert {"case_id", "machine", "latency_p50_ms", "top1", "train_size"} <= set(csv.columns)
+    assert not {"latency_samples_ms", "class_counts", "top1_per_seed", "curve"} & set(csv.columns)  # scalars only
+
+
+def test_plot_without_data_is_skipped_with_the_reason(cuda: Run, tmp_path: Path) -> None:
+    result = write_report([cuda], tmp_path)
+    assert result.skipped == [
+        "accuracy_vs_subset.png skipped: no successful train cases in these runs",
+        "latency_vs_accuracy.png skipped: no backbone has both an inference latency and a train top-1",
+    ]
+    assert not (tmp_path / "accuracy_vs_subset.png").exists() and (tmp_path / "peak_memory.png").exists()
+    assert "No successful train cases." in (tmp_path / "report.md").read_text()
+
+
+def test_failed_cases_are_listed_not_tabulated(cpu: Run, tmp_path: Path) -> None:
+    doc = json.loads((DATA / "run_cpu_base.json").read_text())
+    extra = doc["benchmarks"][0]["extra_info"]
+    extra.update(status="failed", error="RuntimeError: out of memory", latency_p50_ms=None)
+    write_report([Run.from_json(doc)], tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Failed cases" in md and "`inference/resnet18-cpu-bs1-32px-fp32` on [M1]: RuntimeError: out of memory" in md
+    assert "| resnet18 |" not in md.split("## Accuracy")[0]
+
+
+def test_later_run_replaces_a_case_of_the_same_machine(cpu: Run) -> None:
+    doc = json.loads((DATA / "run_cpu_base.json").read_text())
+    newer = copy.deepcopy(doc)
+    newer["benchmarks"][0]["extra_info"]["latency_p50_ms"] = 9.99
+    frame = cases_frame([cpu, Run.from_json(newer, source="newer")])
+    row = frame[frame["case_id"] == "inference/resnet18-cpu-bs1-32px-fp32"]
+    assert len(row) == 1 and row["latency_p50_ms"].iloc[0] == 9.99 and row["run"].iloc[0] == "newer"
+
+
+def test_cli_report_leaves_storage_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    storage = tmp_path / "baselines" / "Linux-CPython-3.11-64bit-cpu-intel-xeon-platinum-8481c"
+    storage.mkdir(parents=True)
+    saved = storage / "0001_main.json"
+    saved.write_bytes((DATA / "run_cpu_base.json").read_bytes())
+    before = (saved.stat().st_mtime_ns, saved.read_bytes())
+    code = main(["report", "0001", str(DATA / "run_cuda.json"), "--storage", str(tmp_path / "baselines"), "--out", str(tmp_path / "out")])
+    assert code == 0 and "wrote " in capsys.readouterr().out
+    assert (tmp_path / "out" / "report.md").exists()
+    assert (saved.stat().st_mtime_ns, saved.read_bytes()) == before and list(storage.iterdir()) == [saved]

@@ -1,0 +1,254 @@
+"""Behaviour of the training loop on tiny models and 8 px digits (each test a few seconds on CPU)."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+from harness.data.augment import random_crop_flip
+from harness.data.types import TensorSplit
+from harness.recipes import Recipe, default_recipe, lr_factor
+from harness.train import EpochStats, train
+
+CPU = torch.device("cpu")
+CLASSES = tuple(str(i) for i in range(10))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():  # type: ignore[no-untyped-def]
+    """One intra-op thread: these models are tiny, and on a shared 2-core box OpenMP spin-waiting
+    across threads made each step ~20x slower than running single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def splits() -> tuple[TensorSplit, TensorSplit, TensorSplit]:
+    """Native 8x8 digits as 3-channel uint8: 320 train, 160 val, 160 test images."""
+    d = load_digits()
+    images = torch.round(torch.from_numpy(d.images).float() * 255 / 16).to(torch.uint8)[:, None].expand(-1, 3, -1, -1).contiguous()
+    labels = torch.from_numpy(d.target).long()
+    full = TensorSplit(images, labels, CLASSES)
+    return full.take(torch.arange(0, 320)), full.take(torch.arange(320, 480)), full.take(torch.arange(480, 640))
+
+
+def cnn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 10))
+
+
+def mlp(seed: int = 0) -> nn.Module:
+    """No batch-norm: every sample's gradient is independent of the rest of its batch."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(192, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def small(**overrides: object) -> Recipe:
+    base: dict[str, object] = dict(epochs=3, batch_size=32, warmup_epochs=0, hflip=False)
+    base.update(overrides)
+    return default_recipe("cnn", **base)
+
+
+def run(model: nn.Module, splits: tuple[TensorSplit, TensorSplit, TensorSplit], recipe: Recipe, **kw: object):  # type: ignore[no-untyped-def]
+    tr, _, te = splits
+    kw.setdefault("measure_memory", False)
+    return train(model, tr, te, recipe, device=CPU, **kw)  # type: ignore[arg-type]
+
+
+def weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_result_fields_and_learning(splits) -> None:  # type: ignore[no-untyped-def]
+    seen: list[EpochStats] = []
+    res = run(cnn(), splits, small(lr=0.1), progress=seen.append)
+    assert [s.epoch for s in seen] == [1, 2, 3] and res.epochs_run == 3 and res.best_epoch == 3
+    assert res.top1 > 30.0  # chance is 10%: three epochs must learn something
+    assert 0 <= res.top1 <= res.top5 <= 100 and 0 <= res.macro_f1 <= 1 and len(res.per_class_acc) == 10
+    assert [row["epoch"] for row in res.curve] == [1, 2, 3] and res.curve_split == "test"
+    assert res.curve[-1]["val_top1"] == res.top1  # no validation: the curve tracks the final test weights
+    assert res.train_time_s > 0 and res.train_ips == pytest.approx(3 * (320 // 32) * 32 / res.train_time_s)
+    assert res.epochs_to_target is not None and 1 <= res.epochs_to_target <= 3
+
+
+def test_same_seed_is_bit_identical_and_seed_matters(splits) -> None:  # type: ignore[no-untyped-def]
+    a, b, c = cnn(), cnn(), cnn()
+    ra, rb = run(a, splits, small(epochs=2)), run(b, splits, small(epochs=2))
+    assert ra.top1 == rb.top1 and ra.curve[-1]["loss"] == rb.curve[-1]["loss"]
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    run(c, splits, small(epochs=2, seed=1))  # other shuffling/augmentation, same initial weights
+    assert not torch.equal(a[0].weight, c[0].weight)
+
+
+def test_resume_after_interruption_is_bit_identical(splits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    recipe = small(epochs=3)
+    whole_model = cnn()
+    whole = run(whole_model, splits, recipe, checkpoint_dir=tmp_path / "whole")
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first(stats: EpochStats) -> None:
+        if stats.epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(cnn(), splits, recipe, checkpoint_dir=tmp_path / "cut", progress=stop_after_first)
+    assert (tmp_path / "cut" / "last.pt").exists()
+    resumed_model = cnn(seed=123)  # different init: everything must come from the checkpoint
+    epochs_seen: list[int] = []
+    resumed = run(resumed_model, splits, recipe, checkpoint_dir=tmp_path / "cut", resume=True, progress=lambda s: epochs_seen.append(s.epoch))
+    assert epochs_seen == [2, 3]
+    assert resumed.top1 == whole.top1
+    assert [r["loss"] for r in resumed.curve] == [r["loss"] for r in whole.curve]
+    for k, v in whole_model.state_dict().items():
+        assert torch.equal(v, resumed_model.state_dict()[k]), k
+
+
+def test_resume_with_other_recipe_is_refused(splits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run(cnn(), splits, small(epochs=2), checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="different recipe"):
+        run(cnn(), splits, small(epochs=2, lr=0.2), checkpoint_dir=tmp_path, resume=True)
+
+
+def test_bf16_autocast_runs_on_cpu(splits) -> None:  # type: ignore[no-untyped-def]
+    res = run(cnn(), splits, small(epochs=1, precision="bf16"))
+    assert res.curve[0]["loss"] == res.curve[0]["loss"] and 0 <= res.top1 <= 100  # finite (not NaN)
+
+
+def test_fp16_uses_a_grad_scaler_or_is_refused(splits) -> None:  # type: ignore[no-untyped-def]
+    try:
+        res = run(cnn(), splits, small(epochs=1, precision="fp16"))
+    except ValueError as exc:  # a torch without CPU fp16 autocast must say what to use instead
+        assert "bf16" in str(exc)
+    else:
+        assert res.curve[0]["loss"] == res.curve[0]["loss"]
+
+
+def test_grad_accumulation_matches_one_big_step(splits) -> None:  # type: ignore[no-untyped-def]
+    one, two = mlp(), mlp()
+    start = weights(one)
+    run(one, splits, small(epochs=1, batch_size=64, grad_accum_steps=1, lr=0.1))
+    run(two, splits, small(epochs=1, batch_size=64, grad_accum_steps=2, lr=0.1))
+    for k, v in one.state_dict().items():
+        assert not torch.equal(v, start[k]), "training must move the weights"
+        torch.testing.assert_close(two.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+
+
+def _grad_norms(splits, recipe: Recipe) -> list[float]:  # type: ignore[no-untyped-def]
+    norms: list[float] = []
+
+    def hook(opt: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+
+    handle = torch.optim.optimizer.register_optimizer_step_pre_hook(hook)
+    try:
+        run(mlp(), splits, recipe)
+    finally:
+        handle.remove()
+    return norms
+
+
+def test_clipping_caps_the_gradient_norm(splits) -> None:  # type: ignore[no-untyped-def]
+    cap = 0.05
+    free = _grad_norms(splits, small(epochs=1))
+    clipped = _grad_norms(splits, small(epochs=1, clip_grad_norm=cap))
+    assert max(free) > 2 * cap  # the cap binds, so the test below can fail
+    assert len(clipped) == 10 and max(clipped) <= cap * (1 + 1e-4)
+
+
+def test_early_stopping_stops_and_tests_the_best_epoch(splits) -> None:  # type: ignore[no-untyped-def]
+    tr, val, te = splits
+    # An lr this small leaves predictions unchanged, so val top-1 never improves after epoch 1.
+    recipe = small(epochs=10, lr=1e-12, early_stop_patience=2)
+    model = mlp()
+    res = train(model, tr, te, recipe, device=CPU, val=val, measure_memory=False)
+    assert res.epochs_run == 3 and res.best_epoch == 1 and res.curve_split == "val"
+    with pytest.raises(ValueError, match="validation split"):
+        run(mlp(), splits, recipe)
+
+
+def test_val_fraction_carves_a_validation_split(splits) -> None:  # type: ignore[no-untyped-def]
+    res = run(cnn(), splits, small(epochs=1, val_fraction=0.25))
+    assert res.curve_split == "val"
+    tr, val, te = splits
+    with pytest.raises(ValueError, match="not both"):
+        train(cnn(), tr, te, small(epochs=1, val_fraction=0.25), device=CPU, val=val, measure_memory=False)
+
+
+def test_host_dataloader_path_matches_device_path(splits) -> None:  # type: ignore[no-untyped-def]
+    a = run(cnn(), splits, small(epochs=1), data_on_device=True)
+    b = run(cnn(), splits, small(epochs=1), data_on_device=False, num_workers=0)
+    assert a.top1 == b.top1 and a.curve[0]["loss"] == b.curve[0]["loss"]
+
+
+@pytest.mark.parametrize("augment", ["randaugment", "mixup", "cutmix"])
+def test_timm_augmentations_run_and_are_seeded(splits, augment: str) -> None:  # type: ignore[no-untyped-def]
+    a = run(cnn(), splits, small(epochs=1, augment=augment))
+    b = run(cnn(), splits, small(epochs=1, augment=augment))
+    assert a.curve[0]["loss"] == b.curve[0]["loss"]
+
+
+def test_random_crop_flip_takes_windows_of_the_padded_image() -> None:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    assert torch.equal(random_crop_flip(images, 0, False, g), images)
+    out = random_crop_flip(images, 1, True, g)
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
+    for i in range(16):
+        windows = [w for dy in range(3) for dx in range(3) for w in (padded[i, :, dy:dy + 8, dx:dx + 8],) for w in (w, w.flip(2))]
+        assert any(torch.equal(out[i], w) for w in windows)
+    assert not torch.equal(out, images)
+
+
+def test_memory_probe_is_called_on_a_step_with_optimizer_state(splits, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    calls: list[int] = []
+
+    def fake_peak_bytes(fn, device, resident=()):  # type: ignore[no-untyped-def]
+        calls.append(len(list(resident)))
+        fn()
+        return 4242
+
+    monkeypatch.setitem(sys.modules, "harness.profile.memory", types.SimpleNamespace(peak_bytes=fake_peak_bytes))
+    model = cnn()
+    res = run(model, splits, small(epochs=1), measure_memory=True)
+    params, buffers = len(list(model.parameters())), len(list(model.buffers()))
+    # parameters + buffers + one SGD momentum buffer per parameter + images + labels
+    assert calls == [params + buffers + params + 2]
+    assert res.peak_train_mem_bytes == 4242
+    assert res.train_ips == pytest.approx(9 * 32 / res.train_time_s)  # the profiled step is left out
+
+
+def test_real_memory_probe_counts_at_least_the_resident_state(splits) -> None:  # type: ignore[no-untyped-def]
+    model = cnn()
+    res = run(model, splits, small(epochs=1), measure_memory=True)
+    param_bytes = sum(p.numel() * 4 for p in model.parameters())
+    assert res.peak_train_mem_bytes > 2 * param_bytes  # weights + momentum + batch + activations
+
+
+def test_bad_input_is_refused(splits) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(TypeError, match="valid fields"):
+        default_recipe("cnn", learning_rate=0.1)
+    with pytest.raises(ValueError, match="precision"):
+        Recipe(precision="fp8")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="num_classes=10"):
+        run(nn.Sequential(nn.Flatten(), nn.Linear(192, 7)), splits, small(epochs=1))
+    with pytest.raises(ValueError, match="lower batch_size"):
+        run(cnn(), splits, small(epochs=2, batch_size=512))
+
+
+def test_defaults_and_schedule() -> None:
+    cnn_r, vit_r = default_recipe("cnn"), default_recipe("transformer", batch_size=512)
+    assert (cnn_r.optimizer, cnn_r.lr, cnn_r.weight_decay) == ("sgd", 0.05, 5e-4)
+    assert (vit_r.optimizer, vit_r.lr, vit_r.weight_decay) == ("adamw", pytest.approx(2e-3), 0.05)
+    assert lr_factor(0, 100, 4) == 0.25 and lr_factor(4, 100, 4) == 1.0
+    assert lr_factor(52, 100, 4) == pytest.approx(0.5) and lr_factor(99, 100, 4) < 1e-3
