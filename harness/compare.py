@@ -213,7 +213,8 @@ def _facts(run: Run) -> dict[str, tuple[str, bool]]:
     facts.update({key: (_show(info.get(key)), False) for key in _LIBRARY_FACTS})
     # The CPU model decides CPU latency; under a GPU or Jetson run it only moves host overheads.
     facts["cpu_model"] = (_show(info.get("cpu_model")), info.get("device_kind") == "cpu")
-    jetson = info.get("jetson") if isinstance(info.get("jetson"), dict) else {}
+    raw = info.get("jetson")
+    jetson = raw if isinstance(raw, dict) else {}
     facts["jetson power_mode"] = (_show(jetson.get("power_mode")), True)
     facts["jetson clocks_locked"] = (_show(jetson.get("clocks_locked")), False)
     return facts
@@ -274,7 +275,7 @@ class Comparison:
             lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in [head, ["---"] * 7, *body]]
         else:
             widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-            lines += ["", *("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *body])]
+            lines += ["", *("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [head, *body])]
         return "\n".join([*lines, "", summary]) + "\n"
 
 

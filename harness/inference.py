@@ -84,7 +84,13 @@ def prepare_inference(spec: CaseSpec, *, workdir: Path) -> PreparedInference:
         "threads": torch.get_num_threads(),
         **runner.info,
     }
-    static["peak_mem_bytes"] = peak_bytes(runner.step, device, resident=_resident(model, example))
+    if spec.runtime.startswith("onnxruntime") and device.type == "cpu":
+        # ONNX Runtime allocates with its own arena, invisible to torch's tensor accounting;
+        # an RSS delta would not repeat run to run, so no figure is better than a wrong one.
+        static["peak_mem_bytes"] = None
+        static["peak_mem_unavailable"] = "ONNX Runtime's CPU arena is not visible to the tensor-level memory probe"
+    else:
+        static["peak_mem_bytes"] = peak_bytes(runner.step, device, resident=_resident(model, example))
 
     return PreparedInference(
         spec=spec,

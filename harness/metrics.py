@@ -68,7 +68,7 @@ def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> list[float
     _check(logits, labels)
     conf = _confusion(logits, labels).double()
     support = conf.sum(dim=1)
-    return [100.0 * c / s if s > 0 else math.nan for c, s in zip(conf.diag().tolist(), support.tolist())]
+    return [100.0 * c / s if s > 0 else math.nan for c, s in zip(conf.diag().tolist(), support.tolist(), strict=True)]
 
 
 def epochs_to_target(curve: Sequence[Mapping[str, Any]], final: float, fraction: float = 0.95, key: str = "val_top1") -> int | None:

@@ -193,9 +193,11 @@ def _apply_runtime_settings(config: pytest.Config, settings: Settings) -> None:
     if settings.edge_profile is not None:
         from harness.edge.profiles import apply
 
-        # Held for the whole session; pytest exits the process afterwards.
-        config.stash[_PROFILE_KEY] = apply(settings.edge_profile)
-        config.stash[_PROFILE_KEY].__enter__()
+        # Threads, CPU affinity and the CUDA memory fraction hold for the whole session.
+        cuda = next((d for d in settings.devices if d.startswith("cuda")), None)
+        applied = apply(settings.edge_profile, cuda)  # type: ignore[arg-type]
+        applied.__enter__()
+        config.stash[_PROFILE_KEY] = applied
     elif settings.threads is not None:
         torch.set_num_threads(settings.threads)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
@@ -205,6 +207,12 @@ def _apply_runtime_settings(config: pytest.Config, settings: Settings) -> None:
 
 
 _PROFILE_KEY = pytest.StashKey[Any]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    applied = config.stash.get(_PROFILE_KEY, None)
+    if applied is not None:
+        applied.__exit__(None, None, None)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

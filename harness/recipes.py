@@ -54,8 +54,10 @@ class Recipe:
     clip_grad_norm: float | None = None
     precision: Precision = "fp32"
     augment: Augment = "standard"
+    # Flips suit natural images. Digits/characters (digits, MNIST, SVHN) are chirality-sensitive:
+    # a mirrored 2 or 7 is no digit at all, so set hflip=False for them (dataset-aware default).
     hflip: bool = True
-    mixup_alpha: float = 0.8
+    mixup_alpha: float = 0.8  # DeiT/timm defaults for from-scratch training
     cutmix_alpha: float = 1.0
     early_stop_patience: int | None = None
     val_fraction: float = 0.0

@@ -62,7 +62,7 @@ def cases_frame(runs: Sequence[Run]) -> pd.DataFrame:
     return frame.drop_duplicates(["machine", "case_id"], keep="last").reset_index(drop=True)
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Write via a temporary file in the same folder then rename, so readers never see half a file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
@@ -83,6 +83,10 @@ def _md_table(frame: pd.DataFrame) -> str:
     cells = frame.astype(object).where(frame.notna(), "–").astype(str)
     head = "| " + " | ".join(map(str, frame.columns)) + " |\n|" + "---|" * len(frame.columns)
     return "\n".join([head, *("| " + " | ".join(row) + " |" for row in cells.to_numpy().tolist())])
+
+
+def _text(value: object) -> str:
+    return "failed (no error message)" if value is None or pd.isna(value) else str(value).splitlines()[0]
 
 
 def _num(value: object, digits: int) -> str:
@@ -156,7 +160,7 @@ def _plot_accuracy(ok: pd.DataFrame, path: Path) -> str | None:
         return "accuracy_vs_subset.png skipped: no successful train cases in these runs"
     datasets = sorted(train["dataset"].unique())
     fig = Figure(figsize=(6.5 * len(datasets), 4.5))
-    for ax, dataset in zip(fig.subplots(1, len(datasets), squeeze=False)[0], datasets):
+    for ax, dataset in zip(fig.subplots(1, len(datasets), squeeze=False)[0], datasets, strict=True):
         sub = train[train["dataset"] == dataset]
         for backbone, g in sub.groupby("backbone"):
             g = g.groupby("train_size")[["top1", "top1_std"]].mean().reset_index()
@@ -226,7 +230,7 @@ def write_report(runs: Sequence[Run], out: Path) -> ReportResult:
     lines += _inference_tables(ok, labels) or ["No successful inference cases.", ""]
     lines += ["## Accuracy by training-subset size", ""] + (_accuracy_tables(ok, labels) or ["No successful train cases.", ""])
     lines += ["## Plots", ""]
-    plots = {"accuracy_vs_subset.png": lambda p: _plot_accuracy(ok, p), "latency_vs_accuracy.png": lambda p: _plot_pareto(ok, p, lines),
+    plots: dict[str, Callable[[Path], str | None]] = {"accuracy_vs_subset.png": lambda p: _plot_accuracy(ok, p), "latency_vs_accuracy.png": lambda p: _plot_pareto(ok, p, lines),
              "peak_memory.png": lambda p: _plot_memory(ok, p)}
     for name, plot in plots.items():
         reason = plot(out / name)
@@ -238,7 +242,7 @@ def write_report(runs: Sequence[Run], out: Path) -> ReportResult:
             lines += [f"![{name}]({name})", ""]
     failed = frame[frame["status"] == "failed"]
     if not failed.empty:
-        lines += ["## Failed cases", ""] + [f"- `{r['case_id']}` on {labels[r['machine']]}: {r.get('error') or 'failed'}" for _, r in failed.iterrows()]
+        lines += ["## Failed cases", ""] + [f"- `{r['case_id']}` on {labels[r['machine']]}: {_text(r['error'])}" for _, r in failed.iterrows()]
     _atomic(out / "report.csv", lambda tmp: frame.to_csv(tmp, index=False))
     _atomic(out / "report.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8"))
     result.files[:0] = [out / "report.md", out / "report.csv"]

@@ -9,12 +9,15 @@ in ``.json`` or naming an existing file is a path.
 from __future__ import annotations
 
 import json
+import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from harness.records import SCHEMA_VERSION
 
 KINDS = ("inference", "train", "export")
 STATUSES = ("ok", "failed")
@@ -34,7 +37,8 @@ class RunError(Exception):
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    # numbers.Real also admits numpy scalars, which the plugin's in-memory dict may still hold.
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class Case:
     def value(self, metric: str) -> float | None:
         """The metric from ``extra_info`` as a float, or ``None`` when absent or null."""
         raw = self.extra.get(metric)
-        return float(raw) if _is_number(raw) else None
+        return float(raw) if isinstance(raw, numbers.Real) and not isinstance(raw, bool) else None
 
     def samples(self, key: str) -> list[float] | None:
         """A list-valued sample key (``latency_samples_ms``, ``top1_per_seed``) or ``None`` if absent/empty."""
@@ -81,7 +85,15 @@ class Run:
                 f"{source}: not a pytest-benchmark run (no 'benchmarks' list); pass a file written by "
                 "pytest --benchmark-json=FILE or --benchmark-save=NAME"
             )
-        benches = data["benchmarks"]
+        raw_ours = data.get("backbone_bench")
+        ours: dict[str, Any] = raw_ours if isinstance(raw_ours, dict) else {}
+        schema = ours.get("schema", SCHEMA_VERSION)
+        if not isinstance(schema, int) or schema > SCHEMA_VERSION:
+            raise RunError(f"{source}: written by a newer backbone-bench (run schema {schema!r}, this one reads {SCHEMA_VERSION}); update this checkout")
+        # Failed cases have no timing, so the plugin lists them under backbone_bench.failed, not benchmarks.
+        raw_failed = ours.get("failed")
+        failed: list[Any] = raw_failed if isinstance(raw_failed, list) else []
+        benches = [*data["benchmarks"], *({**f, "failed": True} for f in failed if isinstance(f, dict))]
         if not benches:
             raise RunError(f"{source}: the run contains no benchmarks; re-run the suite without deselecting every case")
         foreign = [b.get("name", "?") if isinstance(b, dict) else repr(b)[:40] for b in benches if not _has_contract(b)]
@@ -125,7 +137,8 @@ def _case(bench: dict[str, Any], source: str) -> Case:
     if extra["kind"] not in KINDS:
         raise RunError(f"{where}: kind {extra['kind']!r} is not one of {', '.join(KINDS)}")
     # 'status' is part of the contract; a case written without it ran to completion, so it is 'ok'.
-    status = extra.get("status", "ok")
+    # An entry of backbone_bench.failed is failed whatever its record says (e.g. ok but no rounds).
+    status = "failed" if bench.get("failed") else extra.get("status", "ok")
     if status not in STATUSES:
         raise RunError(f"{where}: status {status!r} is not one of {', '.join(STATUSES)}")
     for key in NUMERIC_KEYS:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +115,9 @@ class _Run:
     def __init__(self, model: torch.nn.Module, train: TensorSplit, test: TensorSplit, val: TensorSplit | None, recipe: Recipe,
                  device: torch.device, autocast_dtype: torch.dtype | None, on_device: bool | None, num_workers: int) -> None:
         self.recipe, self.device, self.num_classes = recipe, device, train.num_classes
-        fmt = torch.channels_last if recipe.channels_last else torch.preserve_format
-        self.model = model.to(device=device, memory_format=fmt)
+        self.model = model.to(device)
+        if recipe.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.train_b = Batches(train, device, on_device=on_device, num_workers=num_workers)
         self.test_b = Batches(test, device, on_device=on_device, num_workers=num_workers)
         self.val_b = None if val is None else Batches(val, device, on_device=on_device, num_workers=num_workers)
@@ -181,7 +183,7 @@ class _Run:
                 if peak_fn is not None and global_step == min(1, r.epochs * self.steps_per_epoch - 1):
                     _sync(dev)
                     t0 = time.perf_counter()
-                    self.state["peak_mem"] = int(peak_fn(lambda: self._step(images, labels, total_loss), dev, self._resident(images, labels)))
+                    self.state["peak_mem"] = int(peak_fn(partial(self._step, images, labels, total_loss), dev, self._resident(images, labels)))
                     _sync(dev)
                     excluded_s += time.perf_counter() - t0
                     excluded_images += len(labels)
@@ -203,7 +205,7 @@ class _Run:
         if self.mix is not None:
             x, targets = self.mix(x, labels)  # soft targets already carry the smoothing
             smoothing = 0.0
-        for xs, ts in zip(x.split(r.micro_batch_size), targets.split(r.micro_batch_size)):
+        for xs, ts in zip(x.split(r.micro_batch_size), targets.split(r.micro_batch_size), strict=True):
             with self.autocast():
                 logits = self.model(xs)
             self._check_logits(logits)

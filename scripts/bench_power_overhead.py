@@ -62,20 +62,46 @@ def _latencies(model: torch.nn.Module, image: torch.Tensor, iters: int) -> list[
     return out
 
 
-def measure(make: Callable[[], PowerSampler], model: torch.nn.Module, image: torch.Tensor, repeats: int, iters: int) -> tuple[float, float]:
-    """Median latency (s) without and with the sampler, over interleaved blocks."""
+def measure(
+    make: Callable[[], PowerSampler], model: torch.nn.Module, image: torch.Tensor, repeats: int, iters: int
+) -> tuple[float, float, list[float]]:
+    """Median latency (s) without and with the sampler, and the per-repeat paired slowdowns.
+
+    Each repeat runs one block per arm back to back (order alternating), so the pair shares
+    the machine's load at that moment; the median of the pairs' ratios resists load drift.
+    """
     plain: list[float] = []
     sampled: list[float] = []
+    paired: list[float] = []
     for repeat in range(repeats):
+        block: dict[str, float] = {}
         for arm in ("plain", "sampled") if repeat % 2 == 0 else ("sampled", "plain"):
             if arm == "plain":
-                plain += _latencies(model, image, iters)
+                times = _latencies(model, image, iters)
+                plain += times
             else:
                 sampler = make()
                 sampler.start()
-                sampled += _latencies(model, image, iters)
+                times = _latencies(model, image, iters)
                 sampler.stop()
-    return statistics.median(plain), statistics.median(sampled)
+                sampled += times
+            block[arm] = statistics.median(times)
+        paired.append(block["sampled"] / block["plain"] - 1)
+    return statistics.median(plain), statistics.median(sampled), paired
+
+
+def sampler_cpu_share(make: Callable[[], PowerSampler], seconds: float = 3.0) -> float:
+    """Fraction of one core the sampler's own work uses (process CPU time while idle otherwise).
+
+    Independent of other load on the machine, so it bounds the slowdown even where the
+    latency comparison is lost in noise.
+    """
+    sampler = make()
+    cpu_before = time.process_time()
+    sampler.start()
+    time.sleep(seconds)
+    sampler.stop()
+    return (time.process_time() - cpu_before) / seconds
 
 
 def main() -> None:
@@ -104,8 +130,15 @@ def main() -> None:
         candidates["polling thread (NVML-style) @50 ms, fake read"] = lambda: PolledSampler(lambda: 4.2, 0.05, "fake")
     print(f"resnet18 32px batch 1, {args.threads} threads, {args.repeats} interleaved blocks x {args.iters} iters")
     for name, make in candidates.items():
-        plain, sampled = measure(make, model, image, args.repeats, args.iters)
-        print(f"{name}: median {plain * 1e3:.3f} ms without, {sampled * 1e3:.3f} ms with -> overhead {100 * (sampled / plain - 1):+.2f}%")
+        share = sampler_cpu_share(make)
+        print(f"{name}: sampler thread uses {100 * share:.3f}% of one core")
+        plain, sampled, paired = measure(make, model, image, args.repeats, args.iters)
+        quartiles = statistics.quantiles(paired, n=4)
+        print(
+            f"{name}: median {plain * 1e3:.3f} ms without, {sampled * 1e3:.3f} ms with -> "
+            f"overhead {100 * (sampled / plain - 1):+.2f}% (pooled), {100 * statistics.median(paired):+.2f}% "
+            f"(median of {len(paired)} paired blocks, IQR {100 * quartiles[0]:+.2f}..{100 * quartiles[2]:+.2f}%)"
+        )
 
 
 if __name__ == "__main__":

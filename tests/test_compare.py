@@ -108,11 +108,13 @@ def test_aa_latency_has_no_false_alarms_on_a_quiet_machine() -> None:
 
 def test_aa_significance_alone_holds_its_alpha_where_a_bare_tolerance_does_not() -> None:
     """Noisy machine (15% spread, 15 rounds): the tolerance alone fires often, the U test keeps it near alpha."""
-    noisy = {"sigma": 0.15, "rounds": 15}
+    sigma, rounds = 0.15, 15
     with_test = without = 0
     for s in range(SEEDS):
-        with_test += latency_alarms(inference_run(2 * s, **noisy), inference_run(2 * s + 1, **noisy))
-        without += latency_alarms(inference_run(2 * s, strip=True, **noisy), inference_run(2 * s + 1, strip=True, **noisy))
+        a, b = (inference_run(seed, sigma=sigma, rounds=rounds) for seed in (2 * s, 2 * s + 1))
+        with_test += latency_alarms(a, b)
+        a, b = (inference_run(seed, sigma=sigma, rounds=rounds, strip=True) for seed in (2 * s, 2 * s + 1))
+        without += latency_alarms(a, b)
     comparisons = SEEDS * len(synth.BACKBONES)
     # Measured 6/1000 with the test and 76/1000 without. Expected <= ALPHA (1%) plus sampling slack of
     # 3 binomial sd (~0.9%); tolerance-only must be several times worse or the test adds nothing.
@@ -178,7 +180,8 @@ def test_memory_params_and_gmacs_are_exact_against_their_tolerance() -> None:
 
 
 def _train(per_seed: list[float]) -> dict[str, Any]:
-    return synth.train_case("resnet18", "5k", 5000, per_seed)
+    bench: dict[str, Any] = synth.train_case("resnet18", "5k", 5000, per_seed)
+    return bench
 
 
 @pytest.mark.parametrize(
@@ -216,7 +219,7 @@ def test_failed_new_and_missing_cases() -> None:
     a, b, c = (synth.inference_case(n, [2.0] * 5) for n in ("resnet18", "efficientnet_b0", "mobilevit_xxs"))
     broken = copy.deepcopy(a)
     broken["extra_info"].update(status="failed", error="RuntimeError: CUDA out of memory\ntraceback...")
-    base, cur = Run.from_json(synth.make_run([a, b])), Run.from_json(synth.make_run([broken, c]))
+    base, cur = Run.from_json(synth.make_run([a, b])), Run.from_json(synth.make_run([c], failed=[broken]))
     comparison = compare_runs(base, cur, DEFAULTS)
     found = {(r.case_id.split("/")[1].split("-")[0], r.verdict) for r in comparison.rows}
     assert found == {("resnet18", "failed"), ("mobilevit_xxs", "new"), ("efficientnet_b0", "missing")}
@@ -224,6 +227,8 @@ def test_failed_new_and_missing_cases() -> None:
     ok_cur = Run.from_json(synth.make_run([a, c]))
     assert compare_runs(base, ok_cur, DEFAULTS).exit_code == 0
     assert compare_runs(base, ok_cur, DEFAULTS, fail_on_missing=True).exit_code == 1
+    legacy = Run.from_json(synth.make_run([broken, c]))  # status=failed inside benchmarks is read the same
+    assert compare_runs(base, legacy, DEFAULTS).regressions == comparison.regressions
     fixed = compare_runs(cur, Run.from_json(synth.make_run([a])), DEFAULTS)
     assert ("case", "improvement") in {(r.metric, r.verdict) for r in fixed.rows}
 

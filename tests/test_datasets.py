@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.data import datasets
-from harness.data.convert import resize_square
+from harness.data.convert import decode_images, resize_square
 from harness.data.datasets import DatasetCorrupt, DatasetUnavailable, clear_cache, load_split
 from harness.data.registry import DATASETS, dataset_names, default_data_root
 from tests import datagen
@@ -233,3 +233,29 @@ def test_resize_square_centre_crops_and_keeps_exact_sizes() -> None:
     assert resize_square(images, 4).tolist() == images[:, :, :, 1:5].tolist()
     same = torch.zeros(1, 3, 5, 5, dtype=torch.uint8)
     assert resize_square(same, 5) is same
+
+
+def test_decode_images_keeps_order_across_mixed_sizes(tmp_path: Path) -> None:
+    small = datagen.random_images(3, 3, 16, 16, seed=7)
+    large = datagen.random_images(3, 3, 32, 32, seed=8)
+    paths = []
+    for k in range(3):  # interleave 16 px and 32 px files: small0, large0, small1, ...
+        for tag, image in (("s", small[k]), ("l", large[k])):
+            paths.append(tmp_path / f"{k}{tag}.png")
+            datagen.write_png(paths[-1], image)
+    out = decode_images(paths, 16, on_error=lambda p, e: e)
+    assert torch.equal(out[0::2], torch.from_numpy(small))
+    assert torch.equal(out[1::2], resize_square(torch.from_numpy(large), 16))
+
+
+def test_failed_download_is_unavailable_with_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from urllib.error import URLError
+
+    from torchvision.datasets import CIFAR10
+
+    def offline(self: CIFAR10) -> None:
+        raise URLError("no route to host")
+
+    monkeypatch.setattr(CIFAR10, "download", offline)
+    with pytest.raises(DatasetUnavailable, match=r"'cifar10': download into .*cifar-10-batches-py failed: <urlopen error no route to host>"):
+        load_split("cifar10", "train", root=tmp_path, download=True)

@@ -80,10 +80,12 @@ def test_plot_without_data_is_skipped_with_the_reason(cuda: Run, tmp_path: Path)
 def test_failed_cases_are_listed_not_tabulated(cpu: Run, tmp_path: Path) -> None:
     doc = json.loads((DATA / "run_cpu_base.json").read_text())
     extra = doc["benchmarks"][0]["extra_info"]
-    extra.update(status="failed", error="RuntimeError: out of memory", latency_p50_ms=None)
+    extra.update(status="failed", error="RuntimeError: out of memory\n  at ...", latency_p50_ms=None)
+    doc["benchmarks"][1]["extra_info"]["status"] = "failed"  # no error message recorded
     write_report([Run.from_json(doc)], tmp_path)
     md = (tmp_path / "report.md").read_text()
-    assert "## Failed cases" in md and "`inference/resnet18-cpu-bs1-32px-fp32` on [M1]: RuntimeError: out of memory" in md
+    assert "## Failed cases" in md and "`inference/resnet18-cpu-bs1-32px-fp32` on [M1]: RuntimeError: out of memory\n" in md
+    assert "`inference/mobilenetv3_small_100-cpu-bs1-32px-fp32` on [M1]: failed (no error message)" in md
     assert "| resnet18 |" not in md.split("## Accuracy")[0]
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from harness.runs import Run, RunError, load_run, read_run_file, resolve_run_id
@@ -17,7 +18,8 @@ CUDA = "Linux-CPython-3.11-64bit-cuda-nvidia-h100-80gb-hbm3"
 
 
 def _doc(name: str = "run_cpu_base.json") -> dict[str, Any]:
-    return json.loads((DATA / name).read_text())
+    doc: dict[str, Any] = json.loads((DATA / name).read_text())
+    return doc
 
 
 @pytest.fixture()
@@ -140,10 +142,29 @@ def test_contract_violations(change: Any, message: str) -> None:
         Run.from_json(_broken(change), source="current session")
 
 
+def test_failed_cases_are_read_from_backbone_bench_failed() -> None:
+    doc = _doc()
+    entry = doc["benchmarks"].pop(0)
+    doc["backbone_bench"]["failed"] = [{"name": entry["name"], "fullname": entry["fullname"],
+                                        "extra_info": {**entry["extra_info"], "status": "failed", "error": "CUDA out of memory"}}]
+    case = Run.from_json(doc).cases["inference/resnet18-cpu-bs1-32px-fp32"]
+    assert case.status == "failed" and case.extra["error"] == "CUDA out of memory" and not case.stats
+    no_rounds = copy.deepcopy(doc)
+    no_rounds["backbone_bench"]["failed"][0]["extra_info"]["status"] = "ok"  # ok record without timed rounds
+    assert Run.from_json(no_rounds).cases["inference/resnet18-cpu-bs1-32px-fp32"].status == "failed"
+    doc["benchmarks"] = []  # every case failed: still a run to compare
+    assert [c.status for c in Run.from_json(doc).cases.values()] == ["failed"]
+    doc["backbone_bench"]["schema"] = 2
+    with pytest.raises(RunError, match="newer backbone-bench"):
+        Run.from_json(doc)
+
+
 def test_from_json_accepts_the_plugins_in_memory_dict() -> None:
     doc = _doc()
     run = Run.from_json(doc)
     assert run.source == "current session" and list(run.cases) == [b["extra_info"]["case_id"] for b in doc["benchmarks"]]
+    numpy_values = _broken(lambda d: d["benchmarks"][0]["extra_info"].update(params=np.int64(7), gmacs=np.float32(0.5)))
+    assert Run.from_json(numpy_values).cases["inference/resnet18-cpu-bs1-32px-fp32"].value("params") == 7.0
     missing_status = _broken(lambda d: d["benchmarks"][0]["extra_info"].pop("status"))
     assert next(iter(Run.from_json(missing_status).cases.values())).status == "ok"
     with pytest.raises(TypeError):

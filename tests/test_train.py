@@ -10,6 +10,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from harness.data.augment import random_crop_flip
 from harness.data.types import TensorSplit
@@ -83,7 +84,7 @@ def test_same_seed_is_bit_identical_and_seed_matters(splits) -> None:  # type: i
     a, b, c = cnn(), cnn(), cnn()
     ra, rb = run(a, splits, small(epochs=2)), run(b, splits, small(epochs=2))
     assert ra.top1 == rb.top1 and ra.curve[-1]["loss"] == rb.curve[-1]["loss"]
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     run(c, splits, small(epochs=2, seed=1))  # other shuffling/augmentation, same initial weights
     assert not torch.equal(a[0].weight, c[0].weight)
 
@@ -150,7 +151,7 @@ def _grad_norms(splits, recipe: Recipe) -> list[float]:  # type: ignore[no-untyp
         grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
         norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
 
-    handle = torch.optim.optimizer.register_optimizer_step_pre_hook(hook)
+    handle = register_optimizer_step_pre_hook(hook)
     try:
         run(mlp(), splits, recipe)
     finally:

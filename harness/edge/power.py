@@ -70,7 +70,7 @@ def integrate(samples: Sequence[tuple[float, float]], start: float, stop: float,
         mean_w = samples[0][1]
     else:
         span = samples[-1][0] - samples[0][0]
-        area = sum((t1 - t0) * (w0 + w1) / 2 for (t0, w0), (t1, w1) in zip(samples, samples[1:]))
+        area = sum((t1 - t0) * (w0 + w1) / 2 for (t0, w0), (t1, w1) in zip(samples, samples[1:], strict=False))
         mean_w = area / span if span > 0 else sum(w for _, w in samples) / len(samples)
     return PowerReading(mean_w, mean_w * duration, duration, source, len(samples))
 
@@ -163,7 +163,7 @@ class JtopSampler(PolledSampler):
     """Polls jetson-stats' ``jtop`` total board power (``power['tot']['power']``, mW)."""
 
     def __init__(self, interval_s: float = 0.1) -> None:
-        from jtop import jtop  # type: ignore[import-not-found]  # optional: only on Jetsons
+        from jtop import jtop  # optional: only on Jetsons
 
         self._make = jtop
         self._client: Any = None
@@ -186,7 +186,9 @@ class NvmlSampler:
 
     def __init__(self, device_index: int = 0, nvml: Any = None, poll_interval_s: float = 0.05) -> None:
         if nvml is None:
-            import pynvml as nvml
+            import pynvml
+
+            nvml = pynvml
         self._nvml = nvml
         try:
             nvml.nvmlInit()
@@ -262,7 +264,7 @@ class RaplSampler:
     def stop(self) -> PowerReading:
         end, duration = self._read(), time.monotonic() - self._started
         # One wrap is corrected; a package-0 range is ~262 kJ, i.e. > 40 min at 100 W.
-        total_uj = sum(b - a if b >= a else b + r - a for a, b, r in zip(self._start, end, self._ranges))
+        total_uj = sum(b - a if b >= a else b + r - a for a, b, r in zip(self._start, end, self._ranges, strict=True))
         energy_j = total_uj / 1e6
         return PowerReading(energy_j / duration if duration > 0 else 0.0, energy_j, duration, self.source, 2)
 

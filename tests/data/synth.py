@@ -94,8 +94,9 @@ def train_case(backbone: str, subset: str, train_size: int, per_seed: list[float
             "params": {"case": cid}, "param": cid, "extra_info": extra, "options": {}, "stats": _stats([train_time])}
 
 
-def make_run(benchmarks: list[dict[str, Any]], key: str = CPU_KEY, **machine: Any) -> dict[str, Any]:
-    """A full run document with backbone-bench's machine_info keys (``machine`` overrides them)."""
+def make_run(benchmarks: list[dict[str, Any]], key: str = CPU_KEY, failed: list[dict[str, Any]] | None = None, **machine: Any) -> dict[str, Any]:
+    """A run document as the plugin writes it: ``machine`` overrides machine_info keys; ``failed``
+    entries (benchmark dicts) go under ``backbone_bench.failed`` without stats, as failed cases do."""
     cuda = key == CUDA_KEY
     info = {
         "node": "bench-01", "processor": "x86_64", "machine": "x86_64", "python_implementation": "CPython",
@@ -106,7 +107,8 @@ def make_run(benchmarks: list[dict[str, Any]], key: str = CPU_KEY, **machine: An
     }
     info.update(machine)
     return {"machine_info": info, "commit_info": {"id": "3f2c1e0", "branch": "main", "dirty": False, "time": "2026-11-20T10:00:00+00:00"},
-            "benchmarks": copy.deepcopy(benchmarks), "datetime": "2026-11-20T10:05:00+00:00", "version": "5.2.3"}
+            "benchmarks": copy.deepcopy(benchmarks), "datetime": "2026-11-20T10:05:00+00:00", "version": "5.2.3",
+            "backbone_bench": {"schema": 1, "failed": [{k: copy.deepcopy(f[k]) for k in ("name", "fullname", "extra_info")} for f in failed or []]}}
 
 
 def full_run(seed: int, *, key: str = CPU_KEY, slow: dict[str, float] | None = None, top1_shift: float = 0.0) -> dict[str, Any]:
@@ -118,7 +120,7 @@ def full_run(seed: int, *, key: str = CPU_KEY, slow: dict[str, float] | None = N
                for b, (_, _, _, ms, _) in BACKBONES.items()]
     if key == CPU_KEY:
         for b, accs in TOP1.items():
-            for (label, size), acc in zip(SUBSETS, accs):
+            for (label, size), acc in zip(SUBSETS, accs, strict=True):
                 seeds = [round(float(acc + top1_shift + rng.normal(0, 0.6)), 2) for _ in range(3)]
                 benches.append(train_case(b, label, size, seeds))
     return make_run(benches, key)

@@ -1,0 +1,55 @@
+"""CaseSpec: ids, markers and JSON identity keys come from the spec alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.cases import CaseSpec
+
+
+def spec(**changes: object) -> CaseSpec:
+    base = CaseSpec(kind="inference", backbone="convnextv2_tiny", family="cnn", edge=False, device="cpu", batch_size=1, img_size=32, precision="fp32")
+    return base.with_(**changes)
+
+
+def test_inference_id_reads_like_the_issue() -> None:
+    assert spec().id == "convnextv2_tiny-cpu-bs1-32px-fp32"
+    assert spec(channels_last=True, runtime="onnxruntime").id == "convnextv2_tiny-cpu-bs1-32px-fp32-cl-onnxruntime"
+    assert spec().case_id == "inference/convnextv2_tiny-cpu-bs1-32px-fp32"
+
+
+def test_train_id_names_dataset_and_subset() -> None:
+    train = spec(kind="train", backbone="resnet18", device="cuda", batch_size=128, dataset="cifar10", subset="5k")
+    assert train.id == "resnet18-cifar10_5k-cuda-bs128-32px-fp32"
+    folder = train.with_(dataset="imagefolder:/data/robot_bins/")
+    assert folder.id.startswith("resnet18-imagefolder-robot_bins_5k-")
+
+
+def test_a_train_case_needs_data() -> None:
+    with pytest.raises(ValueError, match="dataset and a subset"):
+        spec(kind="train")
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, ["inference", "cnn"]),
+        ({"edge": True}, ["inference", "cnn", "edge", "jetson"]),
+        ({"edge": True, "batch_size": 8}, ["inference", "cnn", "edge"]),
+        ({"device": "cuda", "smoke": True}, ["inference", "cnn", "gpu", "smoke"]),
+        ({"img_size": 224, "batch_size": 2, "family": "transformer"}, ["inference", "transformer", "slow"]),
+        ({"img_size": 224, "batch_size": 1}, ["inference", "cnn"]),
+    ],
+)
+def test_markers(changes: dict[str, object], expected: list[str]) -> None:
+    assert spec(**changes).markers() == expected
+
+
+def test_identity_keys_are_flat_and_complete() -> None:
+    keys = spec().identity()
+    assert keys == {
+        "kind": "inference", "case_id": "inference/convnextv2_tiny-cpu-bs1-32px-fp32", "backbone": "convnextv2_tiny",
+        "family": "cnn", "edge": False, "device": "cpu", "batch_size": 1, "img_size": 32, "num_classes": 10,
+        "precision": "fp32", "channels_last": False, "runtime": "eager",
+    }
+    assert all(not isinstance(v, (dict, list)) for v in keys.values())

@@ -1,0 +1,174 @@
+"""End-to-end tests of the pytest plugin with ``pytester``: matrix, ids, markers, bad input, saving."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFTEST = 'pytest_plugins = ["harness.plugin", "fixtures.recording", "fixtures.inference", "fixtures.train"]\n'
+# Short timing keeps each end-to-end case well under a second on a busy 2-core machine.
+FAST = ("--bench-time", "0.02", "-p", "no:cacheprovider")
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A copy of the real benchmark cases with the project's conftest, storage in the tmp dir."""
+    pytester.makeconftest(CONFTEST)
+    pytester.makeini("[pytest]\naddopts = --strict-markers --benchmark-storage=file://baselines\n")
+    for name in ("test_inference.py", "test_train.py"):
+        pytester.makepyfile(**{name[:-3]: (ROOT / "benchmarks" / name).read_text()})
+    return pytester
+
+
+def _ids(result: pytest.RunResult) -> list[str]:
+    return sorted(line.split("[", 1)[1].rstrip("]") for line in result.outlines if "::test_inference[" in line)
+
+
+def test_ids_read_backbone_device_batch_size_precision(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--collect-only", "-q", "--backbones", "resnet18,deit_small_patch16_224", "--batch-sizes", "1,8", "--devices", "cpu", "test_inference.py")
+    assert _ids(result) == [
+        "deit_small_patch16_224-cpu-bs1-32px-fp32",
+        "deit_small_patch16_224-cpu-bs8-32px-fp32",
+        "resnet18-cpu-bs1-32px-fp32",
+        "resnet18-cpu-bs8-32px-fp32",
+    ]
+
+
+def test_keyword_and_marker_selection(suite: pytest.Pytester) -> None:
+    args = ("--collect-only", "-q", "--backbones", "resnet18,resnet50,pvt_v2_b0", "--batch-sizes", "1,32", "--devices", "cpu", "test_inference.py")
+    assert _ids(suite.runpytest(*args, "-k", "cpu and bs1")) == ["pvt_v2_b0-cpu-bs1-32px-fp32", "resnet18-cpu-bs1-32px-fp32", "resnet50-cpu-bs1-32px-fp32"]
+    # jetson: edge-tagged backbones (resnet18, pvt_v2_b0; not resnet50) at batch 1.
+    assert _ids(suite.runpytest(*args, "-m", "jetson")) == ["pvt_v2_b0-cpu-bs1-32px-fp32", "resnet18-cpu-bs1-32px-fp32"]
+    assert _ids(suite.runpytest(*args, "-m", "transformer")) == ["pvt_v2_b0-cpu-bs1-32px-fp32", "pvt_v2_b0-cpu-bs32-32px-fp32"]
+    assert len(_ids(suite.runpytest(*args, "-m", "smoke"))) == 3
+
+
+def test_family_groups_expand_from_the_registry(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--collect-only", "-q", "--backbones", "hybrid", "--batch-sizes", "1", "--devices", "cpu", "test_inference.py")
+    assert [i.split("-")[0] for i in _ids(result)] == ["coatnet_0_rw_224", "fastvit_t8", "mobilevit_xs", "poolformer_s12"]
+
+
+def test_ini_pins_the_matrix_and_the_command_line_overrides_it(suite: pytest.Pytester) -> None:
+    suite.makeini("[pytest]\nbackbones = resnet18\nbatch_sizes = 4\nimg_sizes = 64\ndevices = cpu\n")
+    assert _ids(suite.runpytest("--collect-only", "-q", "test_inference.py")) == ["resnet18-cpu-bs4-64px-fp32"]
+    assert _ids(suite.runpytest("--collect-only", "-q", "--batch-sizes", "2", "test_inference.py")) == ["resnet18-cpu-bs2-64px-fp32"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--backbones", "resnet19"), "did you mean: resnet18"),
+        (("--backbones", "convnext_tinyy"), "convnext_tiny"),
+        (("--batch-sizes", "0"), "batch-sizes entry must be a positive integer, got '0'"),
+        (("--batch-sizes", "1,x"), "batch-sizes entry must be a positive integer, got 'x'"),
+        (("--img-sizes", "-32"), "img-sizes entry must be a positive integer"),
+        (("--devices", "tpu"), "unknown device 'tpu'; valid devices: cpu, cuda, cuda:N, mps"),
+        (("--precisions", "fp64"), "unknown precision 'fp64'"),
+        (("--runtimes", "tensorrt"), "valid: eager, compile, onnxruntime, onnxruntime-int8"),
+        (("--subsets", "5q"), "'500', '5k'"),
+        (("--subsets", "5"), "smaller than the number of classes"),
+        (("--subsets", "2k"), "digits has 1347 training images"),
+        (("--dataset", "cifar11"), "cifar10"),
+    ],
+)
+def test_bad_input_is_a_usage_error_naming_the_fix(suite: pytest.Pytester, args: tuple[str, ...], message: str) -> None:
+    result = suite.runpytest("--collect-only", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str()
+
+
+def test_bad_ini_value_names_the_key(suite: pytest.Pytester) -> None:
+    suite.makeini("[pytest]\nbatch_sizes = 1,zero\n")
+    result = suite.runpytest("--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "pytest.ini [batch_sizes]" in result.stderr.str()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_unavailable_device_is_a_skip_with_the_reason(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-rs", "--backbones", "resnet18", "--batch-sizes", "1", "--devices", "cuda", "test_inference.py")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*torch.cuda.is_available() is False*"])
+
+
+def test_cpu_fp16_is_a_skip_with_the_reason(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-rs", "--backbones", "resnet18", "--batch-sizes", "1", "--devices", "cpu", "--precisions", "fp16", "test_inference.py")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*fp16 is not a deployment precision on CPU*"])
+
+
+CONTRACT_KEYS = {
+    "kind", "backbone", "family", "device", "batch_size", "img_size", "num_classes", "precision", "threads", "params",
+    "gmacs", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "throughput_ips", "peak_mem_bytes",
+}
+
+
+def _saved(suite: pytest.Pytester) -> list[Path]:
+    return sorted((suite.path / "baselines").glob("*/*.json"))
+
+
+def test_save_writes_the_contract_and_never_overwrites(suite: pytest.Pytester) -> None:
+    args = ("--backbones", "resnet18,regnetx_002", "--batch-sizes", "1", "--devices", "cpu", *FAST, "test_inference.py")
+    suite.runpytest(*args, "--benchmark-save=first").assert_outcomes(passed=2)
+    [first] = _saved(suite)
+    assert first.name == "0001_first.json"
+    run = json.loads(first.read_text())
+    assert run["machine_info"]["baseline_key"] == first.parent.name
+    assert {"torch", "torchvision", "timm", "fvcore", "cpu_model", "cuda", "gpu_name"} <= set(run["machine_info"])
+    cases = {b["extra_info"]["case_id"]: b for b in run["benchmarks"]}
+    assert set(cases) == {"inference/resnet18-cpu-bs1-32px-fp32", "inference/regnetx_002-cpu-bs1-32px-fp32"}
+    resnet = cases["inference/resnet18-cpu-bs1-32px-fp32"]["extra_info"]
+    assert CONTRACT_KEYS <= set(resnet)
+    assert resnet["params"] == 11_181_642  # resnet18 with a 10-class head
+    assert resnet["latency_p50_ms"] <= resnet["latency_p90_ms"] <= resnet["latency_p99_ms"]
+    assert len(resnet["latency_samples_ms"]) == cases["inference/resnet18-cpu-bs1-32px-fp32"]["stats"]["rounds"] >= 20
+    before = first.read_bytes()
+
+    suite.runpytest(*args, "--benchmark-save=first").assert_outcomes(passed=2)
+    assert [p.name for p in _saved(suite)] == ["0001_first.json", "0002_first.json"]
+    assert first.read_bytes() == before
+
+
+def test_pytest_benchmark_compare_reads_the_saved_run(suite: pytest.Pytester) -> None:
+    suite.runpytest("--backbones", "resnet18", "--batch-sizes", "1", "--devices", "cpu", *FAST, "--benchmark-save=x", "test_inference.py")
+    listing = subprocess.run(
+        [sys.executable, "-m", "pytest_benchmark", "--storage", "file://baselines", "compare", "0001", "--columns=median,rounds"],
+        cwd=suite.path, capture_output=True, text=True, check=True,
+    )
+    assert "test_inference[resnet18-cpu-bs1-32px-fp32]" in listing.stdout
+
+
+def test_a_failing_case_is_recorded_as_failed_and_the_session_goes_on(suite: pytest.Pytester) -> None:
+    suite.makeconftest(
+        CONFTEST
+        + "import pytest, torch\n"
+        "@pytest.fixture(autouse=True)\n"
+        "def _oom_for_regnet(request, monkeypatch):\n"
+        "    if 'regnetx_002' in request.node.name:\n"
+        "        import harness.inference as inf\n"
+        "        def boom(*a, **k): raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')\n"
+        "        monkeypatch.setattr(inf, 'peak_bytes', boom)\n"
+    )
+    result = suite.runpytest("--backbones", "regnetx_002,resnet18", "--batch-sizes", "1", "--devices", "cpu", *FAST, "--benchmark-json=run.json", "test_inference.py")
+    result.assert_outcomes(passed=1, failed=1)
+    run = json.loads((suite.path / "run.json").read_text())
+    assert [b["extra_info"]["backbone"] for b in run["benchmarks"]] == ["resnet18"]
+    [failed] = run["backbone_bench"]["failed"]
+    assert failed["extra_info"]["status"] == "failed"
+    assert failed["extra_info"]["error"] == "out of memory while preparing: CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
+def test_xdist_saves_the_same_cases_and_keys_as_a_serial_run(suite: pytest.Pytester) -> None:
+    args = ("--backbones", "resnet18,regnetx_002,lcnet_100", "--batch-sizes", "1", "--devices", "cpu", *FAST, "test_inference.py")
+    suite.runpytest(*args, "--benchmark-save=serial").assert_outcomes(passed=3)
+    suite.runpytest_subprocess(*args, "-n", "2", "--benchmark-save=parallel").assert_outcomes(passed=3)
+    serial, parallel = (json.loads(p.read_text()) for p in _saved(suite))
+    keys = lambda run: {b["extra_info"]["case_id"]: sorted(b["extra_info"]) for b in run["benchmarks"]}  # noqa: E731
+    assert keys(serial) == keys(parallel) and len(keys(serial)) == 3
+    assert parallel["machine_info"]["baseline_key"] == serial["machine_info"]["baseline_key"]

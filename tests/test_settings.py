@@ -1,0 +1,80 @@
+"""Option parsers: a table of good values and a table of bad ones, each bad one naming the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from harness.options import OPTIONS, check_subsets, settings_from
+from harness.settings import SettingError, choice_list, int_list, parse_backbones, parse_devices, parse_threads
+
+GOOD: list[tuple[Callable[[str], Any], str, Any]] = [
+    (int_list("batch-sizes"), "1,32", [1, 32]),
+    (int_list("batch-sizes"), " 8 , 8,2\n4", [8, 2, 4]),
+    (parse_devices, "cpu", ["cpu"]),
+    (parse_devices, "cpu,cuda:1", ["cpu", "cuda:1"]),
+    (choice_list("precision", ("fp32", "fp16", "bf16")), "FP32,bf16", ["fp32", "bf16"]),
+    (parse_threads, "auto", None),
+    (parse_threads, "4", 4),
+    (parse_backbones, "resnet18,edge", None),  # checked below
+]
+
+BAD: list[tuple[Callable[[str], Any], str, str]] = [
+    (int_list("batch-sizes"), "0", "positive integer, got '0'"),
+    (int_list("batch-sizes"), "1.5", "positive integer, got '1.5'"),
+    (int_list("img-sizes"), "", "needs at least one positive integer"),
+    (parse_devices, "gpu", "unknown device 'gpu'; valid devices: cpu, cuda, cuda:N, mps"),
+    (parse_devices, "cuda:x", "unknown device 'cuda:x'"),
+    (choice_list("precision", ("fp32", "fp16", "bf16")), "fp61", "did you mean fp16"),
+    (parse_threads, "-2", "threads must be a positive integer"),
+    (parse_backbones, "vit_base_patch16_2244", "did you mean: vit_base_patch16_224"),
+    (parse_backbones, "hybird", "did you mean: hybrid"),
+]
+
+
+@pytest.mark.parametrize(("parse", "text", "expected"), [g for g in GOOD if g[2] is not None or g[1] == "auto"])
+def test_good_values(parse: Callable[[str], Any], text: str, expected: Any) -> None:
+    assert parse(text) == expected
+
+
+@pytest.mark.parametrize(("parse", "text", "message"), BAD)
+def test_bad_values_name_the_fix(parse: Callable[[str], Any], text: str, message: str) -> None:
+    with pytest.raises(SettingError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse(text)
+
+
+def test_groups_expand_and_deduplicate() -> None:
+    names = parse_backbones("resnet18,edge,resnet18,timm/convnext_atto".replace("timm/", ""))
+    assert names[0] == "resnet18" and names.count("resnet18") == 1
+    assert "mobilenetv3_large_100" in names and names[-1] == "convnext_atto"
+
+
+def test_settings_merge_cli_over_ini_over_default() -> None:
+    cli = {"batch_sizes": [4]}
+    ini = {"batch_sizes": "1,2", "img_sizes": "64", "backbones": "resnet18", "devices": "cpu"}
+    settings = settings_from(lambda field: cli.get(field), lambda key: ini.get(key, ""))
+    assert settings.batch_sizes == [4] and settings.img_sizes == [64] and settings.backbones == ["resnet18"]
+    assert settings.precisions == ["fp32"] and settings.num_classes == 10 and settings.subsets == ["full"]
+
+
+def test_every_option_has_a_metavar_or_is_a_flag_and_a_default_or_none() -> None:
+    for option in OPTIONS:
+        assert option.flag or option.metavar, option.name
+        if option.default is not None:
+            option.parse(option.default)  # every default parses
+
+
+@pytest.mark.parametrize(
+    ("datasets", "subsets", "message"),
+    [
+        (["digits"], ["2k"], "subset 2k asks for 2000 images but digits has 1347 training images in 10 classes"),
+        (["cifar100"], ["50"], "smaller than the number of classes: cifar100 has 50000 training images in 100 classes"),
+        (["digits"], ["200pc"], "asks for 2000 images"),
+    ],
+)
+def test_subset_sizes_checked_against_the_dataset(datasets: list[str], subsets: list[str], message: str) -> None:
+    with pytest.raises(SettingError, match=message):
+        check_subsets(datasets, subsets)
+    check_subsets(["cifar10"], ["5k", "10k", "50k", "full", "50pc"])  # all fit
