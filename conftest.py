@@ -1,3 +1,3 @@
 """Loads the backbone-bench plugin and its fixtures for every test under this directory."""
 
-pytest_plugins = ["pytester", "harness.plugin", "fixtures.recording", "fixtures.inference", "fixtures.train"]
+pytest_plugins = ["pytester", "harness.plugin", "fixtures.recording", "fixtures.inference", "fixtures.train", "fixtures.plan"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-Kind = Literal["inference", "train", "export"]
-KINDS: tuple[Kind, ...] = ("inference", "train", "export")
+Kind = Literal["inference", "train", "plan"]
+KINDS: tuple[Kind, ...] = ("inference", "train", "plan")
 
 # Inference cases at or below this many pixels per batch (img_size**2 * batch) are cheap on a
 # CPU; above it (224 px at batch > 1, or 32 px at batch > 49) a case is marked `slow`.
@@ -45,6 +45,8 @@ class CaseSpec:
         """The pytest id, e.g. ``convnextv2_tiny-cpu-bs1-32px-fp32`` or ``resnet18-cifar10_5k-cpu-bs128-fp32``."""
         if self.kind == "train":
             parts = [self.backbone, f"{self.dataset_label}_{self.subset}", self.device, f"bs{self.batch_size}", f"{self.img_size}px", self.precision]
+        elif self.kind == "plan":
+            parts = [self.backbone, self.device, f"{self.img_size}px", self.precision]
         else:
             parts = [self.backbone, self.device, f"bs{self.batch_size}", f"{self.img_size}px", self.precision]
         if self.channels_last:
@@ -79,7 +81,7 @@ class CaseSpec:
         if self.is_accelerated:
             names.append("gpu")
         # The Jetson track: edge-tagged backbones at batch 1, the latency a robot sees per frame.
-        if self.edge and self.batch_size == 1 and self.kind in ("inference", "export"):
+        if self.edge and self.batch_size == 1 and self.kind == "inference":
             names.append("jetson")
         if self.smoke:
             names.append("smoke")
@@ -91,6 +93,8 @@ class CaseSpec:
     def is_slow(self) -> bool:
         if self.kind == "train":
             return self.dataset != "digits"
+        if self.kind == "plan":
+            return True  # dozens of probe runs, up to thousands of images per batch
         return self.img_size * self.img_size * self.batch_size > _SLOW_PIXELS
 
     def identity(self) -> dict[str, object]:
@@ -111,6 +115,8 @@ class CaseSpec:
         }
         if self.kind == "train":
             keys.update(dataset=self.dataset, subset=self.subset, train_batch_size=self.batch_size)
+        if self.kind == "plan":
+            del keys["batch_size"], keys["runtime"]
         return keys
 
     def with_(self, **changes: object) -> CaseSpec:

@@ -14,8 +14,16 @@ from harness.compare import compare_runs, parse_tolerances
 from harness.runs import Run, RunError, load_run
 
 
-def load_baseline(ref: str, storage: Path) -> Run:
-    """The baseline run ``ref`` (a run id in ``storage`` or a file); ``ValueError`` when unusable."""
+def load_baseline(ref: str, storage: Path, machine: str | None = None) -> Run:
+    """The baseline run ``ref`` (a run id in ``storage`` or a file); ``ValueError`` when unusable.
+
+    A bare id is looked up first among this machine's runs (``machine`` is its baseline key).
+    """
+    if machine is not None and "/" not in ref:
+        try:
+            return load_run(ref, storage, machine=machine)
+        except RunError:
+            pass  # not among this machine's runs: look in every machine folder
     try:
         return load_run(ref, storage)
     except RunError as exc:

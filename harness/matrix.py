@@ -18,6 +18,8 @@ from harness.settings import Settings
 # The smoke profile: every selected backbone at batch 1, 32 px, fp32, eager, on the CPU — the
 # per-frame latency question, cheap enough to run offline in about a minute.
 SMOKE_IMG_SIZE = 32
+# The training smoke: one small backbone per family on the embedded digits, a few minutes on a CPU.
+SMOKE_TRAIN_BACKBONES = ("resnet18", "deit_small_patch16_224", "mobilevit_xs")
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def train_cases(settings: Settings) -> list[Case]:
             channels_last=settings.channels_last,
             dataset=dataset,
             subset=subset,
-            smoke=dataset == "digits" and device == "cpu" and precision == "fp32" and entry.edge,
+            smoke=dataset == "digits" and device == "cpu" and precision == "fp32" and name in SMOKE_TRAIN_BACKBONES,
         )
         cases.append(Case(spec, _skip_reason(device, precision)))
     return cases
@@ -91,3 +93,16 @@ def _dataset_classes(dataset: str) -> int:
     from harness.data.registry import DATASETS
 
     return DATASETS[dataset].num_classes if dataset in DATASETS else 0
+
+
+def plan_cases(settings: Settings) -> list[Case]:
+    """backbone × device × resolution × precision: the batch-size plan of each."""
+    cases: list[Case] = []
+    for name, device, size, precision in product(settings.backbones, settings.devices, settings.img_sizes, settings.precisions):
+        entry = lookup(name)
+        spec = CaseSpec(
+            kind="plan", backbone=name, family=entry.family, edge=entry.edge, device=device, batch_size=1,
+            img_size=size, precision=precision, num_classes=settings.num_classes,
+        )
+        cases.append(Case(spec, _skip_reason(device, precision)))
+    return cases

@@ -73,6 +73,15 @@ def _datasets(text: str) -> list[str]:
     return names
 
 
+def _bytes(text: str) -> int:
+    from harness.edge.profiles import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise SettingError(f"plan-budget: {exc}") from None
+
+
 def _edge_profile(text: str) -> Any:
     from harness.edge.profiles import parse_edge_profile
 
@@ -113,7 +122,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("bench-time", "bench_time_s", positive_float("bench-time"), "1.0", "SECONDS", "timed seconds per latency case (rounds = this / one call, 20..2000)"),
     Option("dataset", "datasets", _datasets, "digits", "NAMES", "training datasets: digits (embedded), cifar10, cifar100, svhn, mnist, fashion_mnist, stl10, flowers102, imagefolder:PATH"),
     Option("subsets", "subsets", _subsets, "full", "SIZES", "training subset sizes: 500, 5k, 10k, 50k, full, or per class: 50pc"),
-    Option("train-batch-sizes", "train_batch_sizes", int_list("train-batch-sizes"), "64", "N", "training batch sizes (an axis of the matrix)"),
+    Option("train-batch-sizes", "train_batch_sizes", int_list("train-batch-sizes"), "128", "N", "training batch sizes (an axis of the matrix)"),
     Option("seeds", "seeds", lambda t: positive_int(t, "seeds"), "1", "N", "seeds per training case; mean and std are recorded"),
     Option("epochs", "epochs", lambda t: positive_int(t, "epochs"), None, "N", "training epochs (default: the recipe's for the dataset)"),
     Option("lr", "lr", positive_float("lr"), None, "LR", "peak learning rate (default: the family recipe's, scaled to the batch)"),
@@ -123,7 +132,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("data-root", "data_root", lambda t: Path(t).expanduser(), None, "PATH", "dataset root (default: $BACKBONE_BENCH_DATA or ~/.cache/backbone-bench/data)"),
     Option("download", "download", _flag, "false", "", "download missing datasets through torchvision", flag=True),
     Option("resume", "resume", _flag, "false", "", "resume interrupted training cases from their last checkpoint", flag=True),
+    Option("int8-accuracy", "int8_accuracy", _flag, "false", "", "after training, record the top-1 change of the model as dynamic-int8 ONNX (CPU)", flag=True),
     Option("edge-profile", "edge_profile", _edge_profile, None, "NAME", "edge constraints: a named board profile or threads=4,mem=2GiB"),
+    Option("plan-budget", "plan_budget", _bytes, None, "BYTES", "memory budget of batch-size planning cases, e.g. 512MiB (default: the edge profile's, else 512MiB)"),
     Option("power", "power", _flag, "false", "", "sample power during latency cases (RAPL, NVML or tegrastats)", flag=True),
 )
 

@@ -33,9 +33,10 @@ MARKERS = {
     "gpu": "cases that run on an accelerator (cuda, mps)",
     "jetson": "edge backbones at batch 1: the cases meant to run on a Jetson board",
     "smoke": "the small fast offline subset (CPU, 32 px, batch 1, fp32; digits for training)",
-    "slow": "large inputs or full datasets",
+    "plan": "batch-size planning under a memory budget",
+    "slow": "large inputs, full datasets, batch-size searches",
 }
-CASE_FIXTURES = {"inference_case": "inference", "train_case": "train"}
+CASE_FIXTURES = {"inference_case": "inference", "train_case": "train", "plan_case": "plan"}
 
 
 def _argtype(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -176,7 +177,7 @@ def pytest_configure(config: pytest.Config) -> None:
         from harness.gate import load_baseline
 
         try:
-            bench.baseline = load_baseline(config.getoption("bb_gate"), bench.storage)
+            bench.baseline = load_baseline(config.getoption("bb_gate"), bench.storage, bench.machine_facts()["baseline_key"])
         except ValueError as exc:
             raise pytest.UsageError(f"--gate: {exc}") from None
 
@@ -216,13 +217,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    from harness.matrix import inference_cases, train_cases
+    from harness.matrix import inference_cases, plan_cases, train_cases
+
+    builders = {"inference": inference_cases, "train": train_cases, "plan": plan_cases}
 
     for argname, kind in CASE_FIXTURES.items():
         if argname not in metafunc.fixturenames:
             continue
         settings = bench_session(metafunc.config).settings
-        cases = inference_cases(settings) if kind == "inference" else train_cases(settings)
+        cases = builders[kind](settings)
         params = []
         for case in cases:
             marks = [getattr(pytest.mark, name) for name in case.spec.markers()]

@@ -133,7 +133,7 @@ class Settings:
     # Training.
     datasets: list[str] = field(default_factory=lambda: ["digits"])
     subsets: list[str] = field(default_factory=lambda: ["full"])
-    train_batch_sizes: list[int] = field(default_factory=lambda: [64])
+    train_batch_sizes: list[int] = field(default_factory=lambda: [128])
     seeds: int = 1
     epochs: int | None = None
     lr: float | None = None
@@ -143,7 +143,18 @@ class Settings:
     data_root: Path | None = None
     download: bool = False
     resume: bool = False
+    int8_accuracy: bool = False
     checkpoint_root: Path = Path(os.environ.get("BACKBONE_BENCH_CHECKPOINTS", ".bench-checkpoints"))
     # Edge.
     edge_profile: object | None = None
     power: bool = False
+    plan_budget: int | None = None
+
+    @property
+    def plan_budget_bytes(self) -> int:
+        """The planning budget: --plan-budget, else the edge profile's memory, else 512 MiB."""
+        if self.plan_budget is not None:
+            return self.plan_budget
+        budget = getattr(self.edge_profile, "mem_budget_bytes", None)
+        # 512 MiB: a Jetson-class share for one model, and a search a 2-core CPU finishes in minutes.
+        return int(budget) if budget else 512 * 2**20

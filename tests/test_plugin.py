@@ -17,8 +17,12 @@ FAST = ("--bench-time", "0.02", "-p", "no:cacheprovider")
 
 
 @pytest.fixture
-def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A copy of the real benchmark cases with the project's conftest, storage in the tmp dir."""
+    # When this suite itself runs under xdist, the inner sessions must still time with
+    # pytest-benchmark (which disables itself whenever it sees an xdist worker variable).
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
     pytester.makeconftest(CONFTEST)
     pytester.makeini("[pytest]\naddopts = --strict-markers --benchmark-storage=file://baselines\n")
     for name in ("test_inference.py", "test_train.py"):

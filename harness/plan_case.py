@@ -1,0 +1,101 @@
+"""Batch-size planning for a backbone: the largest inference and training batch under a budget.
+
+Memory per batch is measured with the one memory probe (:func:`harness.profile.memory.peak_bytes`)
+— for inference around a forward pass, for training as the engine's own profiled optimiser step
+(:func:`harness.train.train` on two batches) — so the plan speaks of the same bytes the inference
+and training cases record. :func:`harness.edge.planning.plan` fits fixed + per-sample bytes from
+two probe batches, predicts the largest batch, then checks the prediction by running it and
+searches for the true largest batch.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from harness.cases import CaseSpec
+from harness.data.types import TensorSplit
+from harness.devices import DTYPES
+from harness.edge.planning import plan
+from harness.models import create_backbone
+from harness.profile.memory import peak_bytes
+from harness.recipes import default_recipe
+from harness.train import train
+
+# First probe batch. Training starts at 2: batch-norm cannot train on a single image.
+FIRST_PROBE = {"inference": 1, "train": 2}
+# The probes must see memory grow with the batch: at small batches a training step's peak is
+# the optimiser's weight-sized temporaries, flat in the batch, and a fit there predicts far too
+# large a batch. Probe pairs (b, 2b) double until the peak grows by 5% (well above the
+# probe's byte-exact repeatability, well below the growth once activations dominate).
+GROWTH = 1.05
+# The search stops here: larger batches than this are not a small-data training question.
+BATCH_LIMIT = 4096
+
+
+def inference_peak(spec: CaseSpec, batch: int) -> int:
+    """Peak bytes of one forward of ``batch`` images (weights and input included)."""
+    device, dtype = torch.device(spec.device), DTYPES[spec.precision]
+    model = create_backbone(spec.backbone, num_classes=spec.num_classes, img_size=spec.img_size).to(device=device, dtype=dtype)
+    x = torch.zeros(batch, 3, spec.img_size, spec.img_size, device=device, dtype=dtype)
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    return peak_bytes(forward, device, resident=[*model.parameters(), *model.buffers(), x])
+
+
+def train_peak(spec: CaseSpec, batch: int) -> int:
+    """Peak bytes of one optimiser step at ``batch`` in the training engine (the family recipe)."""
+    device = torch.device(spec.device)
+    images = torch.zeros(2 * batch, 3, spec.img_size, spec.img_size, dtype=torch.uint8)
+    labels = torch.arange(2 * batch, dtype=torch.int64) % spec.num_classes
+    split = TensorSplit(images, labels, tuple(str(c) for c in range(spec.num_classes)))
+    recipe = default_recipe(spec.family, epochs=1, batch_size=batch, precision=spec.precision, warmup_epochs=0.0)  # type: ignore[arg-type]
+    model = create_backbone(spec.backbone, num_classes=spec.num_classes, img_size=spec.img_size)
+    return train(model, split, split.take(torch.arange(min(batch, 2))), recipe, device=device, measure_memory=True).peak_train_mem_bytes
+
+
+def growing_probes(measure: Callable[[int], int], first: int, budget_bytes: int) -> tuple[int, int]:
+    """A probe pair past the knee where memory starts to grow with the batch.
+
+    Doubling from ``first``, the first pair (b, 2b) whose peak grows by ``GROWTH`` puts 2b past
+    the knee (b may still sit before it), so the pair returned is (2b, 4b) — or (b, 2b) when 4b
+    would exceed the budget or ``BATCH_LIMIT``, where the search settles the rest.
+    """
+    batch = first
+    while 4 * batch <= BATCH_LIMIT:
+        if measure(2 * batch) > budget_bytes:
+            return batch, 2 * batch
+        if measure(2 * batch) >= measure(batch) * GROWTH:
+            if measure(4 * batch) <= budget_bytes:
+                return 2 * batch, 4 * batch
+            return batch, 2 * batch
+        batch *= 2
+    return batch, 2 * batch
+
+
+def plan_batches(spec: CaseSpec, budget_bytes: int) -> dict[str, Any]:
+    """The plan record: estimate and searched maximum for inference and training."""
+    record: dict[str, Any] = {**spec.identity(), "status": "ok", "plan_budget_bytes": budget_bytes}
+    for what, peak in (("inference", inference_peak), ("train", train_peak)):
+        measure = functools.cache(functools.partial(peak, spec))  # every batch is measured once
+        probes = growing_probes(measure, FIRST_PROBE[what], budget_bytes)
+        result = plan(measure, budget_bytes, probe_batches=probes, limit=BATCH_LIMIT)
+        estimate = result.estimate.max_batch
+        record.update(
+            {
+                f"plan_{what}_estimated_max_batch": estimate,
+                f"plan_{what}_searched_max_batch": result.searched_max_batch,
+                f"plan_{what}_estimate_ratio": result.ratio,
+                f"plan_{what}_estimate_fits": 0 < estimate <= result.searched_max_batch,
+                f"plan_{what}_per_sample_bytes": result.estimate.per_sample_bytes,
+                f"plan_{what}_fixed_bytes": result.estimate.fixed_bytes,
+                f"plan_{what}_probe_batches": list(probes),
+            }
+        )
+    return record
