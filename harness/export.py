@@ -144,9 +144,8 @@ def quantize_int8(source: Path, target: Path, *, per_channel: bool = False) -> P
     default, and what the recorded figures use); ``per_channel=True`` is passed through. Raises
     :class:`RuntimeUnsupported` when the quantiser rejects the graph.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -247,7 +246,7 @@ class OrtRunner(Runner):
     def close(self) -> None:
         super().close()
         self._binding = None
-        self.session = None  # type: ignore[assignment]
+        self.session = None
 
 
 def build_runner(model: nn.Module, example: torch.Tensor, runtime: str, *, device: torch.device, workdir: Path,

@@ -70,7 +70,7 @@ def prepare_inference(spec: CaseSpec, *, workdir: Path) -> PreparedInference:
     memory_format = torch.channels_last if spec.channels_last else torch.contiguous_format
 
     model = create_backbone(spec.backbone, num_classes=spec.num_classes, img_size=spec.img_size)
-    model = model.to(device=device, dtype=dtype, memory_format=memory_format)
+    model = model.to(device=device, dtype=dtype).to(memory_format=memory_format)
     # A fixed batch, seeded so every run feeds the model the same values.
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(spec.batch_size, 3, spec.img_size, spec.img_size, generator=generator)

@@ -94,7 +94,7 @@ class BenchSession:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.is_worker or not (report.when == "call" or (report.when == "setup" and report.failed)):
             return
-        properties = dict(report.user_properties)
+        properties: dict[str, Any] = dict(report.user_properties)
         if RESULT_KEY in properties:
             self.results[report.nodeid] = CaseResult.from_wire(properties[RESULT_KEY])
         elif report.failed and CASE_KEY in properties:

@@ -6,8 +6,6 @@ labelled M1, M2, … with a legend). A plot without data is skipped with a reaso
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.runs import Run
+from harness.storage import write_atomic
 
 MIB = 2**20
 _CONFIG = ["kind", "device", "batch_size", "img_size", "precision", "runtime"]
@@ -62,21 +61,9 @@ def cases_frame(runs: Sequence[Run]) -> pd.DataFrame:
     return frame.drop_duplicates(["machine", "case_id"], keep="last").reset_index(drop=True)
 
 
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write via a temporary file in the same folder then rename, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save(fig: Figure, path: Path) -> None:
     FigureCanvasAgg(fig)
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
 
 
 def _md_table(frame: pd.DataFrame) -> str:
@@ -243,7 +230,7 @@ def write_report(runs: Sequence[Run], out: Path) -> ReportResult:
     failed = frame[frame["status"] == "failed"]
     if not failed.empty:
         lines += ["## Failed cases", ""] + [f"- `{r['case_id']}` on {labels[r['machine']]}: {_text(r['error'])}" for _, r in failed.iterrows()]
-    _atomic(out / "report.csv", lambda tmp: frame.to_csv(tmp, index=False))
-    _atomic(out / "report.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8"))
+    write_atomic(out / "report.csv", lambda tmp: frame.to_csv(tmp, index=False))
+    write_atomic(out / "report.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8"))
     result.files[:0] = [out / "report.md", out / "report.csv"]
     return result

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.devices import synchronize
+
 RUNTIMES: tuple[str, ...] = ("eager", "compile", "onnxruntime", "onnxruntime-int8")
 
 # Spellings people type for the same runtime; keys are already lower-case with '-' separators.
@@ -144,9 +146,6 @@ class Runner:
         self.close()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class TorchRunner(Runner):
@@ -174,7 +173,7 @@ class TorchRunner(Runner):
     def step(self) -> None:
         with torch.inference_mode():
             self.last = self.fn(self.example)
-        _sync(self.device)
+        synchronize(self.device)
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

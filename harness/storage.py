@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,29 +32,28 @@ def dumps(data: Any) -> str:
 
 def write_new(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically; raise ``FileExistsError`` if ``path`` exists."""
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), replace=False)
+
+
+def write_atomic(path: Path, write: Callable[[Path], object], *, replace: bool = True) -> None:
+    """Have ``write`` fill a temporary file beside ``path``, then move it into place at once.
+
+    Readers never see half a file. With ``replace=False`` the move is :func:`os.link`, which
+    raises ``FileExistsError`` rather than replace an existing file (baselines); otherwise
+    :func:`os.replace` (reports, checkpoints).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.link(tmp, path)  # atomic, and refuses to replace an existing file
+        write(tmp)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
     finally:
-        os.unlink(tmp)
-
-
-def write_replace(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, replacing it (reports, not baselines)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        tmp.unlink(missing_ok=True)
 
 
 def next_number(folder: Path) -> int:

@@ -10,7 +10,6 @@ uninterrupted one on CPU.
 from __future__ import annotations
 
 import copy
-import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -25,8 +24,10 @@ import torch.nn.functional as F
 from harness.data.augment import MixBatch, RandAugmentBatch, crop_padding, normalize, random_crop_flip, scoped_global_rng
 from harness.data.batches import Batches, derive_seed, epoch_order
 from harness.data.types import TensorSplit
+from harness.devices import synchronize
 from harness.metrics import epochs_to_target, macro_f1, per_class_accuracy, topk_accuracy
 from harness.recipes import Recipe, autocast_dtype, build_optimizer, build_scheduler, determinism
+from harness.storage import write_atomic
 
 CHECKPOINT = "last.pt"
 BEST = "best.pt"
@@ -153,7 +154,7 @@ class _Run:
                 if self.val_b is not None:
                     st["best_state"] = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
                     if ckpt_dir is not None:
-                        _atomic_save({"model": st["best_state"], "epoch": st["epoch"]}, ckpt_dir / BEST)
+                        write_atomic(ckpt_dir / BEST, partial(torch.save, {"model": st["best_state"], "epoch": st["epoch"]}))
             else:
                 st["since_best"] += 1
             patience = self.recipe.early_stop_patience
@@ -175,21 +176,21 @@ class _Run:
         cuda_devices = [dev] if dev.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda_devices), scoped_global_rng(derive_seed(r.seed, epoch, 3)):
             torch.manual_seed(derive_seed(r.seed, epoch, 2))  # dropout / drop-path inside the model
-            _sync(dev)
+            synchronize(dev)
             start = time.perf_counter()
             for i, (images, labels) in enumerate(self.train_b.iterate(r.batch_size, order=order, drop_last=True)):
                 global_step = epoch * self.steps_per_epoch + i
                 # Profile the second optimiser step (the first with optimiser state), or the only one.
                 if peak_fn is not None and global_step == min(1, r.epochs * self.steps_per_epoch - 1):
-                    _sync(dev)
+                    synchronize(dev)
                     t0 = time.perf_counter()
                     self.state["peak_mem"] = int(peak_fn(partial(self._step, images, labels, total_loss), dev, self._resident(images, labels)))
-                    _sync(dev)
+                    synchronize(dev)
                     excluded_s += time.perf_counter() - t0
                     excluded_images += len(labels)
                 else:
                     self._step(images, labels, total_loss)
-            _sync(dev)
+            synchronize(dev)
             seconds = time.perf_counter() - start - excluded_s
         return total_loss.item() / self.steps_per_epoch, seconds, self.steps_per_epoch * r.batch_size - excluded_images
 
@@ -250,7 +251,7 @@ class _Run:
 
     def _save(self, path: Path) -> None:
         st = self.state
-        _atomic_save({
+        write_atomic(path, partial(torch.save, {
             "recipe": asdict(self.recipe),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -259,7 +260,7 @@ class _Run:
             # Shuffling, augmentation and dropout RNGs are re-seeded from (recipe.seed, epoch) at
             # every epoch start and never touch global state, so "epoch" fully determines them.
             "state": st,
-        }, path)
+        }))
 
     def _load(self, path: Path) -> None:
         ckpt = torch.load(path, map_location=self.device, weights_only=True)
@@ -296,17 +297,6 @@ class _Run:
         )
 
 
-def _atomic_save(obj: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temp file in the same directory, then ``os.replace``: never a torn checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _peak_bytes_fn() -> Callable[..., int]:

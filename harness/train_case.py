@@ -7,9 +7,9 @@ with :func:`harness.train.train`, and folds the seeds into the flat record of th
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from harness.metrics import summarize_seeds
 from harness.models import create_backbone
 from harness.recipes import Recipe, default_recipe
 from harness.runtimes import int8_accuracy
+from harness.settings import Settings
 from harness.train import EpochStats, TrainResult, train
 
 # Default epochs per dataset for the default recipes. digits: resnet18 from scratch reaches
@@ -34,25 +35,7 @@ FALLBACK_EPOCHS = 100
 NO_HFLIP = ("digits", "mnist", "fashion_mnist", "svhn")
 
 
-@dataclass(frozen=True)
-class TrainOptions:
-    """Session-wide training options (the plugin fills them from the command line)."""
-
-    seeds: int = 1
-    epochs: int | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    label_smoothing: float | None = None
-    augment: str | None = None
-    data_root: Path | None = None
-    download: bool = False
-    resume: bool = False
-    checkpoint_root: Path = Path(".bench-checkpoints")
-    int8_accuracy: bool = False
-    overrides: dict[str, Any] = field(default_factory=dict)
-
-
-def recipe_for(spec: CaseSpec, options: TrainOptions, seed: int) -> Recipe:
+def recipe_for(spec: CaseSpec, options: Settings, seed: int) -> Recipe:
     """The case's recipe: the family default, the dataset's epochs, then the user's overrides."""
     dataset = str(spec.dataset)
     chosen: dict[str, Any] = {
@@ -66,17 +49,18 @@ def recipe_for(spec: CaseSpec, options: TrainOptions, seed: int) -> Recipe:
     for key in ("lr", "weight_decay", "label_smoothing", "augment"):
         if getattr(options, key) is not None:
             chosen[key] = getattr(options, key)
-    chosen.update(options.overrides)
     return default_recipe(spec.family, **chosen)  # type: ignore[arg-type]
 
 
 def run_train_case(
     spec: CaseSpec,
-    options: TrainOptions,
+    options: Settings,
     *,
     progress: Callable[[int, EpochStats], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``spec`` for every seed and return its flat record (``status`` ``ok``).
+
+    ``options`` are the session's settings: seeds, recipe overrides, data root, resume.
 
     Raises ``DatasetUnavailable``/``DatasetCorrupt``/``SubsetError`` from the data layer and
     ``BackboneUnsupported`` from the factory; the caller decides skip or failure.
@@ -103,7 +87,7 @@ def run_train_case(
             device=device,
             checkpoint_dir=checkpoint_dir,
             resume=options.resume,
-            progress=(lambda stats, s=seed: progress(s, stats)) if progress else None,
+            progress=functools.partial(progress, seed) if progress else None,
         )
         results.append(result)
         if options.int8_accuracy and seed == 0:
