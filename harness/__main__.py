@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from harness.compare import DEFAULT_SPEC, FORMS, compare_runs, parse_tolerances
 from harness.report import write_report
-from harness.runs import RunError, load_run
+from harness.runs import RunError, load_run, machine_history
 
 USAGE_ERROR = 2
 
@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--fail-on-missing", action="store_true", help="a baseline case absent from CURRENT fails the gate")
     cmp.add_argument("--force", action="store_true", help="compare runs from different devices anyway")
     cmp.add_argument("--markdown", action="store_true", help="print a GitHub Markdown table")
+    cmp.add_argument("--no-history", action="store_true", help="ignore the run-to-run spread of the machine's other stored runs")
     rep = sub.add_parser("report", help="write report.md, report.csv and plots for one or more runs")
     rep.add_argument("runs", nargs="+", metavar="RUN", help="run files or ids in the storage")
     rep.add_argument("--storage", type=Path, default=Path("baselines"), help="saved runs folder (default: baselines)")
@@ -58,7 +59,8 @@ def _compare(args: argparse.Namespace) -> int:
     cur = load_run(args.current, args.storage, machine=machine)
     if base.source == cur.source:
         print(f"warning: baseline and current are the same run ({cur.source}); nothing can differ", file=sys.stderr)
-    comparison = compare_runs(base, cur, tolerances, fail_on_missing=args.fail_on_missing, force=args.force)
+    history = [] if args.no_history else machine_history(args.storage, base.baseline_key)
+    comparison = compare_runs(base, cur, tolerances, fail_on_missing=args.fail_on_missing, force=args.force, history=history)
     for warning in comparison.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     sys.stdout.write(comparison.render(markdown=args.markdown))

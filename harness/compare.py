@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from scipy.stats import mannwhitneyu
 
+from harness.noise import RunNoise, run_noise
 from harness.runs import Case, Run, RunError
 
 HIGHER_IS_BETTER = ("top1", "top5", "macro_f1", "throughput_ips", "train_ips")
@@ -155,7 +156,7 @@ def _pooled_std(*groups: list[float] | None) -> float | None:
     return math.sqrt(sum((len(g) - 1) * statistics.variance(g) for g in usable) / dof)
 
 
-def _judge(tol: Tolerance, base_case: Case, cur_case: Case) -> Row | None:
+def _judge(tol: Tolerance, base_case: Case, cur_case: Case, noise: RunNoise | None = None) -> Row | None:
     metric, base, cur = tol.metric, base_case.value(tol.metric), cur_case.value(tol.metric)
     cid = cur_case.case_id
     if base is None and cur is None:
@@ -180,15 +181,21 @@ def _judge(tol: Tolerance, base_case: Case, cur_case: Case) -> Row | None:
                 note += f" >= {ALPHA}: not significant"
         else:
             note = "no latency_samples_ms: tolerance only"
+        if worse and noise is not None and tol.metric.startswith("latency") and noise.excess_pct(cur) <= noise.upper_pct():
+            worse = False
+            note += (
+                f"; within this machine's run-to-run noise ({noise.excess_pct(cur):+.0f}% vs the mean of "
+                f"{noise.runs} stored runs, bound +{noise.upper_pct():.0f}%)"
+            )
     elif (worse or better) and metric in SEEDED:
         seeds = (base_case.samples(SEEDED[metric]), cur_case.samples(SEEDED[metric]))
         std = _pooled_std(*seeds)
         if std is None:
             note = "1 seed: tolerance only"
         else:
-            noise = SEED_NOISE_FACTOR * std * PP_SCALE[metric]
-            note = f"seed noise {SEED_NOISE_FACTOR:g}x std = {noise:.2f}pp"
-            if abs(cur - base) * PP_SCALE[metric] <= noise:
+            seed_noise = SEED_NOISE_FACTOR * std * PP_SCALE[metric]
+            note = f"seed noise {SEED_NOISE_FACTOR:g}x std = {seed_noise:.2f}pp"
+            if abs(cur - base) * PP_SCALE[metric] <= seed_noise:
                 worse = better = False
                 note += ": within seed noise"
     verdict = "regression" if worse else "improvement" if better else "within noise"
@@ -298,8 +305,14 @@ def _failure(case: Case) -> Row:
     return _case_row(case, "failed", str(case.extra.get("error") or "status failed").splitlines()[0][:120])
 
 
-def compare_runs(base: Run, cur: Run, tolerances: Tolerances, *, fail_on_missing: bool = False, force: bool = False) -> Comparison:
-    """Judge every case of ``cur`` against ``base``; refuses runs from different devices unless ``force``."""
+def compare_runs(
+    base: Run, cur: Run, tolerances: Tolerances, *, fail_on_missing: bool = False, force: bool = False, history: Sequence[Run] = ()
+) -> Comparison:
+    """Judge every case of ``cur`` against ``base``; refuses runs from different devices unless ``force``.
+
+    ``history``: other stored runs of the baseline's machine. Where a case has at least
+    ``HISTORY_MIN`` runs, a timed change no larger than their spread is within noise.
+    """
     found = _fact_differences(base, cur)
     blocking = [text for text, blocks in found if blocks]
     if blocking and not force:
@@ -308,6 +321,7 @@ def compare_runs(base: Run, cur: Run, tolerances: Tolerances, *, fail_on_missing
             + "; ".join(blocking) + ". Compare against a baseline from this machine, or pass --force (force=True)"
         )
     warnings = [f"{'forced across devices' if blocks else 'software differs'}: {text}" for text, blocks in found]
+    noises = run_noise([run for run in history if run.source not in (base.source, cur.source)], base, TIMED)
     rows: list[Row] = []
     for case_id, case in cur.cases.items():
         old = base.cases.get(case_id)
@@ -318,6 +332,8 @@ def compare_runs(base: Run, cur: Run, tolerances: Tolerances, *, fail_on_missing
         elif old.status == "failed":
             rows.append(_case_row(case, "improvement", "failed in baseline, ok now"))
         else:
-            rows.extend(row for tol in tolerances.active() if (row := _judge(tol, old, case)) is not None)
+            rows.extend(
+                row for tol in tolerances.active() if (row := _judge(tol, old, case, noises.get((case_id, tol.metric)))) is not None
+            )
     rows.extend(_case_row(old, "missing", "in baseline, not in current run") for cid, old in base.cases.items() if cid not in cur.cases)
     return Comparison(base.source, cur.source, tolerances, tuple(rows), tuple(warnings), fail_on_missing)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.compare import compare_runs, parse_tolerances
-from harness.runs import Run, RunError, load_run
+from harness.runs import Run, RunError, load_run, machine_history
 
 
 def load_baseline(ref: str, storage: Path, machine: str | None = None) -> Run:
@@ -30,11 +30,18 @@ def load_baseline(ref: str, storage: Path, machine: str | None = None) -> Run:
         raise ValueError(str(exc)) from None
 
 
-def gate_run(baseline: Run, run: dict[str, Any], spec: str | None, *, fail_on_missing: bool, force: bool) -> tuple[list[str], bool]:
-    """Compare the session's ``run`` with ``baseline``: (lines to print, whether the gate failed)."""
+def gate_run(
+    baseline: Run, run: dict[str, Any], spec: str | None, *, fail_on_missing: bool, force: bool, storage: Path | None = None
+) -> tuple[list[str], bool]:
+    """Compare the session's ``run`` with ``baseline``: (lines to print, whether the gate failed).
+
+    With ``storage``, the baseline machine's other stored runs set the run-to-run noise floor.
+    """
     try:
         tolerances = parse_tolerances(spec)
-        comparison = compare_runs(baseline, Run.from_json(run, source="this session"), tolerances, fail_on_missing=fail_on_missing, force=force)
+        history = machine_history(storage, baseline.baseline_key) if storage is not None else []
+        current = Run.from_json(run, source="this session")
+        comparison = compare_runs(baseline, current, tolerances, fail_on_missing=fail_on_missing, force=force, history=history)
     except (RunError, ValueError) as exc:
         return [f"backbone-bench gate: error: {exc}"], True
     lines = ["", "backbone-bench gate", *comparison.render().splitlines()]

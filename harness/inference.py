@@ -56,9 +56,10 @@ class PreparedInference:
         return record
 
 
-def prepare_inference(spec: CaseSpec, *, workdir: Path) -> PreparedInference:
+def prepare_inference(spec: CaseSpec, *, workdir: Path, threads: int | None = 1) -> PreparedInference:
     """Build the model for ``spec``, place it, build its runtime, and measure params/GMACs/memory.
 
+    ``threads`` is the CPU thread count while the runner lives (``None``: torch's default).
     Raises ``BackboneUnsupported`` (cannot run at this size) and ``RuntimeUnsupported``
     (the runtime cannot take this model here); the caller turns both into skips.
     """
@@ -76,13 +77,13 @@ def prepare_inference(spec: CaseSpec, *, workdir: Path) -> PreparedInference:
     example = torch.randn(spec.batch_size, 3, spec.img_size, spec.img_size, generator=generator)
     example = example.to(device=device, dtype=dtype).contiguous(memory_format=memory_format)
 
-    runner = build_runner(model, example, spec.runtime, device=device, workdir=workdir, threads=torch.get_num_threads())
+    runner = build_runner(model, example, spec.runtime, device=device, workdir=workdir, threads=threads)
     static: dict[str, object] = {
         "params": params,
         "gmacs": gmacs,
         "weights_bytes": module_bytes(model),
-        "threads": torch.get_num_threads(),
         **runner.info,
+        "threads": torch.get_num_threads(),
     }
     if spec.runtime.startswith("onnxruntime") and device.type == "cpu":
         # ONNX Runtime allocates with its own arena, invisible to torch's tensor accounting;

@@ -117,7 +117,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("runtimes", "runtimes", choice_list("runtime", RUNTIMES), "eager", "R", f"inference runtimes: {', '.join(RUNTIMES)}"),
     Option("channels-last", "channels_last", _flag, "false", "", "run models and inputs in channels_last memory format", flag=True),
     Option("compile", "compile", _flag, "false", "", "add the torch.compile runtime to the matrix (same as --runtimes eager,compile)", flag=True),
-    Option("threads", "threads", parse_threads, "auto", "N", "CPU threads for torch (auto: torch's default)"),
+    Option("threads", "threads", parse_threads, "1", "N", "CPU threads of inference cases; 1 (like torch.utils.benchmark) keeps CPU latency repeatable, auto = torch's default"),
     Option("num-classes", "num_classes", lambda t: positive_int(t, "num-classes"), "10", "N", "classifier classes of inference cases"),
     Option("bench-time", "bench_time_s", positive_float("bench-time"), "1.0", "SECONDS", "timed seconds per latency case (rounds = this / one call, 20..2000)"),
     Option("dataset", "datasets", _datasets, "digits", "NAMES", "training datasets: digits (embedded), cifar10, cifar100, svhn, mnist, fashion_mnist, stl10, flowers102, imagefolder:PATH"),

@@ -131,7 +131,8 @@ class BenchSession:
             from harness.gate import gate_run
 
             self.gate_lines, failed = gate_run(self.baseline, run, config.getoption("bb_fail_on") or config.getini("fail_on") or None,
-                                               fail_on_missing=config.getoption("bb_fail_on_missing"), force=config.getoption("bb_gate_force"))
+                                               fail_on_missing=config.getoption("bb_fail_on_missing"), force=config.getoption("bb_gate_force"),
+                                               storage=self.storage)
             if failed:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -199,8 +200,6 @@ def _apply_runtime_settings(config: pytest.Config, settings: Settings) -> None:
         applied = apply(settings.edge_profile, cuda)  # type: ignore[arg-type]
         applied.__enter__()
         config.stash[_PROFILE_KEY] = applied
-    elif settings.threads is not None:
-        torch.set_num_threads(settings.threads)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if worker.startswith("gw") and torch.cuda.is_available() and torch.cuda.device_count() > 1:
         # One GPU per xdist worker: gw0 → cuda:0, gw1 → cuda:1, … wrapping around.

@@ -233,3 +233,22 @@ def load_run(ref: str, storage: Path, *, machine: str | None = None) -> Run:
         raise RunError(f"{ref}: no such file; pass an existing run file or a run id such as 0001 or latest")
     found = resolve_run_id(ref, storage, machine=machine)
     return read_run_file(found, label=_label(found, storage))
+
+
+def machine_history(storage: Path, baseline_key: str, *, exclude: tuple[str, ...] = ()) -> list[Run]:
+    """Every readable run stored for ``baseline_key`` except the sources in ``exclude``.
+
+    The gate reads the machine's run-to-run spread from them; an unreadable file is skipped
+    (it is reported when it is itself compared), never fatal here.
+    """
+    folder = storage / baseline_key
+    runs: list[Run] = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        label = _label(path, storage)
+        if not _RUN_FILE.match(path.name) or label in exclude or str(path) in exclude:
+            continue
+        try:
+            runs.append(read_run_file(path, label))
+        except RunError:
+            continue
+    return runs

@@ -127,7 +127,7 @@ class Settings:
     runtimes: list[str] = field(default_factory=lambda: ["eager"])
     channels_last: bool = False
     compile: bool = False
-    threads: int | None = None
+    threads: int | None = 1
     num_classes: int = 10
     bench_time_s: float = 1.0
     # Training.

@@ -27,6 +27,8 @@ import torch
 from torch.utils import benchmark as tbench
 
 ROOT = Path(__file__).resolve().parents[1]
+# The suite's default CPU thread count for inference cases (and torch.utils.benchmark's).
+THREADS = 1
 sys.path.insert(0, str(ROOT))
 
 from harness.cases import CaseSpec  # noqa: E402
@@ -40,7 +42,7 @@ def harness_median_ms(model: str, img_size: int, bench_time: float, out: Path) -
         [
             str(ROOT / "benchmarks" / "test_inference.py"), "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT),
             "--backbones", model, "--batch-sizes", "1", "--img-sizes", str(img_size), "--devices", "cpu",
-            "--bench-time", str(bench_time), f"--benchmark-json={out}", "--benchmark-disable-gc",
+            "--bench-time", str(bench_time), "--threads", str(THREADS), f"--benchmark-json={out}", "--benchmark-disable-gc",
         ]
     )
     if code != 0:
@@ -53,13 +55,16 @@ def timer_median_ms(model: str, img_size: int, min_run_time: float, workdir: Pat
     """``torch.utils.benchmark.Timer`` on the same model and input the case builds."""
     entry = lookup(model)
     spec = CaseSpec("inference", model, entry.family, entry.edge, "cpu", 1, img_size, "fp32")
-    prepared = prepare_inference(spec, workdir=workdir)
-    timer = tbench.Timer(
-        stmt="with torch.inference_mode(): model(x)",
-        globals={"model": prepared.model, "x": prepared.example, "torch": torch},
-        num_threads=torch.get_num_threads(),
-    )
-    return float(timer.blocked_autorange(min_run_time=min_run_time).median * 1e3)
+    prepared = prepare_inference(spec, workdir=workdir, threads=THREADS)
+    try:
+        timer = tbench.Timer(
+            stmt="with torch.inference_mode(): model(x)",
+            globals={"model": prepared.model, "x": prepared.example, "torch": torch},
+            num_threads=THREADS,
+        )
+        return float(timer.blocked_autorange(min_run_time=min_run_time).median * 1e3)
+    finally:
+        prepared.close()
 
 
 def main() -> int:
@@ -80,7 +85,7 @@ def main() -> int:
                 timer_ms.append(t)
                 ratios.append(h / t)
             rows.append((model, statistics.median(harness_ms), statistics.median(timer_ms), statistics.median(ratios), min(ratios), max(ratios)))
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, batch 1, {args.img_size} px, CPU, {args.repeats} alternating pairs")
+    print(f"\ntorch {torch.__version__}, {THREADS} thread(s), batch 1, {args.img_size} px, CPU, {args.repeats} alternating pairs")
     print(f"{'model':28} {'harness p50 ms':>15} {'Timer median ms':>16} {'ratio (median)':>15} {'ratio range':>16}")
     ok = True
     for model, h, t, r, lo, hi in rows:

@@ -1,0 +1,74 @@
+"""Session-to-session noise: stored runs of the machine set the floor a latency change must clear."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.compare import compare_runs, parse_tolerances
+from harness.noise import HISTORY_MIN, RunNoise, run_noise
+from harness.runs import Run
+
+_spec = importlib.util.spec_from_file_location("bb_synth_noise", Path(__file__).parent / "data" / "synth.py")
+assert _spec is not None and _spec.loader is not None
+synth = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(synth)
+DEFAULTS = parse_tolerances(None)
+
+
+def session(seed: int, *, session_sd: float, slow: float = 1.0) -> Run:
+    """Five backbones' cases where the whole session runs ``exp(N(0, session_sd))`` slower, as a
+    co-tenant or a frequency change does, and resnet18 is ``slow`` times slower on top."""
+    rng = np.random.default_rng(seed)
+    factor = math.exp(rng.normal(0.0, session_sd))
+    benches = [
+        synth.inference_case(b, synth.latency_samples(rng, ms * factor * (slow if b == "resnet18" else 1.0), 0.03, 40))
+        for b, (_, _, _, ms, _) in synth.BACKBONES.items()
+    ]
+    return Run.from_json(synth.make_run(benches), source=f"session {seed}")
+
+
+def alarms(base: Run, cur: Run, history: list[Run]) -> list[str]:
+    rows = compare_runs(base, cur, DEFAULTS, history=history).rows
+    return [r.case_id for r in rows if r.metric == "latency_p50_ms" and r.verdict == "regression"]
+
+
+def test_noise_of_known_values() -> None:
+    noise = RunNoise(runs=4, mean_log=math.log(10.0), sd_log=0.1)
+    assert noise.excess_pct(12.0) == pytest.approx(20.0)
+    # t(0.995, 3) = 5.8409; 5.8409 * 0.1 * sqrt(1.25) = 0.65303 -> +92.2%
+    assert noise.upper_pct() == pytest.approx((math.exp(5.840909 * 0.1 * math.sqrt(1.25)) - 1) * 100, rel=1e-4)
+
+
+def test_fewer_runs_than_the_minimum_give_no_noise_estimate() -> None:
+    runs = [session(s, session_sd=0.1) for s in range(HISTORY_MIN - 1)]
+    assert run_noise(runs[1:], runs[0], ["latency_p50_ms"]) == {}
+    assert len(run_noise([session(9, session_sd=0.1), *runs[1:]], runs[0], ["latency_p50_ms"])) == 5
+
+
+def test_aa_with_session_noise_raises_alarms_without_history_and_none_with_it() -> None:
+    """Sessions 15% apart (sd of log): the rank test alone flags many A/A pairs. With five
+    stored runs of history each case may still land past its 99.5% prediction bound by
+    chance: 5 cases x 100 pairs x 0.5% = 2.5 expected at most (fewer, as the tolerance and the
+    rank test must agree too)."""
+    without, with_history = 0, 0
+    for trial in range(100):
+        runs = [session(1000 * trial + i, session_sd=0.15) for i in range(7)]
+        base, cur, history = runs[0], runs[1], runs[2:]
+        without += bool(alarms(base, cur, []))
+        with_history += bool(alarms(base, cur, history))
+    assert without >= 20  # the problem is real: a whole session shifts past the 10% tolerance
+    assert with_history <= 3
+
+
+def test_a_25_percent_slowdown_is_still_caught_on_a_quiet_machine_with_history() -> None:
+    caught = 0
+    for trial in range(50):
+        runs = [session(1000 * trial + i, session_sd=0.02) for i in range(7)]
+        slow = session(1000 * trial + 99, session_sd=0.02, slow=1.25)
+        caught += alarms(runs[0], slow, runs[2:]) == ["inference/resnet18-cpu-bs1-32px-fp32"]
+    assert caught == 50
