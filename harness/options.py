@@ -51,6 +51,16 @@ def _nonneg_float(what: str) -> Callable[[str], float]:
     return parse
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingError(f"val-fraction must be a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise SettingError(f"val-fraction must be a number in (0, 1), got {text!r}")
+    return value
+
+
 def _subsets(text: str) -> list[str]:
     from harness.data.subsets import parse_subset
 
@@ -129,6 +139,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("weight-decay", "weight_decay", _nonneg_float("weight-decay"), None, "WD", "weight decay (default: the family recipe's)"),
     Option("label-smoothing", "label_smoothing", _nonneg_float("label-smoothing"), None, "EPS", "label smoothing (default: the recipe's)"),
     Option("augment", "augment", choice_list("augment", ("standard", "randaugment", "mixup", "cutmix", "none")), None, "AUG", "augmentation: standard, randaugment, mixup, cutmix, none"),
+    Option("early-stop", "early_stop", lambda t: positive_int(t, "early-stop"), None, "PATIENCE", "stop training after PATIENCE epochs without a better validation top-1 (carves --val-fraction of the subset for validation; the best checkpoint is tested)"),
+    Option("val-fraction", "val_fraction", _fraction, None, "F", "validation share carved from the training subset (default 0.1 with --early-stop, else none)"),
+    Option("grad-accum", "grad_accum", lambda t: positive_int(t, "grad-accum"), None, "N", "gradient accumulation steps per optimiser step (the train batch is split into N micro-batches)"),
+    Option("clip-grad", "clip_grad", positive_float("clip-grad"), None, "NORM", "clip the gradient norm at NORM"),
     Option("data-root", "data_root", lambda t: Path(t).expanduser(), None, "PATH", "dataset root (default: $BACKBONE_BENCH_DATA or ~/.cache/backbone-bench/data)"),
     Option("download", "download", _flag, "false", "", "download missing datasets through torchvision", flag=True),
     Option("resume", "resume", _flag, "false", "", "resume interrupted training cases from their last checkpoint", flag=True),

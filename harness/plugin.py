@@ -201,6 +201,11 @@ def _apply_runtime_settings(config: pytest.Config, settings: Settings) -> None:
         applied.__enter__()
         config.stash[_PROFILE_KEY] = applied
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker and workers > 1 and settings.edge_profile is None:
+        # Share the cores between workers: N workers each running torch's default (all cores)
+        # oversubscribe the CPU, and OpenMP threads then spin waiting for each other.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     if worker.startswith("gw") and torch.cuda.is_available() and torch.cuda.device_count() > 1:
         # One GPU per xdist worker: gw0 → cuda:0, gw1 → cuda:1, … wrapping around.
         torch.cuda.set_device(int(worker[2:]) % torch.cuda.device_count())

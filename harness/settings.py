@@ -140,6 +140,10 @@ class Settings:
     weight_decay: float | None = None
     label_smoothing: float | None = None
     augment: str | None = None
+    early_stop: int | None = None
+    val_fraction: float | None = None
+    grad_accum: int | None = None
+    clip_grad: float | None = None
     data_root: Path | None = None
     download: bool = False
     resume: bool = False

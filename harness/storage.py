@@ -48,12 +48,19 @@ def write_atomic(path: Path, write: Callable[[Path], object], *, replace: bool =
     tmp = Path(name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a saved run is as readable as any file
         if replace:
             os.replace(tmp, path)
         else:
             os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def next_number(folder: Path) -> int:

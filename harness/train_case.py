@@ -49,6 +49,15 @@ def recipe_for(spec: CaseSpec, options: Settings, seed: int) -> Recipe:
     for key in ("lr", "weight_decay", "label_smoothing", "augment"):
         if getattr(options, key) is not None:
             chosen[key] = getattr(options, key)
+    if options.early_stop is not None:
+        # 10%: enough images per class to rank epochs, without starving a small subset.
+        chosen.update(early_stop_patience=options.early_stop, val_fraction=options.val_fraction or 0.1)
+    elif options.val_fraction is not None:
+        chosen["val_fraction"] = options.val_fraction
+    if options.grad_accum is not None:
+        chosen["grad_accum_steps"] = options.grad_accum
+    if options.clip_grad is not None:
+        chosen["clip_grad_norm"] = options.clip_grad
     return default_recipe(spec.family, **chosen)  # type: ignore[arg-type]
 
 
