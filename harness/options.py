@@ -144,6 +144,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("grad-accum", "grad_accum", lambda t: positive_int(t, "grad-accum"), None, "N", "gradient accumulation steps per optimiser step (the train batch is split into N micro-batches)"),
     Option("clip-grad", "clip_grad", positive_float("clip-grad"), None, "NORM", "clip the gradient norm at NORM"),
     Option("data-root", "data_root", lambda t: Path(t).expanduser(), None, "PATH", "dataset root (default: $BACKBONE_BENCH_DATA or ~/.cache/backbone-bench/data)"),
+    Option("skip-checksums", "skip_checksums", _flag, "false", "", "read dataset files without checking their official md5 sums (your own re-packed copies)", flag=True),
     Option("download", "download", _flag, "false", "", "download missing datasets through torchvision", flag=True),
     Option("resume", "resume", _flag, "false", "", "resume interrupted training cases from their last checkpoint", flag=True),
     Option("int8-accuracy", "int8_accuracy", _flag, "false", "", "after training, record the top-1 change of the model as dynamic-int8 ONNX (CPU)", flag=True),

@@ -146,6 +146,7 @@ class Settings:
     clip_grad: float | None = None
     data_root: Path | None = None
     download: bool = False
+    skip_checksums: bool = False
     resume: bool = False
     int8_accuracy: bool = False
     checkpoint_root: Path = Path(os.environ.get("BACKBONE_BENCH_CHECKPOINTS", ".bench-checkpoints"))

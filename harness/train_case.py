@@ -75,8 +75,9 @@ def run_train_case(
     ``BackboneUnsupported`` from the factory; the caller decides skip or failure.
     """
     device = torch.device(spec.device)
-    train_split = load_split(str(spec.dataset), "train", root=options.data_root, download=options.download, img_size=spec.img_size)
-    test_split = load_split(str(spec.dataset), "test", root=options.data_root, download=options.download, img_size=spec.img_size)
+    data = {"root": options.data_root, "download": options.download, "img_size": spec.img_size, "verify_checksums": not options.skip_checksums}
+    train_split = load_split(str(spec.dataset), "train", **data)  # type: ignore[arg-type]
+    test_split = load_split(str(spec.dataset), "test", **data)  # type: ignore[arg-type]
     subset = parse_subset(str(spec.subset))
     results: list[TrainResult] = []
     counts: dict[str, int] = {}

@@ -176,3 +176,47 @@ def test_xdist_saves_the_same_cases_and_keys_as_a_serial_run(suite: pytest.Pytes
     keys = lambda run: {b["extra_info"]["case_id"]: sorted(b["extra_info"]) for b in run["benchmarks"]}  # noqa: E731
     assert keys(serial) == keys(parallel) and len(keys(serial)) == 3
     assert parallel["machine_info"]["baseline_key"] == serial["machine_info"]["baseline_key"]
+
+
+TRAIN = ("-m", "train", "--backbones", "resnet18", "--devices", "cpu", "--epochs", "1", "--train-batch-sizes", "8", *FAST, "test_train.py")
+
+
+def _train_record(suite: pytest.Pytester) -> dict[str, object]:
+    [bench] = json.loads((suite.path / "run.json").read_text())["benchmarks"]
+    return dict(bench["extra_info"])
+
+
+def test_training_reads_generated_mnist_idx_files_through_data_root(suite: pytest.Pytester) -> None:
+    from tests.datagen import write_mnist
+
+    write_mnist(suite.path / "data", n_train=40, n_test=20)
+    result = suite.runpytest(*TRAIN, "--dataset", "mnist", "--data-root", "data", "--subsets", "20", "--benchmark-json=run.json")
+    result.assert_outcomes(passed=1)
+    record = _train_record(suite)
+    assert record["case_id"] == "train/resnet18-mnist_20-cpu-bs8-32px-fp32"
+    assert record["train_size"] == 20 and record["test_size"] == 20
+    counts = record["class_counts"]
+    assert isinstance(counts, dict) and list(counts.values()) == [2] * 10 and "0 - zero" in counts  # torchvision's class names
+
+
+def test_training_reads_generated_cifar10_batches_and_an_image_folder(suite: pytest.Pytester) -> None:
+    from tests.datagen import write_cifar10, write_imagefolder
+
+    write_cifar10(suite.path / "data", per_batch=20, n_test=30)  # 100 training images
+    result = suite.runpytest(*TRAIN, "--dataset", "cifar10", "--data-root", "data", "--skip-checksums", "--subsets", "50", "--benchmark-json=run.json")
+    result.assert_outcomes(passed=1)
+    assert _train_record(suite)["train_size"] == 50
+    classes = ("bin", "box", "can")
+    write_imagefolder(suite.path / "robot" / "train", classes, 8)
+    write_imagefolder(suite.path / "robot" / "val", classes, 4, seed=61)
+    result = suite.runpytest(*TRAIN, "--dataset", f"imagefolder:{suite.path / 'robot'}", "--subsets", "full", "--benchmark-json=run.json")
+    result.assert_outcomes(passed=1)
+    record = _train_record(suite)
+    assert record["case_id"] == "train/resnet18-imagefolder-robot_full-cpu-bs8-32px-fp32"
+    assert record["class_counts"] == {"bin": 8, "box": 8, "can": 8} and record["test_size"] == 12
+
+
+def test_a_dataset_missing_offline_is_a_skip_naming_the_path_and_the_fix(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-rs", *TRAIN, "--dataset", "cifar10", "--data-root", "nowhere", "--subsets", "500")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*not available offline: nowhere/cifar-10-batches-py*--data-root PATH*--download*"])
