@@ -18,6 +18,7 @@ from harness.settings import (
     Settings,
     choice_list,
     int_list,
+    number,
     parse_backbones,
     parse_devices,
     parse_threads,
@@ -36,29 +37,6 @@ def _flag(text: str) -> bool:
     if value in ("0", "false", "no", "off", ""):
         return False
     raise SettingError(f"expected true or false, got {text!r}")
-
-
-def _nonneg_float(what: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise SettingError(f"{what} must be a number >= 0, got {text!r}") from None
-        if value < 0:
-            raise SettingError(f"{what} must be a number >= 0, got {text!r}")
-        return value
-
-    return parse
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise SettingError(f"val-fraction must be a number in (0, 1), got {text!r}") from None
-    if not 0 < value < 1:
-        raise SettingError(f"val-fraction must be a number in (0, 1), got {text!r}")
-    return value
 
 
 def _subsets(text: str) -> list[str]:
@@ -136,11 +114,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("seeds", "seeds", lambda t: positive_int(t, "seeds"), "1", "N", "seeds per training case; mean and std are recorded"),
     Option("epochs", "epochs", lambda t: positive_int(t, "epochs"), None, "N", "training epochs (default: the recipe's for the dataset)"),
     Option("lr", "lr", positive_float("lr"), None, "LR", "peak learning rate (default: the family recipe's, scaled to the batch)"),
-    Option("weight-decay", "weight_decay", _nonneg_float("weight-decay"), None, "WD", "weight decay (default: the family recipe's)"),
-    Option("label-smoothing", "label_smoothing", _nonneg_float("label-smoothing"), None, "EPS", "label smoothing (default: the recipe's)"),
+    Option("weight-decay", "weight_decay", number("weight-decay", low_inclusive=True), None, "WD", "weight decay (default: the family recipe's)"),
+    Option("label-smoothing", "label_smoothing", number("label-smoothing", low_inclusive=True), None, "EPS", "label smoothing (default: the recipe's)"),
     Option("augment", "augment", choice_list("augment", ("standard", "randaugment", "mixup", "cutmix", "none")), None, "AUG", "augmentation: standard, randaugment, mixup, cutmix, none"),
     Option("early-stop", "early_stop", lambda t: positive_int(t, "early-stop"), None, "PATIENCE", "stop training after PATIENCE epochs without a better validation top-1 (carves --val-fraction of the subset for validation; the best checkpoint is tested)"),
-    Option("val-fraction", "val_fraction", _fraction, None, "F", "validation share carved from the training subset (default 0.1 with --early-stop, else none)"),
+    Option("val-fraction", "val_fraction", number("val-fraction", high=1.0), None, "F", "validation share carved from the training subset (default 0.1 with --early-stop, else none)"),
     Option("grad-accum", "grad_accum", lambda t: positive_int(t, "grad-accum"), None, "N", "gradient accumulation steps per optimiser step (the train batch is split into N micro-batches)"),
     Option("clip-grad", "clip_grad", positive_float("clip-grad"), None, "NORM", "clip the gradient norm at NORM"),
     Option("data-root", "data_root", lambda t: Path(t).expanduser(), None, "PATH", "dataset root (default: $BACKBONE_BENCH_DATA or ~/.cache/backbone-bench/data)"),

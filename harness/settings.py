@@ -99,17 +99,26 @@ def parse_threads(text: str) -> int | None:
     return None if text.strip().lower() == "auto" else positive_int(text, "threads")
 
 
-def positive_float(what: str) -> Callable[[str], float]:
+def number(what: str, *, low: float = 0.0, high: float | None = None, low_inclusive: bool = False) -> Callable[[str], float]:
+    """A parser of a float above ``low`` (or at it, with ``low_inclusive``) and below ``high``."""
+    rule = f"{'>=' if low_inclusive else '>'} {low:g}" if high is None else f"in ({low:g}, {high:g})"
+
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise SettingError(f"{what} must be a positive number, got {text!r}") from None
-        if not value > 0:
-            raise SettingError(f"{what} must be a positive number, got {text!r}")
+            value = float("nan")
+        above = value >= low if low_inclusive else value > low
+        if not (above and (high is None or value < high)):  # NaN fails every comparison
+            raise SettingError(f"{what} must be a number {rule}, got {text!r}")
         return value
 
     return parse
+
+
+def positive_float(what: str) -> Callable[[str], float]:
+    """A parser of a float > 0."""
+    return number(what)
 
 
 parse_precisions = choice_list("precision", PRECISIONS)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from harness.options import OPTIONS, check_subsets, settings_from
-from harness.settings import SettingError, choice_list, int_list, parse_backbones, parse_devices, parse_threads
+from harness.settings import SettingError, choice_list, int_list, number, parse_backbones, parse_devices, parse_threads
 
 GOOD: list[tuple[Callable[[str], Any], str, Any]] = [
     (int_list("batch-sizes"), "1,32", [1, 32]),
@@ -78,3 +78,18 @@ def test_subset_sizes_checked_against_the_dataset(datasets: list[str], subsets: 
     with pytest.raises(SettingError, match=message):
         check_subsets(datasets, subsets)
     check_subsets(["cifar10"], ["5k", "10k", "50k", "full", "50pc"])  # all fit
+
+
+@pytest.mark.parametrize(
+    ("parse", "good", "bad", "message"),
+    [
+        (number("bench-time"), "0.5", "0", "bench-time must be a number > 0, got '0'"),
+        (number("weight-decay", low_inclusive=True), "0", "-1e-4", "weight-decay must be a number >= 0, got '-1e-4'"),
+        (number("val-fraction", high=1.0), "0.1", "1", "val-fraction must be a number in (0, 1), got '1'"),
+        (number("lr"), "3e-4", "nan", "lr must be a number > 0, got 'nan'"),
+    ],
+)
+def test_number_bounds(parse: Callable[[str], float], good: str, bad: str, message: str) -> None:
+    assert parse(good) == float(good)
+    with pytest.raises(SettingError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse(bad)
