@@ -105,7 +105,7 @@ def resolve_backbones(tokens: list[str]) -> list[str]:
         elif token in REGISTRY or timm.is_model(token):
             names = [token]
         else:
-            candidates = [*GROUPS, *REGISTRY, *timm.list_models()]
+            candidates = list(dict.fromkeys([*GROUPS, *REGISTRY, *timm.list_models()]))
             close = difflib.get_close_matches(token, candidates, n=5, cutoff=0.6)
             hint = f"did you mean: {', '.join(close)}?" if close else "see `python -c 'import timm; print(timm.list_models())'`"
             raise UnknownBackbone(
