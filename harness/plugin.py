@@ -114,6 +114,12 @@ class BenchSession:
         from harness.storage import dumps, save_run
 
         config = session.config
+        from harness.machine import machine_facts
+
+        # The baseline key names the hardware the cases actually ran on (a CPU-only selection on
+        # a GPU machine is a CPU run), not every device the matrix could have used.
+        ran_on = sorted({str(r.record.get("device")) for r in self.results.values() if r.record.get("device")})
+        self._facts = machine_facts(ran_on or self.settings.devices, self.settings.edge_profile)
         machine_info: dict[str, Any] = config.hook.pytest_benchmark_generate_machine_info(config=config)
         config.hook.pytest_benchmark_update_machine_info(config=config, machine_info=machine_info)
         run = build_run(
