@@ -41,10 +41,15 @@ HEADROOM = 0.9
 BATCH_LIMIT = 4096
 
 
-def inference_peak(spec: CaseSpec, batch: int) -> int:
-    """Peak bytes of one forward of ``batch`` images (weights and input included)."""
+def inference_peak(spec: CaseSpec, batch: int, model: torch.nn.Module | None = None) -> int:
+    """Peak bytes of one forward of ``batch`` images (weights and input included).
+
+    ``model``: the backbone already on the case's device and dtype (built here when absent);
+    a forward does not change it, so one model serves every probed batch.
+    """
     device, dtype = torch.device(spec.device), DTYPES[spec.precision]
-    model = create_backbone(spec.backbone, num_classes=spec.num_classes, img_size=spec.img_size).to(device=device, dtype=dtype)
+    if model is None:
+        model = create_backbone(spec.backbone, num_classes=spec.num_classes, img_size=spec.img_size).to(device=device, dtype=dtype)
     x = torch.zeros(batch, 3, spec.img_size, spec.img_size, device=device, dtype=dtype)
 
     def forward() -> None:
@@ -88,8 +93,15 @@ def plan_batches(spec: CaseSpec, budget_bytes: int) -> dict[str, Any]:
     """The plan record: estimate, its check by running it, and the searched maximum, for
     inference and training."""
     record: dict[str, Any] = {**spec.identity(), "status": "ok", "plan_budget_bytes": budget_bytes}
-    for what, peak in (("inference", inference_peak), ("train", train_peak)):
-        measure = functools.cache(functools.partial(peak, spec))  # every batch is measured once
+    model = create_backbone(spec.backbone, num_classes=spec.num_classes, img_size=spec.img_size)
+    model = model.to(device=torch.device(spec.device), dtype=DTYPES[spec.precision])
+    peaks: tuple[tuple[str, Callable[[int], int]], ...] = (
+        ("inference", lambda batch: inference_peak(spec, batch, model)),
+        # Training changes the weights: every probed batch trains a freshly built model.
+        ("train", functools.partial(train_peak, spec)),
+    )
+    for what, peak in peaks:
+        measure = functools.cache(peak)  # every batch is measured once
         probes = growing_probes(measure, FIRST_PROBE[what], budget_bytes)
         fit = estimate_max_batch(measure, int(budget_bytes * HEADROOM), probe_batches=probes)
         estimate = min(fit.max_batch, BATCH_LIMIT)

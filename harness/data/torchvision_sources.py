@@ -50,31 +50,29 @@ class _LocalCIFAR100(tvd.CIFAR100):
         return True
 
 
-class _LocalMNIST(tvd.MNIST):
-    def _check_exists(self) -> bool:
-        return True
+def _local_idx(real: type[tvd.MNIST]) -> type[tvd.MNIST]:
+    """``real`` (MNIST or Fashion-MNIST) reading files we checked ourselves.
 
-    # torchvision derives the folder from the class name; keep the real class's folder.
-    @property
-    def raw_folder(self) -> str:
-        return os.path.join(self.root, tvd.MNIST.__name__, "raw")
+    torchvision derives the folder from the class name; keep the real class's folder.
+    """
 
-    @property
-    def processed_folder(self) -> str:
-        return os.path.join(self.root, tvd.MNIST.__name__, "processed")
+    class Local(real):
+        def _check_exists(self) -> bool:
+            return True
+
+        @property
+        def raw_folder(self) -> str:
+            return os.path.join(self.root, real.__name__, "raw")
+
+        @property
+        def processed_folder(self) -> str:
+            return os.path.join(self.root, real.__name__, "processed")
+
+    return Local
 
 
-class _LocalFashionMNIST(tvd.FashionMNIST):
-    def _check_exists(self) -> bool:
-        return True
-
-    @property
-    def raw_folder(self) -> str:
-        return os.path.join(self.root, tvd.FashionMNIST.__name__, "raw")
-
-    @property
-    def processed_folder(self) -> str:
-        return os.path.join(self.root, tvd.FashionMNIST.__name__, "processed")
+_LocalMNIST = _local_idx(tvd.MNIST)
+_LocalFashionMNIST = _local_idx(tvd.FashionMNIST)
 
 
 class _LocalSVHN(tvd.SVHN):
