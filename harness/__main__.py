@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from harness.compare import DEFAULT_SPEC, FORMS, compare_runs, parse_tolerances
-from harness.report import write_report
-from harness.runs import RunError, load_run, machine_history
+from harness.results.compare import DEFAULT_SPEC, FORMS, compare_runs, parse_tolerances
+from harness.results.report import write_report
+from harness.results.runs import RunError, load_run, machine_history
 
 USAGE_ERROR = 2
 

@@ -14,7 +14,7 @@ from typing import Any
 from harness.cases import CaseSpec, Kind
 from harness.devices import precision_unsupported_reason, unavailable_reason
 from harness.models import lookup
-from harness.settings import Settings
+from harness.config.settings import Settings
 
 # The inference smoke: every selected backbone at batch 1, 32 px, fp32, eager, on the CPU — the
 # per-frame latency question, cheap enough to run offline in about a minute.

@@ -2,7 +2,7 @@
 
 Wiring only; the work lives in the rest of :mod:`harness`. Every case reports its record
 through ``item.user_properties`` (which xdist carries from workers to the controller), so one
-path collects results serially and in parallel, and one writer (:mod:`harness.storage`) saves
+path collects results serially and in parallel, and one writer (:mod:`harness.results.storage`) saves
 them: this plugin takes ``--benchmark-save``/``--benchmark-autosave``/``--benchmark-json``
 over from pytest-benchmark, whose own saving is disabled under xdist.
 """
@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from harness.options import OPTIONS
-from harness.records import CaseResult
-from harness.settings import SettingError, Settings
+from harness.config.options import OPTIONS
+from harness.results.records import CaseResult
+from harness.config.settings import SettingError, Settings
 
 RESULT_KEY = "backbone_bench"
 CASE_KEY = "backbone_bench_case"
@@ -110,8 +110,8 @@ class BenchSession:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.is_worker or not (self.results or self.json_file is not None):
             return
-        from harness.records import build_run
-        from harness.storage import dumps, save_run
+        from harness.results.records import build_run
+        from harness.results.storage import dumps, save_run
 
         config = session.config
         from harness.machine import machine_facts
@@ -134,7 +134,7 @@ class BenchSession:
             with self.json_file as fh:
                 fh.write(dumps(run).encode())
         if self.baseline is not None:
-            from harness.gate import gate_run
+            from harness.results.gate import gate_run
 
             self.gate_lines, failed = gate_run(self.baseline, run, config.getoption("bb_fail_on") or config.getini("fail_on") or None,
                                                fail_on_missing=config.getoption("bb_fail_on_missing"), force=config.getoption("bb_gate_force"),
@@ -163,7 +163,7 @@ _KEY = pytest.StashKey[BenchSession]()
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
-    from harness.options import settings_from
+    from harness.config.options import settings_from
 
     try:
         settings = settings_from(lambda field: config.getoption(f"bb_{field}"), lambda key: str(config.getini(key)))
@@ -181,7 +181,7 @@ def pytest_configure(config: pytest.Config) -> None:
         bench.json_file = pb.json
         pb.save = pb.autosave = pb.json = None
     if config.getoption("bb_gate") and not bench.is_worker:
-        from harness.gate import load_baseline
+        from harness.results.gate import load_baseline
 
         try:
             bench.baseline = load_baseline(config.getoption("bb_gate"), bench.storage, bench.machine_facts()["baseline_key"])

@@ -4,7 +4,7 @@ For each model, in one process and alternating the two, this script
 
 1. runs the real inference case through pytest (``pytest.main`` in-process, pytest-benchmark
    timing it exactly as ``pytest benchmarks`` does) and reads ``latency_p50_ms`` from its JSON;
-2. times the same model and input — built by the same :func:`harness.inference.prepare_inference`
+2. times the same model and input — built by the same :func:`harness.kinds.inference.prepare_inference`
    — with ``torch.utils.benchmark.Timer.blocked_autorange`` and takes its median per call.
 
 The ratio harness/Timer should sit within 0.97–1.03: the harness adds no overhead of its own
@@ -32,7 +32,7 @@ THREADS = 1
 sys.path.insert(0, str(ROOT))
 
 from harness.cases import CaseSpec  # noqa: E402
-from harness.inference import prepare_inference  # noqa: E402
+from harness.kinds.inference import prepare_inference  # noqa: E402
 from harness.models import lookup  # noqa: E402
 
 

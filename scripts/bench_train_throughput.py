@@ -1,7 +1,7 @@
-"""Training images/s of ``harness.train.train`` against a bare PyTorch loop on the same model.
+"""Training images/s of ``harness.measure.training.train`` against a bare PyTorch loop on the same model.
 
 Both sides: same timm model (``pretrained=False``), batch, optimiser and cosine schedule
-(``harness.recipes.build_optimizer``/``build_scheduler``), label-smoothed cross-entropy, same
+(``harness.measure.recipes.build_optimizer``/``build_scheduler``), label-smoothed cross-entropy, same
 precision and determinism settings, and the same augmentation (``--augment none`` by default:
 no augmentation on either side; ``standard`` runs the on-device crop+flip on both). The bare
 loop gets its data pre-normalised as float tensors already on the device and walks it in order;
@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness.data.augment import crop_padding, normalize, random_crop_flip  # noqa: E402
 from harness.data.batches import Batches, derive_seed, epoch_order  # noqa: E402
 from harness.data.types import TensorSplit  # noqa: E402
-from harness.recipes import Recipe, autocast_dtype, build_optimizer, build_scheduler, default_recipe, determinism  # noqa: E402
-from harness.train import EpochStats, train  # noqa: E402
+from harness.measure.recipes import Recipe, autocast_dtype, build_optimizer, build_scheduler, default_recipe, determinism  # noqa: E402
+from harness.measure.training import EpochStats, train  # noqa: E402
 
 NUM_CLASSES = 10
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from harness.__main__ import main
-from harness.compare import ALPHA, Tolerance, compare_runs, differences, parse_tolerances
-from harness.runs import Run, RunError
+from harness.results.compare import ALPHA, Tolerance, compare_runs, differences, parse_tolerances
+from harness.results.runs import Run, RunError
 
 _spec = importlib.util.spec_from_file_location("bb_synth", Path(__file__).parent / "data" / "synth.py")
 assert _spec is not None and _spec.loader is not None

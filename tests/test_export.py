@@ -1,4 +1,4 @@
-"""Tests for the runtime axis: harness.runtimes (names, eager/compile, parity) and harness.export (ONNX)."""
+"""Tests for the runtime axis: harness.measure.runtimes (names, eager/compile, parity) and harness.measure.export (ONNX)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import timm
 import torch
 from torch import nn
 
-from harness.export import OrtRunner, build_runner, export_onnx, quantize_int8
-from harness.runtimes import (
+from harness.measure.export import OrtRunner, build_runner, export_onnx, quantize_int8
+from harness.measure.runtimes import (
     INFO_KEYS,
     RUNTIMES,
     ParityError,

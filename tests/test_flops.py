@@ -1,4 +1,4 @@
-"""Tests for harness.profile.flops: exact counts on toy modules, timm's published figures."""
+"""Tests for harness.measure.flops: exact counts on toy modules, timm's published figures."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.profile.flops import (
+from harness.measure.flops import (
     FlopCountError,
     count_gmacs,
     count_macs,

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFTEST = 'pytest_plugins = ["harness.plugin", "fixtures.recording", "fixtures.inference", "fixtures.train", "fixtures.plan"]\n'
 INJECT = CONFTEST + '''
 import os, time, torch, pytest
-import harness.inference, harness.models
+import harness.kinds.inference, harness.models
 
 _create = harness.models.create_backbone
 
@@ -39,7 +39,7 @@ def _injected(name, **kw):
         model.forward = bigger
     return model
 
-harness.inference.create_backbone = _injected
+harness.kinds.inference.create_backbone = _injected
 '''
 ARGS = ("--backbones", "resnet18", "--batch-sizes", "1", "--devices", "cpu", "--bench-time", "0.5", "-p", "no:cacheprovider", "test_inference.py")
 

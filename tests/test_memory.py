@@ -1,4 +1,4 @@
-"""Tests for harness.profile.memory: exact live-storage peaks on hand-checked cases."""
+"""Tests for harness.measure.memory: exact live-storage peaks on hand-checked cases."""
 from __future__ import annotations
 
 import gc
@@ -8,7 +8,7 @@ import timm
 import torch
 from torch import nn
 
-from harness.profile.memory import LiveStorageTracker, module_bytes, peak_bytes, storage_bytes
+from harness.measure.memory import LiveStorageTracker, module_bytes, peak_bytes, storage_bytes
 
 CPU = torch.device("cpu")
 F32 = 4  # bytes per float32 element

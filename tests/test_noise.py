@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.compare import compare_runs, parse_tolerances
-from harness.noise import HISTORY_MIN, RunNoise, run_noise
-from harness.runs import Run
+from harness.results.compare import compare_runs, parse_tolerances
+from harness.results.noise import HISTORY_MIN, RunNoise, run_noise
+from harness.results.runs import Run
 
 _spec = importlib.util.spec_from_file_location("bb_synth_noise", Path(__file__).parent / "data" / "synth.py")
 assert _spec is not None and _spec.loader is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.edge.planning import plan
-from harness.plan_case import BATCH_LIMIT, growing_probes
+from harness.kinds.plan import BATCH_LIMIT, growing_probes
 
 MiB = 2**20
 

@@ -91,7 +91,7 @@ def test_planning_errors_name_the_fix() -> None:
 
 
 def test_plan_on_a_tiny_cnn_with_the_memory_probe() -> None:
-    memory = pytest.importorskip("harness.profile.memory")
+    memory = pytest.importorskip("harness.measure.memory")
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1, stride=2), nn.ReLU(),

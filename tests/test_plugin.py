@@ -155,7 +155,7 @@ def test_a_failing_case_is_recorded_as_failed_and_the_session_goes_on(suite: pyt
         "@pytest.fixture(autouse=True)\n"
         "def _oom_for_regnet(request, monkeypatch):\n"
         "    if 'regnetx_002' in request.node.name:\n"
-        "        import harness.inference as inf\n"
+        "        import harness.kinds.inference as inf\n"
         "        def boom(*a, **k): raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')\n"
         "        monkeypatch.setattr(inf, 'peak_bytes', boom)\n"
     )

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from harness.__main__ import main
-from harness.report import cases_frame, pareto_front, write_report
-from harness.runs import Run, read_run_file
+from harness.results.report import cases_frame, pareto_front, write_report
+from harness.results.runs import Run, read_run_file
 
 DATA = Path(__file__).parent / "data"
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.runs import Run, RunError, load_run, read_run_file, resolve_run_id
+from harness.results.runs import Run, RunError, load_run, read_run_file, resolve_run_id
 
 DATA = Path(__file__).parent / "data"
 CPU = "Linux-CPython-3.11-64bit-cpu-intel-xeon-platinum-8481c"

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from harness.options import OPTIONS, check_subsets, settings_from
-from harness.settings import SettingError, choice_list, int_list, number, parse_backbones, parse_devices, parse_threads
+from harness.config.options import OPTIONS, check_subsets, settings_from
+from harness.config.settings import SettingError, choice_list, int_list, number, parse_backbones, parse_devices, parse_threads
 
 GOOD: list[tuple[Callable[[str], Any], str, Any]] = [
     (int_list("batch-sizes"), "1,32", [1, 32]),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.storage import StorageError, next_number, save_run, write_new
+from harness.results.storage import StorageError, next_number, save_run, write_new
 
 
 def test_runs_are_numbered_per_machine_folder(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.profile.timing import MAX_ROUNDS, MIN_ROUNDS, LatencyStats, RoundPlan, plan_rounds, time_rounds
+from harness.measure.timing import MAX_ROUNDS, MIN_ROUNDS, LatencyStats, RoundPlan, plan_rounds, time_rounds
 
 
 def test_percentiles_and_throughput_of_known_samples() -> None:

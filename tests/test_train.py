@@ -14,8 +14,8 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from harness.data.augment import random_crop_flip
 from harness.data.types import TensorSplit
-from harness.recipes import Recipe, default_recipe, lr_factor
-from harness.train import EpochStats, train
+from harness.measure.recipes import Recipe, default_recipe, lr_factor
+from harness.measure.training import EpochStats, train
 
 CPU = torch.device("cpu")
 CLASSES = tuple(str(i) for i in range(10))
@@ -219,7 +219,7 @@ def test_memory_probe_is_called_on_a_step_with_optimizer_state(splits, monkeypat
         fn()
         return 4242
 
-    monkeypatch.setitem(sys.modules, "harness.profile.memory", types.SimpleNamespace(peak_bytes=fake_peak_bytes))
+    monkeypatch.setitem(sys.modules, "harness.measure.memory", types.SimpleNamespace(peak_bytes=fake_peak_bytes))
     model = cnn()
     res = run(model, splits, small(epochs=1), measure_memory=True)
     params, buffers = len(list(model.parameters())), len(list(model.buffers()))

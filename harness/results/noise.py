@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from scipy.stats import t as student_t
 
-from harness.runs import Run
+from harness.results.runs import Run
 
 # Stored runs of a case on the same machine needed before their spread counts as the machine's
 # run-to-run noise: three is the least that gives a standard deviation with two degrees of freedom.

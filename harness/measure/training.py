@@ -25,9 +25,9 @@ from harness.data.augment import MixBatch, RandAugmentBatch, crop_padding, norma
 from harness.data.batches import Batches, derive_seed, epoch_order
 from harness.data.types import TensorSplit
 from harness.devices import synchronize
-from harness.metrics import epochs_to_target, macro_f1, per_class_accuracy, topk_accuracy
-from harness.recipes import Recipe, autocast_dtype, build_optimizer, build_scheduler, determinism
-from harness.storage import write_atomic
+from harness.measure.classification import epochs_to_target, macro_f1, per_class_accuracy, topk_accuracy
+from harness.measure.recipes import Recipe, autocast_dtype, build_optimizer, build_scheduler, determinism
+from harness.results.storage import write_atomic
 
 CHECKPOINT = "last.pt"
 BEST = "best.pt"
@@ -88,7 +88,7 @@ def train(
     epoch by val top-1 is kept and tested; otherwise the final weights are. ``model`` holds
     those weights on return. ``checkpoint_dir`` gets ``last.pt`` every epoch (atomic) and
     ``best.pt``; ``resume=True`` continues from ``last.pt`` if present. ``measure_memory``
-    profiles one step with ``harness.profile.memory.peak_bytes``. ``data_on_device=None``
+    profiles one step with ``harness.measure.memory.peak_bytes``. ``data_on_device=None``
     decides residency by ``harness.data.batches.fits_on_device``; ``num_workers`` serves the
     host path.
     """
@@ -301,9 +301,9 @@ class _Run:
 
 def _peak_bytes_fn() -> Callable[..., int]:
     try:
-        from harness.profile.memory import peak_bytes
+        from harness.measure.memory import peak_bytes
     except ImportError as exc:
-        raise ImportError("harness.profile.memory.peak_bytes is missing; land harness/profile/memory.py or pass measure_memory=False") from exc
+        raise ImportError("harness.measure.memory.peak_bytes is missing; land harness/profile/memory.py or pass measure_memory=False") from exc
     return peak_bytes
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.devices import PRECISIONS
-from harness.settings import (
+from harness.config.settings import (
     SettingError,
     Settings,
     choice_list,

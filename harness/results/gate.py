@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.compare import compare_runs, parse_tolerances
-from harness.runs import Run, RunError, load_run, machine_history
+from harness.results.compare import compare_runs, parse_tolerances
+from harness.results.runs import Run, RunError, load_run, machine_history
 
 
 def load_baseline(ref: str, storage: Path, machine: str | None = None) -> Run:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from harness.train import TrainResult
+    from harness.measure.training import TrainResult
 
 
 def _check(logits: torch.Tensor, labels: torch.Tensor) -> None:

@@ -1,8 +1,8 @@
 """Batch-size planning for a backbone: the largest inference and training batch under a budget.
 
-Memory per batch is measured with the one memory probe (:func:`harness.profile.memory.peak_bytes`)
+Memory per batch is measured with the one memory probe (:func:`harness.measure.memory.peak_bytes`)
 — for inference around a forward pass, for training as the engine's own profiled optimiser step
-(:func:`harness.train.train` on two batches) — so the plan speaks of the same bytes the inference
+(:func:`harness.measure.training.train` on two batches) — so the plan speaks of the same bytes the inference
 and training cases record. :func:`harness.edge.planning.estimate_max_batch` fits fixed + per-sample bytes from
 two probe batches past the point where memory starts growing, predicts the largest batch within
 90% of the budget, then checks the prediction by running it and searches for the true largest
@@ -22,9 +22,9 @@ from harness.data.types import TensorSplit
 from harness.devices import DTYPES
 from harness.edge.planning import estimate_max_batch, search_max_batch
 from harness.models import create_backbone
-from harness.profile.memory import peak_bytes
-from harness.recipes import default_recipe
-from harness.train import train
+from harness.measure.memory import peak_bytes
+from harness.measure.recipes import default_recipe
+from harness.measure.training import train
 
 # First probe batch. Training starts at 2: batch-norm cannot train on a single image.
 FIRST_PROBE = {"inference": 1, "train": 2}

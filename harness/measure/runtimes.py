@@ -3,8 +3,8 @@
 A *runtime* is how one forward of a backbone is executed. Every runtime is turned into a
 :class:`Runner` whose zero-argument :meth:`Runner.step` is what the inference timer calls, so
 eager PyTorch, ``torch.compile`` and ONNX Runtime latencies come from the same timing loop and are
-stored under the same keys. ONNX runners live in :mod:`harness.export`, which also holds
-:func:`harness.export.build_runner`, the one entry point that picks between them.
+stored under the same keys. ONNX runners live in :mod:`harness.measure.export`, which also holds
+:func:`harness.measure.export.build_runner`, the one entry point that picks between them.
 
 Runtime names (``parse_runtime`` also accepts the aliases in ``_ALIASES``):
 
@@ -110,7 +110,7 @@ def _single_tensor(out: Any, what: str) -> torch.Tensor:
 
 
 class Runner:
-    """One forward of a fixed input batch on one runtime; see :func:`harness.export.build_runner`.
+    """One forward of a fixed input batch on one runtime; see :func:`harness.measure.export.build_runner`.
 
     ``step()`` runs one forward of the example and returns once the result is ready (CUDA is
     synchronised); ``outputs(x)`` returns float32 logits on the CPU for parity and accuracy;

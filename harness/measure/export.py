@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.runtimes import (
+from harness.measure.runtimes import (
     CompileRunner,
     ParityError,
     Runner,

@@ -17,8 +17,8 @@ from typing import Literal
 
 from scipy.stats import mannwhitneyu
 
-from harness.noise import RunNoise, run_noise
-from harness.runs import Case, Run, RunError
+from harness.results.noise import RunNoise, run_noise
+from harness.results.runs import Case, Run, RunError
 
 HIGHER_IS_BETTER = ("top1", "top5", "macro_f1", "throughput_ips", "train_ips")
 LOWER_IS_BETTER = (

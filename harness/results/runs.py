@@ -17,7 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from harness.records import SCHEMA_VERSION
+from harness.results.records import SCHEMA_VERSION
 
 KINDS = ("inference", "train", "export")
 STATUSES = ("ok", "failed")

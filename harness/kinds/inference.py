@@ -4,7 +4,7 @@
 holds a zero-argument ``step`` (one forward of a fixed batch, synchronised), a ``setup`` (the
 untimed device synchronisation before each round), and the figures that do not need a clock:
 params, GMACs and peak memory. The timer is the caller's: pytest-benchmark in a pytest run,
-:func:`harness.profile.timing.time_rounds` elsewhere. :meth:`PreparedInference.record` builds
+:func:`harness.measure.timing.time_rounds` elsewhere. :meth:`PreparedInference.record` builds
 the flat JSON record from the timed samples.
 """
 
@@ -21,9 +21,9 @@ from torch import nn
 from harness.cases import CaseSpec
 from harness.devices import DTYPES, synchronize
 from harness.models import create_backbone
-from harness.profile.flops import count_gmacs, count_params
-from harness.profile.memory import module_bytes, peak_bytes
-from harness.profile.timing import LatencyStats
+from harness.measure.flops import count_gmacs, count_params
+from harness.measure.memory import module_bytes, peak_bytes
+from harness.measure.timing import LatencyStats
 
 
 @functools.lru_cache(maxsize=64)
@@ -63,7 +63,7 @@ def prepare_inference(spec: CaseSpec, *, workdir: Path, threads: int | None = 1)
     Raises ``BackboneUnsupported`` (cannot run at this size) and ``RuntimeUnsupported``
     (the runtime cannot take this model here); the caller turns both into skips.
     """
-    from harness.export import build_runner
+    from harness.measure.export import build_runner
 
     params, gmacs = static_profile(spec.backbone, spec.img_size, spec.num_classes)
     device = torch.device(spec.device)

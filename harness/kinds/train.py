@@ -2,7 +2,7 @@
 
 :func:`run_train_case` is what the ``train`` benchmark family runs; a notebook can call it too.
 It loads the dataset's official splits, draws the stratified nested subset per seed, trains
-with :func:`harness.train.train`, and folds the seeds into the flat record of the JSON contract.
+with :func:`harness.measure.training.train`, and folds the seeds into the flat record of the JSON contract.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from harness.cases import CaseSpec
 from harness.data.datasets import load_split
 from harness.data.subsets import class_counts, parse_subset, subset_indices
 from harness.data.types import TensorSplit
-from harness.metrics import summarize_seeds
+from harness.measure.classification import summarize_seeds
 from harness.models import create_backbone
-from harness.recipes import Recipe, default_recipe
-from harness.runtimes import int8_accuracy
-from harness.settings import Settings
-from harness.train import EpochStats, TrainResult, train
+from harness.measure.recipes import Recipe, default_recipe
+from harness.measure.runtimes import int8_accuracy
+from harness.config.settings import Settings
+from harness.measure.training import EpochStats, TrainResult, train
 
 # Default epochs per dataset for the default recipes. digits: resnet18 from scratch reaches
 # >= 97% top-1 on the 450 test images from 8 epochs on (98.0/98.2% for seeds 0/1); 10 leaves a
@@ -135,7 +135,7 @@ def run_train_case(
 def int8_accuracy_change(model: torch.nn.Module, test: TensorSplit, workdir: Path) -> dict[str, Any]:
     """Top-1 of the trained (seed 0) model in fp32 and as dynamic-int8 ONNX on the CPU provider."""
     from harness.data.augment import normalize
-    from harness.export import build_runner
+    from harness.measure.export import build_runner
 
     model = model.to("cpu").eval()
     example = normalize(test.images[:1].cpu())

@@ -14,8 +14,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from harness.runs import Run
-from harness.storage import write_atomic
+from harness.results.runs import Run
+from harness.results.storage import write_atomic
 
 MIB = 2**20
 _CONFIG = ["kind", "device", "batch_size", "img_size", "precision", "runtime"]

@@ -1,0 +1,173 @@
+"""The run contract: vocabularies, kinds, metrics and what makes two cases comparable.
+
+Everything the suite writes and judges is described here once, and this module imports nothing
+else of the project. The record builder, the run reader, compare, the noise history, the gate,
+the report and the README's metric tables all read it:
+
+- a new metric is one :class:`Metric` row in :data:`METRICS`;
+- a new kind is one :class:`Kind` row in :data:`KINDS` plus one module in :mod:`harness.kinds`;
+- a new axis is one :class:`~harness.cases.CaseSpec` field, or one entry of a kind's
+  ``settings`` (what a case records under ``settings`` and digests into ``settings_digest``).
+
+Two cases are comparable when their ``case_id`` (every identity axis) and their settings digest
+agree; otherwise compare answers "not comparable: <what differs>", never a regression.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+# Version 2 added the per-case ``settings`` and ``settings_digest``; version 1 runs are read by
+# filling in the settings that version 1 ran with (harness.results.runs).
+SCHEMA_VERSION = 2
+
+# --- vocabularies: each defined here once --------------------------------------------------
+STATUSES = ("ok", "failed")
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "fp16", "bf16")
+RUNTIMES = ("eager", "compile", "onnxruntime", "onnxruntime-int8")
+FAMILIES = ("cnn", "transformer", "hybrid")
+# `standard` is crop + flip; randaugment/mixup/cutmix add to it; `none` turns everything off.
+AUGMENTS = ("standard", "randaugment", "mixup", "cutmix", "none")
+
+Better = Literal["higher", "lower"]
+# timed: raw samples exist (or the metric is a clock reading); seeded: repeated over seeds;
+# exact: deterministic, any change is the model's or the code's, not noise.
+NoiseClass = Literal["timed", "seeded", "exact"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number a case records, and how compare judges it.
+
+    ``tolerance`` is the default gate (``"10%"``, ``"-1pp"``, ``"0"``), ``None`` for metrics that
+    are recorded but not gated unless asked. ``samples`` names the record key holding the raw
+    repeated measurements behind the figure. ``pp_scale`` is percentage points per unit, for
+    metrics that accept a ``pp`` tolerance.
+    """
+
+    key: str
+    unit: str
+    better: Better
+    noise: NoiseClass
+    meaning: str
+    tolerance: str | None = None
+    samples: str | None = None
+    pp_scale: float | None = None
+
+
+LATENCY_SAMPLES = "latency_samples_ms"
+SEED_SAMPLES = "top1_per_seed"
+
+# Default tolerances. latency 10%: run-to-run drift of a pinned, quiet machine is a few percent
+# and smaller slowdowns do not change which backbone a team ships. Memory 5%: allocator block
+# rounding moves CUDA peaks by 1-2%. params/gmacs 0: fixed by the architecture, any change means
+# the model changed. top1 -1pp: the smallest drop a small-data user acts on (seed noise is
+# checked separately). throughput is batch/latency from the same rounds: gating it too would
+# report every slowdown twice, so it is opt-in. Planned batches 5%: the memory probe is exact,
+# but a batch or two either way does not change a deployment decision.
+_METRICS = (
+    Metric("latency_p50_ms", "ms", "lower", "timed", "median latency of one forward of the whole batch", "10%", LATENCY_SAMPLES),
+    Metric("latency_p90_ms", "ms", "lower", "timed", "90th percentile latency", None, LATENCY_SAMPLES),
+    Metric("latency_p99_ms", "ms", "lower", "timed", "99th percentile latency", None, LATENCY_SAMPLES),
+    Metric("latency_mean_ms", "ms", "lower", "timed", "mean latency", None, LATENCY_SAMPLES),
+    Metric("throughput_ips", "img/s", "higher", "timed", "images per second at the median: batch / p50", None, LATENCY_SAMPLES),
+    Metric("energy_mj_per_img", "mJ", "lower", "timed", "energy per image while timing (with --power)"),
+    Metric("params", "count", "lower", "exact", "parameter count", "0"),
+    Metric("gmacs", "GMACs", "lower", "exact", "multiply-accumulates per image at batch 1", "0"),
+    Metric("weights_bytes", "bytes", "lower", "exact", "parameter and buffer bytes"),
+    Metric("peak_mem_bytes", "bytes", "lower", "exact", "peak memory of one forward, weights and input included", "5%"),
+    Metric("top1", "%", "higher", "seeded", "top-1 accuracy on the test split, mean over seeds", "-1pp", SEED_SAMPLES, 1.0),
+    Metric("top5", "%", "higher", "seeded", "top-5 accuracy, mean over seeds", None, None, 1.0),
+    Metric("macro_f1", "0-1", "higher", "seeded", "macro-averaged F1, mean over seeds", None, None, 100.0),
+    Metric("int8_top1_change_pp", "pp", "higher", "exact", "top-1 change of the trained model as dynamic-int8 ONNX", None, None, 1.0),
+    Metric("train_time_s", "s", "lower", "timed", "training steps' time per seed, device-synchronised"),
+    Metric("train_ips", "img/s", "higher", "timed", "training images per second"),
+    Metric("peak_train_mem_bytes", "bytes", "lower", "exact", "peak memory of one optimiser step", "5%"),
+    Metric("plan_inference_estimated_max_batch", "images", "higher", "exact", "largest inference batch the fit predicts within the budget"),
+    Metric("plan_inference_searched_max_batch", "images", "higher", "exact", "largest inference batch found by search", "5%"),
+    Metric("plan_train_estimated_max_batch", "images", "higher", "exact", "largest training batch the fit predicts within the budget"),
+    Metric("plan_train_searched_max_batch", "images", "higher", "exact", "largest training batch found by search", "5%"),
+)
+METRICS: Mapping[str, Metric] = {m.key: m for m in _METRICS}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of case: what it records and how it runs.
+
+    ``settings`` are the keys of the session's settings that change this kind's results but are
+    not in the case id; a case records their resolved values and their digest. ``rounds``:
+    ``many`` is timed over many rounds (latency), ``once`` is one timed round of the whole work.
+    """
+
+    name: str
+    meaning: str
+    metrics: tuple[str, ...]
+    settings: tuple[str, ...]
+    rounds: Literal["many", "once"]
+
+
+_INFERENCE_METRICS = (
+    "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "throughput_ips",
+    "params", "gmacs", "weights_bytes", "peak_mem_bytes", "energy_mj_per_img",
+)
+_KINDS = (
+    Kind("inference", "latency, throughput, params, GMACs and peak memory of one forward", _INFERENCE_METRICS,
+         ("num_classes", "threads", "bench_time_s", "edge_profile", "power"), "many"),
+    Kind("train", "small-data training: accuracy over seeds, convergence, cost",
+         ("top1", "top5", "macro_f1", "int8_top1_change_pp", "train_time_s", "train_ips", "peak_train_mem_bytes"),
+         ("threads", "seeds", "epochs", "optimizer", "lr", "weight_decay", "label_smoothing", "augment", "early_stop",
+          "val_fraction", "grad_accum", "clip_grad", "edge_profile"), "once"),
+    Kind("plan", "largest inference and training batch under a memory budget",
+         ("plan_inference_estimated_max_batch", "plan_inference_searched_max_batch",
+          "plan_train_estimated_max_batch", "plan_train_searched_max_batch"),
+         ("num_classes", "plan_budget_bytes", "edge_profile"), "once"),
+)
+KINDS: Mapping[str, Kind] = {k.name: k for k in _KINDS}
+KIND_NAMES: tuple[str, ...] = tuple(KINDS)
+
+
+def kind_metrics(kinds: Iterable[str] = KIND_NAMES) -> list[Metric]:
+    """The metrics of ``kinds``, in registry order."""
+    wanted = {key for name in kinds for key in KINDS[name].metrics}
+    return [m for m in _METRICS if m.key in wanted]
+
+
+# --- comparability ----------------------------------------------------------------------------
+
+def settings_digest(settings: Mapping[str, object]) -> str:
+    """A short, order-independent digest of a case's resolved settings."""
+    text = json.dumps(dict(settings), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def settings_differences(base: Mapping[str, object], current: Mapping[str, object]) -> list[str]:
+    """What differs between two cases' settings, one ``"epochs 10 → 2"`` per key."""
+    keys = list(dict.fromkeys([*base, *current]))
+    return [f"{key} {_show(base.get(key))} → {_show(current.get(key))}" for key in keys if base.get(key) != current.get(key)]
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def suggest(value: str, choices: Iterable[str], n: int = 3) -> str:
+    """`` (did you mean a, b?)`` for the closest of ``choices``, or ``""``: one hint format everywhere."""
+    close = difflib.get_close_matches(value, list(choices), n=n)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def unknown(what: str, value: str, choices: Iterable[str]) -> str:
+    """The one message for a name outside a vocabulary: ``unknown runtime 'ort2' (did you mean …?); valid: …``."""
+    choices = list(choices)
+    return f"unknown {what} {value!r}{suggest(value, choices)}; valid: {', '.join(choices)}"

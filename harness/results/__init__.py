@@ -1,0 +1,1 @@
+"""Results: records, the atomic writer, reading runs, compare, run-to-run noise, the gate, reports."""
