@@ -9,9 +9,20 @@ from pathlib import Path
 
 import torch
 
-DEVICE_TYPES = ("cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "fp16", "bf16")
+from harness.contract import DEVICE_TYPES, PRECISIONS, unknown
+
+__all__ = [
+    "DEVICE_TYPES", "DTYPES", "OUT_OF_MEMORY", "PRECISIONS", "available_devices", "cpu_model", "gpu_name",
+    "parse_device", "precision_unsupported_reason", "slug", "synchronize", "unavailable_reason",
+]
+
+# The torch dtype of each precision name in harness.contract.PRECISIONS (tests check they agree).
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# What running out of memory raises: CUDA/MPS allocations (torch.OutOfMemoryError) or the host
+# (MemoryError). Callers that treat out-of-memory as "does not fit" catch exactly these.
+OUT_OF_MEMORY: tuple[type[BaseException], ...] = (torch.OutOfMemoryError, MemoryError)
+# The device names parse_device accepts, as the hint lists them: every type, plus cuda:N after cuda.
+_DEVICE_FORMS = tuple(form for kind in DEVICE_TYPES for form in ((kind, "cuda:N") if kind == "cuda" else (kind,)))
 
 
 def parse_device(text: str) -> str:
@@ -19,7 +30,7 @@ def parse_device(text: str) -> str:
     name = text.strip().lower()
     if name in DEVICE_TYPES or re.fullmatch(r"cuda:\d+", name):
         return name
-    raise ValueError(f"unknown device {text!r}; valid devices: cpu, cuda, cuda:N, mps")
+    raise ValueError(unknown("device", name, _DEVICE_FORMS))
 
 
 def available_devices() -> list[str]:
@@ -93,6 +104,11 @@ def gpu_name(device: str = "cuda") -> str | None:
 
 
 def slug(text: str) -> str:
-    """Lower-case ``text`` with runs of other characters turned into single dashes."""
+    """``text`` as a directory-safe name part: lower case, ``(R)``/``(TM)`` and anything after ``@``
+    dropped, runs of characters other than ``a-z0-9.`` turned into single dashes.
+
+    The one slug of the project: hardware names in baseline keys, edge profile names, Jetson
+    boards and power modes. ``Intel(R) Xeon(R) CPU @ 2.20GHz`` -> ``intel-xeon-cpu``.
+    """
     text = re.sub(r"\((?:r|tm)\)|@.*$", "", text.lower())
     return re.sub(r"[^a-z0-9.]+", "-", text).strip("-")

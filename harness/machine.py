@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import platform
 from importlib import metadata
-from typing import Any
 
 import torch
 
 from harness.devices import cpu_model, gpu_name, slug
+from harness.edge.jetson import JetsonFacts, jetson_facts
+from harness.edge.profiles import EdgeProfile
 
 
 def _version(dist: str) -> str | None:
@@ -24,20 +25,13 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _jetson() -> Any:
-    from harness.edge.jetson import jetson_facts
-
-    return jetson_facts()
-
-
-def machine_facts(devices: list[str], edge_profile: Any = None) -> dict[str, object]:
+def machine_facts(devices: list[str], edge_profile: EdgeProfile | None = None) -> dict[str, object]:
     """Facts that decide whether two runs are comparable, for ``machine_info``.
 
-    ``devices`` are the devices the session's cases ran on; ``edge_profile`` is an
-    ``EdgeProfile`` or ``None``.
+    ``devices`` are the devices the session's cases ran on.
     """
     uses_cuda = any(d.startswith("cuda") for d in devices)
-    jetson = _jetson()
+    jetson = jetson_facts()
     facts: dict[str, object] = {
         "torch": torch.__version__,
         "torchvision": _version("torchvision"),
@@ -59,7 +53,7 @@ def machine_facts(devices: list[str], edge_profile: Any = None) -> dict[str, obj
     return facts
 
 
-def baseline_key(facts: dict[str, object], jetson: Any = None, edge_profile: Any = None) -> str:
+def baseline_key(facts: dict[str, object], jetson: JetsonFacts | None = None, edge_profile: EdgeProfile | None = None) -> str:
     """``<system>-<python>-<arch>-<hardware>[-<edge profile>]``, a valid directory name."""
     base = f"{platform.system()}-{platform.python_implementation()}-{'.'.join(platform.python_version_tuple()[:2])}-{platform.architecture()[0]}"
     if jetson is not None:

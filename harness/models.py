@@ -7,15 +7,17 @@ model name is accepted too; its family is guessed from timm's architecture name.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
+from harness.contract import FAMILIES, suggest
+
+# The names of harness.contract.FAMILIES as a type, so mypy checks registry entries and recipe
+# calls; tests/test_models.py checks the two agree.
 Family = Literal["cnn", "transformer", "hybrid"]
-FAMILIES: tuple[Family, ...] = ("cnn", "transformer", "hybrid")
 GROUPS: tuple[str, ...] = (*FAMILIES, "edge", "all")
 
 
@@ -105,11 +107,10 @@ def resolve_backbones(tokens: list[str]) -> list[str]:
         elif token in REGISTRY or timm.is_model(token):
             names = [token]
         else:
-            candidates = list(dict.fromkeys([*GROUPS, *REGISTRY, *timm.list_models()]))
-            close = difflib.get_close_matches(token, candidates, n=5, cutoff=0.6)
-            hint = f"did you mean: {', '.join(close)}?" if close else "see `python -c 'import timm; print(timm.list_models())'`"
+            candidates = dict.fromkeys([*GROUPS, *REGISTRY, *timm.list_models()])
             raise UnknownBackbone(
-                f"unknown backbone {token!r}: not a registry name, a group ({', '.join(GROUPS)}) or a timm model; {hint}"
+                f"unknown backbone {token!r}{suggest(token, candidates)}; valid: a group ({', '.join(GROUPS)}), "
+                "a registry name or any timm model (timm.list_models())"
             )
         out.extend(n for n in names if n not in out)
     return out

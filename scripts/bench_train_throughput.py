@@ -81,7 +81,7 @@ def bare_ips(model_name: str, split: TensorSplit, recipe: Recipe, device: torch.
         for i in range(steps):
             x = x_all[i * recipe.batch_size : (i + 1) * recipe.batch_size]
             y = y_all[i * recipe.batch_size : (i + 1) * recipe.batch_size]
-            if recipe.augment == "standard":
+            if "standard" in recipe.augment:
                 x = random_crop_flip(x, pad, recipe.hflip, gen)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 logits = model(x)
@@ -106,7 +106,7 @@ def data_ms_per_step(split: TensorSplit, recipe: Recipe, device: torch.device) -
     start = time.perf_counter()
     n = 0
     for images, _labels in batches.iterate(recipe.batch_size, order=order, drop_last=True):
-        if recipe.augment != "none":
+        if "standard" in recipe.augment:
             images = random_crop_flip(images, pad, recipe.hflip, gen)
         normalize(images, channels_last=recipe.channels_last)
         n += 1

@@ -207,9 +207,9 @@ def test_digits_counts_shape_and_pixels() -> None:
 
 
 def test_bad_names_splits_and_sizes() -> None:
-    with pytest.raises(ValueError, match=r"unknown dataset 'cifar-10'. Did you mean 'cifar10'.*Valid names: cifar10, cifar100"):
+    with pytest.raises(ValueError, match=r"unknown dataset 'cifar-10' \(did you mean cifar10, cifar100\?\); valid: cifar10, cifar100, .*, or 'imagefolder:PATH'"):
         load_split("cifar-10", "train")
-    with pytest.raises(ValueError, match=r"unknown split 'tset'. Did you mean 'test'"):
+    with pytest.raises(ValueError, match=r"unknown split 'tset' \(did you mean test\?\); valid: train, test"):
         load_split("digits", "tset")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="img_size must be a positive integer"):
         load_split("digits", "train", img_size=0)

@@ -31,7 +31,7 @@ def test_named_profiles_exist_with_sane_figures() -> None:
 
 
 def test_unknown_profile_suggests_close_match() -> None:
-    with pytest.raises(EdgeProfileError, match=r"did you mean orin-nano-8gb.*named profiles: .*rpi4-4gb"):
+    with pytest.raises(EdgeProfileError, match=r"unknown edge profile 'orin-nano-8g' \(did you mean orin-nano-8gb, .*\?\); valid: .*rpi4-4gb; or a custom profile"):
         parse_edge_profile("orin-nano-8g")
 
 
@@ -57,10 +57,10 @@ def test_custom_cpu_list_with_commas() -> None:
     ("text", "message"),
     [
         ("threads=4", "lacks mem"),
-        ("thread=4,mem=1GiB", "did you mean threads"),
+        ("thread=4,mem=1GiB", r"unknown edge-profile key 'thread' \(did you mean threads\?\); valid: threads, mem"),
         ("threads=0,mem=1GiB", "whole number >= 1"),
         ("threads=4,mem=2", "needs a number and a unit"),
-        ("threads=4,mem=2GIGS", "unknown memory unit"),
+        ("threads=4,mem=2GIGS", "unknown memory unit 'GIGS'; valid: B, KB, MB, GB, KiB, MiB, GiB"),
         ("threads=4,mem=2Gib,cuda_mem_fraction=1.5", r"in \(0, 1\]"),
         ("threads=4,mem=2GiB,cpus=3-1", "CPU list"),
         ("threads=4,7,mem=1GiB", "not key=value"),

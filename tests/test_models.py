@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
-from harness.models import REGISTRY, BackboneUnsupported, UnknownBackbone, create_backbone, family_of, resolve_backbones
+from harness.contract import FAMILIES
+from harness.models import GROUPS, REGISTRY, BackboneUnsupported, Family, UnknownBackbone, create_backbone, family_of, resolve_backbones
 
 REFERENCE = ["convnextv2_tiny", "tf_efficientnetv2_s", "mobilenetv3_large_100", "resnet50", "vit_base_patch16_224", "deit_small_patch16_224", "swin_tiny_patch4_window7_224"]
 
@@ -28,8 +31,13 @@ def test_groups() -> None:
     assert family_of("maxvit_tiny_tf_224") == "hybrid" and family_of("beit_base_patch16_224") == "transformer" and family_of("convnext_atto") == "cnn"
 
 
+def test_the_family_type_is_the_contract_vocabulary() -> None:
+    assert get_args(Family) == FAMILIES
+    assert GROUPS == (*FAMILIES, "edge", "all")
+
+
 def test_unknown_names_close_matches() -> None:
-    with pytest.raises(UnknownBackbone, match="did you mean: resnet50"):
+    with pytest.raises(UnknownBackbone, match=r"unknown backbone 'resnet05' \(did you mean resnet50, .*\?\); valid: a group \(cnn, transformer, hybrid, edge, all\), a registry name or any timm model"):
         resolve_backbones(["resnet05"])
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from harness.edge.planning import PlanningError, estimate_max_batch, plan, search_max_batch
+from harness.devices import OUT_OF_MEMORY
+from harness.edge.planning import PlanningError, estimate_max_batch, search_max_batch
 
 
 def linear(batch: int) -> int:
@@ -45,6 +46,11 @@ def test_search_exact_for_linear_and_superlinear() -> None:
     assert search_max_batch(linear, 1000) == 0  # not even batch 1 fits
 
 
+def test_out_of_memory_is_the_torch_and_the_host_error() -> None:
+    assert OUT_OF_MEMORY == (torch.OutOfMemoryError, MemoryError)
+    assert issubclass(torch.cuda.OutOfMemoryError, OUT_OF_MEMORY)
+
+
 def test_search_treats_out_of_memory_as_failure() -> None:
     calls: list[int] = []
 
@@ -63,16 +69,6 @@ def test_search_treats_out_of_memory_as_failure() -> None:
         return 0
 
     assert search_max_batch(host_oom, 10**12) == 5
-
-
-def test_plan_reports_both_and_ratio() -> None:
-    result = plan(superlinear, 10_000)
-    assert (result.estimate.max_batch, result.searched_max_batch) == (69, 25)
-    assert result.ratio == pytest.approx(69 / 25)
-    record = result.as_record()
-    assert record["plan_estimated_max_batch"] == 69 and record["plan_searched_max_batch"] == 25
-    assert plan(linear, 10_000).ratio == 1.0
-    assert plan(linear, 1000).ratio is None
 
 
 def test_planning_errors_name_the_fix() -> None:
@@ -112,7 +108,8 @@ def test_plan_on_a_tiny_cnn_with_the_memory_probe() -> None:
     one, eight = measure(1), measure(8)
     assert eight > one
     budget = one + (eight - one) * 3  # room for about 22 images
-    result = plan(measure, budget, probe_batches=(1, 8), limit=256)
-    assert 10 <= result.searched_max_batch <= 40
-    assert result.ratio is not None and 0.8 <= result.ratio <= 1.25
-    assert measure(result.searched_max_batch) <= budget < measure(result.searched_max_batch + 1)
+    estimate = estimate_max_batch(measure, budget, probe_batches=(1, 8))
+    searched = search_max_batch(measure, budget, start=max(1, estimate.max_batch), limit=256)
+    assert 10 <= searched <= 40
+    assert 0.8 <= estimate.max_batch / searched <= 1.25
+    assert measure(searched) <= budget < measure(searched + 1)

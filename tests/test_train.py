@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -12,9 +10,10 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from harness.data.augment import random_crop_flip
+from harness.data.augment import MixBatch, random_crop_flip, scoped_global_rng
 from harness.data.types import TensorSplit
-from harness.measure.recipes import Recipe, default_recipe, lr_factor
+from harness.measure import training
+from harness.measure.recipes import Recipe, default_recipe, lr_factor, normalise_augment
 from harness.measure.training import EpochStats, train
 
 CPU = torch.device("cpu")
@@ -192,11 +191,97 @@ def test_host_dataloader_path_matches_device_path(splits) -> None:  # type: igno
     assert a.top1 == b.top1 and a.curve[0]["loss"] == b.curve[0]["loss"]
 
 
-@pytest.mark.parametrize("augment", ["randaugment", "mixup", "cutmix"])
-def test_timm_augmentations_run_and_are_seeded(splits, augment: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("augment", [("randaugment",), ("mixup",), ("cutmix",), ("randaugment", "mixup", "cutmix")])
+def test_timm_augmentations_run_and_are_seeded(splits, augment: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
     a = run(cnn(), splits, small(epochs=1, augment=augment))
     b = run(cnn(), splits, small(epochs=1, augment=augment))
     assert a.curve[0]["loss"] == b.curve[0]["loss"]
+
+
+AUGMENT_GOOD = [
+    (["standard"], ("standard",)),
+    (["none"], ("none",)),
+    ([" None ", "none"], ("none",)),
+    (["MIXUP"], ("standard", "mixup")),
+    (["cutmix", "mixup"], ("standard", "mixup", "cutmix")),
+    (["mixup", "standard", "mixup"], ("standard", "mixup")),
+    (["cutmix", "randaugment"], ("standard", "randaugment", "cutmix")),
+    ("randaugment,mixup", ("standard", "randaugment", "mixup")),
+    (("mixup", ""), ("standard", "mixup")),
+]
+AUGMENT_BAD = [
+    (["bogus"], "unknown augmentation 'bogus'; valid: standard, randaugment, mixup, cutmix, none"),
+    (["mixup", "mixpu"], "unknown augmentation 'mixpu' (did you mean mixup?)"),
+    (["none", "mixup"], "augmentation 'none' turns every augmentation off and cannot be combined with mixup; pass none alone"),
+    (["standard", "none"], "cannot be combined with standard"),
+    ([], "augment needs at least one of: standard"),
+    ([" "], "augment needs at least one of"),
+]
+
+
+@pytest.mark.parametrize(("names", "expected"), AUGMENT_GOOD)
+def test_normalise_augment_canonicalises(names: list[str], expected: tuple[str, ...]) -> None:
+    assert normalise_augment(names) == expected
+    assert normalise_augment(expected) == expected  # canonical forms are fixed points
+
+
+@pytest.mark.parametrize(("names", "message"), AUGMENT_BAD)
+def test_normalise_augment_rejects_with_the_fix(names: list[str], message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        normalise_augment(names)
+    assert message in str(info.value)
+
+
+def test_recipe_keeps_augment_canonical() -> None:
+    assert Recipe().augment == ("standard",)
+    assert Recipe(augment=("cutmix", "mixup")).augment == ("standard", "mixup", "cutmix")
+    assert default_recipe("cnn", augment=["randaugment"]).replace(augment=("none",)).augment == ("none",)
+    with pytest.raises(ValueError, match="mixup_alpha must be > 0"):
+        Recipe(augment=("mixup",), mixup_alpha=0.0)
+    with pytest.raises(ValueError, match="make batch_size even"):
+        Recipe(augment=("cutmix",), batch_size=33)
+
+
+def _mixing_kind(before: torch.Tensor, after: torch.Tensor) -> str:
+    """'cutmix' when every pixel is its own or its batch partner's (a pasted box), else 'mixup' (a blend)."""
+    pasted = (after == before) | (after == before.flip(0))
+    return "cutmix" if bool(pasted.all()) else "mixup"
+
+
+def test_mixup_with_cutmix_mixes_both_ways_in_training(splits, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    built: list[MixBatch] = []
+    kinds: list[str] = []
+
+    class Recording(MixBatch):
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+        def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            before = x.clone()  # timm mixes in place
+            out, targets = super().__call__(x, labels)
+            kinds.append(_mixing_kind(before, out))
+            assert torch.allclose(targets.sum(1), torch.ones(len(labels)))  # soft targets
+            return out, targets
+
+    monkeypatch.setattr(training, "MixBatch", Recording)
+    recipe = small(epochs=1, augment=("mixup", "cutmix"))
+    run(cnn(), splits, recipe)
+    (mix,) = built
+    assert (mix.mix.mixup_alpha, mix.mix.cutmix_alpha, mix.mix.switch_prob) == (recipe.mixup_alpha, recipe.cutmix_alpha, 0.5)
+    assert len(kinds) == 320 // 32 and {"mixup", "cutmix"} == set(kinds)
+
+
+def test_single_mixing_kinds_stay_single() -> None:
+    x = torch.randn(8, 3, 8, 8)
+    labels = torch.arange(8) % 4
+    for alphas, kind in (((0.8, 0.0), "mixup"), ((0.0, 1.0), "cutmix")):
+        mix = MixBatch(4, 0.1, mixup_alpha=alphas[0], cutmix_alpha=alphas[1])
+        with scoped_global_rng(0):
+            seen = {_mixing_kind(x, mix(x.clone(), labels)[0]) for _ in range(6)}
+        assert seen == {kind}
+    with pytest.raises(ValueError, match="mixup_alpha > 0 or cutmix_alpha > 0"):
+        MixBatch(4, 0.1, mixup_alpha=0.0, cutmix_alpha=0.0)
 
 
 def test_random_crop_flip_takes_windows_of_the_padded_image() -> None:
@@ -219,7 +304,7 @@ def test_memory_probe_is_called_on_a_step_with_optimizer_state(splits, monkeypat
         fn()
         return 4242
 
-    monkeypatch.setitem(sys.modules, "harness.measure.memory", types.SimpleNamespace(peak_bytes=fake_peak_bytes))
+    monkeypatch.setattr(training, "peak_bytes", fake_peak_bytes)
     model = cnn()
     res = run(model, splits, small(epochs=1), measure_memory=True)
     params, buffers = len(list(model.parameters())), len(list(model.buffers()))
@@ -237,10 +322,12 @@ def test_real_memory_probe_counts_at_least_the_resident_state(splits) -> None:  
 
 
 def test_bad_input_is_refused(splits) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(TypeError, match="valid fields"):
+    with pytest.raises(TypeError, match="unknown Recipe field 'learning_rate'; valid: optimizer, lr"):
         default_recipe("cnn", learning_rate=0.1)
-    with pytest.raises(ValueError, match="precision"):
-        Recipe(precision="fp8")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        Recipe(precision="fp8")
+    with pytest.raises(ValueError, match=r"unknown family 'cnns' \(did you mean cnn\?\)"):
+        default_recipe("cnns")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_classes=10"):
         run(nn.Sequential(nn.Flatten(), nn.Linear(192, 7)), splits, small(epochs=1))
     with pytest.raises(ValueError, match="lower batch_size"):

@@ -93,19 +93,23 @@ class RandAugmentBatch:
 
 
 class MixBatch:
-    """timm Mixup or CutMix on a normalised float batch; returns soft targets that carry label smoothing.
+    """timm Mixup and/or CutMix on a normalised float batch; returns soft targets that carry label smoothing.
 
-    Uses numpy's global RNG: call inside :func:`scoped_global_rng`.
+    An alpha of 0 turns that kind of mixing off. With both alphas > 0, timm's ``Mixup`` picks
+    CutMix or Mixup per batch with probability 0.5 each (``switch_prob``, timm's and DeiT's
+    default). Every batch is mixed (``prob`` 1.0). Uses numpy's global RNG: call inside
+    :func:`scoped_global_rng`.
     """
 
-    def __init__(self, kind: str, num_classes: int, label_smoothing: float, mixup_alpha: float, cutmix_alpha: float) -> None:
+    def __init__(self, num_classes: int, label_smoothing: float, *, mixup_alpha: float, cutmix_alpha: float) -> None:
         from timm.data import Mixup
 
-        if kind not in ("mixup", "cutmix"):
-            raise ValueError(f"kind must be 'mixup' or 'cutmix', got {kind!r}")
+        if not (mixup_alpha > 0 or cutmix_alpha > 0):
+            raise ValueError(f"MixBatch needs mixup_alpha > 0 or cutmix_alpha > 0, got {mixup_alpha} and {cutmix_alpha}")
         self.mix = Mixup(
-            mixup_alpha=mixup_alpha if kind == "mixup" else 0.0,
-            cutmix_alpha=cutmix_alpha if kind == "cutmix" else 0.0,
+            mixup_alpha=mixup_alpha,
+            cutmix_alpha=cutmix_alpha,
+            switch_prob=0.5,
             label_smoothing=label_smoothing,
             num_classes=num_classes,
         )

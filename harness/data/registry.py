@@ -7,10 +7,11 @@ its classes and sizes come from the folder itself.
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from harness.contract import unknown
 
 # Environment variable naming the data root; the pytest option --data-root overrides it.
 DATA_ROOT_ENV = "BACKBONE_BENCH_DATA"
@@ -70,11 +71,9 @@ def dataset_info(name: str) -> DatasetInfo:
     """The registry entry for ``name``; unknown names raise ``ValueError`` with close matches."""
     if name in DATASETS:
         return DATASETS[name]
-    close = difflib.get_close_matches(name.lower(), dataset_names(), n=3, cutoff=0.6)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(
-        f"unknown dataset {name!r}.{hint} Valid names: {', '.join(dataset_names())}, "
-        f"or '{IMAGEFOLDER_PREFIX}PATH' for a folder of images (PATH/<class>/*.png)."
+        f"{unknown('dataset', name, dataset_names())}, "
+        f"or '{IMAGEFOLDER_PREFIX}PATH' for a folder of images (PATH/<class>/*.png)"
     )
 
 
@@ -82,11 +81,9 @@ def check_split(split: str) -> str:
     """Return ``split`` if it is "train" or "test", else raise ``ValueError`` naming both."""
     if split in SPLITS:
         return split
-    close = difflib.get_close_matches(str(split), SPLITS, n=1, cutoff=0.5)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(
-        f"unknown split {split!r}.{hint} Valid splits: 'train', 'test' (a validation split is "
-        "carved out of the training subset by harness.data.subsets.split_validation)."
+        f"{unknown('split', str(split), SPLITS)} (a validation split is carved out of the training "
+        "subset by harness.data.subsets.split_validation)"
     )
 
 

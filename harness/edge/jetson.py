@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.devices import slug
+
 CommandRunner = Callable[[list[str]], str]
 
 # L4T release -> JetPack, from NVIDIA's JetPack archive (developer.nvidia.com/embedded/
@@ -88,18 +90,14 @@ class JetsonFacts:
 
     def key_suffix(self) -> str:
         """Board and power mode as a slug, e.g. ``jetson-orin-nano-15w``, for baseline keys."""
-        return f"{board_slug(self.model)}-{_slug(self.power_mode or 'unknown-mode')}"
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+        return f"{board_slug(self.model)}-{slug(self.power_mode or 'unknown-mode')}"
 
 
 def board_slug(model: str) -> str:
     """``NVIDIA Jetson Orin Nano Developer Kit`` -> ``jetson-orin-nano`` (vendor/kit words dropped)."""
     text = re.sub(r"\(.*?\)", " ", model)
     text = re.sub(r"\b(NVIDIA|Engineering Reference|Developer Kit|Dev Kit|module)\b", " ", text, flags=re.I)
-    return _slug(text) or "jetson"
+    return slug(text) or "jetson"
 
 
 def parse_device_tree_model(raw: bytes | str) -> str:

@@ -1,9 +1,9 @@
 """Find the largest batch that fits a memory budget, by a linear estimate and by search.
 
-``measure(batch)`` returns the peak bytes one step at that batch needs (the lead passes the
-project's memory probe). The estimate fits ``peak = fixed + per_sample * batch`` to a few
-small probes and is cheap; the search measures until it brackets the answer and is exact
-for any monotone measure. Their ratio says how far the linear model can be trusted.
+``measure(batch)`` returns the peak bytes one step at that batch needs (``harness.kinds.plan``
+passes the project's memory probe). The estimate fits ``peak = fixed + per_sample * batch`` to a
+few small probes and is cheap; the search measures until it brackets the answer and is exact for
+any monotone measure. Their ratio says how far the linear model can be trusted.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from fractions import Fraction
 
 import torch
 
+from harness.devices import OUT_OF_MEMORY
+
 Measure = Callable[[int], int]
-_OOM_ERRORS: tuple[type[BaseException], ...] = (
-    getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
-    MemoryError,
-)
 
 
 class PlanningError(ValueError):
@@ -36,26 +34,6 @@ class Estimate:
     per_sample_bytes: float
     budget_bytes: int
     probes: tuple[tuple[int, int], ...]  # (batch, peak bytes) as measured
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The estimate, the searched answer and how far apart they are."""
-
-    estimate: Estimate
-    searched_max_batch: int
-    ratio: float | None  # estimate / searched; None when nothing fits
-
-    def as_record(self) -> dict[str, object]:
-        """Keys for ``extra_info``."""
-        return {
-            "plan_budget_bytes": self.estimate.budget_bytes,
-            "plan_estimated_max_batch": self.estimate.max_batch,
-            "plan_searched_max_batch": self.searched_max_batch,
-            "plan_estimate_ratio": self.ratio,
-            "plan_fixed_bytes": self.estimate.fixed_bytes,
-            "plan_per_sample_bytes": self.estimate.per_sample_bytes,
-        }
 
 
 def _release_after_oom() -> None:
@@ -74,7 +52,7 @@ def estimate_max_batch(measure: Measure, budget_bytes: int, probe_batches: Seque
     for batch in batches:
         try:
             probes.append((batch, int(measure(batch))))
-        except _OOM_ERRORS as error:
+        except OUT_OF_MEMORY as error:
             _release_after_oom()
             raise PlanningError(f"probe batch {batch} ran out of memory ({type(error).__name__}); probe smaller batches") from error
     n = len(probes)
@@ -91,22 +69,23 @@ def estimate_max_batch(measure: Measure, budget_bytes: int, probe_batches: Seque
     return Estimate(max_batch, float(fixed), float(per_sample), budget_bytes, tuple(probes))
 
 
-def search_max_batch(measure: Measure, budget_bytes: int, start: int = 1, limit: int = 4096) -> int:
-    """Largest batch in ``[0, limit]`` whose measured peak fits the budget (0: not even one).
+def search_max_batch(measure: Measure, budget_bytes: int, start: int = 1, limit: int = 4096, least: int = 1) -> int:
+    """Largest batch in ``[least, limit]`` whose measured peak fits the budget (0: not even ``least``).
 
     Doubles from ``start`` while batches fit, then bisects between the last fit and the first
     failure. A failure is a peak over budget, ``torch.OutOfMemoryError`` or ``MemoryError``.
-    Assumes peak memory does not shrink as the batch grows.
+    Assumes peak memory does not shrink as the batch grows. ``least`` is the smallest batch
+    that can run at all (training with batch norm needs 2), never measured below.
     """
-    if not 1 <= start <= limit:
-        raise ValueError(f"need 1 <= start <= limit, got start={start}, limit={limit}")
+    if not 1 <= least <= start <= limit:
+        raise ValueError(f"need 1 <= least <= start <= limit, got least={least}, start={start}, limit={limit}")
     seen: dict[int, bool] = {}
 
     def fits(batch: int) -> bool:
         if batch not in seen:
             try:
                 seen[batch] = int(measure(batch)) <= budget_bytes
-            except _OOM_ERRORS:
+            except OUT_OF_MEMORY:
                 _release_after_oom()
                 seen[batch] = False
         return seen[batch]
@@ -117,18 +96,9 @@ def search_max_batch(measure: Measure, budget_bytes: int, start: int = 1, limit:
             low, high = high, high * 2
         high = min(high, limit + 1)
     else:
-        low, high = 0, start
+        low, high = least - 1, start
     while high - low > 1:
         mid = (low + high) // 2
         low, high = (mid, high) if fits(mid) else (low, mid)
-    return low
+    return low if low >= least else 0
 
-
-def plan(
-    measure: Measure, budget_bytes: int, probe_batches: Sequence[int] = (1, 2), limit: int = 4096
-) -> Plan:
-    """Estimate, then search starting at the estimate (so a good estimate costs few measurements)."""
-    estimate = estimate_max_batch(measure, budget_bytes, probe_batches)
-    searched = search_max_batch(measure, budget_bytes, start=min(max(1, estimate.max_batch), limit), limit=limit)
-    ratio = estimate.max_batch / searched if searched else None
-    return Plan(estimate, searched, ratio)

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import warnings
@@ -17,7 +16,12 @@ from dataclasses import dataclass
 
 import torch
 
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+from harness.contract import unknown
+from harness.devices import slug
+
+# Units are matched case-insensitively; the keys are how messages spell them.
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+_UNITS_LOWER = {unit.lower(): size for unit, size in _UNITS.items()}
 _KEYS = ("threads", "mem", "cuda_mem_fraction", "cpus")
 
 
@@ -59,7 +63,7 @@ class EdgeProfile:
 
     def key_suffix(self) -> str:
         """A slug for baseline keys, e.g. ``orin-nano-8gb`` or ``t4-mem2048mib-cpus0-3``."""
-        return re.sub(r"[^a-z0-9.]+", "-", self.name.lower()).strip("-")
+        return slug(self.name)
 
 
 # Memory: Jetsons share LPDDR between CPU and GPU, so one budget covers both, and the
@@ -86,11 +90,9 @@ def parse_bytes(text: str) -> int:
     if match is None or not match.group(2):
         raise EdgeProfileError(f"memory size {text!r} needs a number and a unit, e.g. 2GiB or 512MiB; units: B KB MB GB KiB MiB GiB")
     unit = match.group(2).lower()
-    if unit not in _UNITS:
-        close = difflib.get_close_matches(unit, list(_UNITS), n=2)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise EdgeProfileError(f"unknown memory unit {match.group(2)!r}{hint}; units: B KB MB GB KiB MiB GiB")
-    return int(float(match.group(1)) * _UNITS[unit])
+    if unit not in _UNITS_LOWER:
+        raise EdgeProfileError(unknown("memory unit", match.group(2), _UNITS))
+    return int(float(match.group(1)) * _UNITS_LOWER[unit])
 
 
 def parse_cpus(text: str) -> frozenset[int]:
@@ -130,9 +132,7 @@ def _custom(text: str) -> EdgeProfile:
             continue
         key = key.strip().lower()
         if key not in _KEYS:
-            close = difflib.get_close_matches(key, _KEYS, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise EdgeProfileError(f"unknown edge-profile key {key!r}{hint}; keys: {', '.join(_KEYS)}")
+            raise EdgeProfileError(unknown("edge-profile key", key, _KEYS))
         values[key], last = value.strip(), key
     missing = [k for k in ("threads", "mem") if k not in values]
     if missing:
@@ -162,11 +162,8 @@ def parse_edge_profile(text: str) -> EdgeProfile:
     name = text.strip().lower()
     if name in NAMED_PROFILES:
         return NAMED_PROFILES[name]
-    close = difflib.get_close_matches(name, list(NAMED_PROFILES), n=2)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise EdgeProfileError(
-        f"unknown edge profile {text!r}{hint}; named profiles: {', '.join(NAMED_PROFILES)}; "
-        "or custom: threads=4,mem=2GiB[,cuda_mem_fraction=0.5,cpus=0-3]"
+        f"{unknown('edge profile', name, NAMED_PROFILES)}; or a custom profile: threads=4,mem=2GiB[,cuda_mem_fraction=0.5,cpus=0-3]"
     )
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.contract import unknown
 from harness.measure.runtimes import (
     CompileRunner,
     ParityError,
@@ -39,7 +40,7 @@ from harness.measure.runtimes import (
 
 __all__ = [
     "ONNX_OPSET", "EXPORTERS", "OnnxExport", "export_onnx", "quantize_int8", "ort_providers",
-    "OrtRunner", "build_runner", "ParityError", "RuntimeUnsupported",
+    "OrtRunner", "build_runner",
 ]
 
 # Opset 18 is the opset the dynamo exporter's torchlib is written against (no version conversion
@@ -90,7 +91,7 @@ def export_onnx(
     Raises :class:`RuntimeUnsupported` naming the model and the exporter's reason on failure.
     """
     if exporter not in EXPORTERS:
-        raise ValueError(f"unknown exporter {exporter!r}: use one of {', '.join(EXPORTERS)}")
+        raise ValueError(unknown("exporter", exporter, EXPORTERS))
     if example.dtype != torch.float32 or example.ndim != 4:
         raise ValueError(f"export needs a float32 [N, C, H, W] example, got {example.dtype} {tuple(example.shape)}")
     path = Path(path)

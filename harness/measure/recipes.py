@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
@@ -18,15 +18,41 @@ from typing import Any, Literal
 import torch
 from timm.optim import param_groups_weight_decay
 
+from harness.contract import AUGMENTS, FAMILIES, PRECISIONS, unknown
+from harness.devices import DTYPES
+from harness.models import Family
+
 Optimizer = Literal["sgd", "adamw"]
-Precision = Literal["fp32", "fp16", "bf16"]
-Augment = Literal["none", "standard", "randaugment", "mixup", "cutmix"]
-Family = Literal["cnn", "transformer", "hybrid"]
 
 _OPTIMIZERS = ("sgd", "adamw")
-_PRECISIONS = ("fp32", "fp16", "bf16")
-_AUGMENTS = ("none", "standard", "randaugment", "mixup", "cutmix")
-_FAMILIES = ("cnn", "transformer", "hybrid")
+# Every augmentation but `standard` itself and `none` adds to the standard crop + flip.
+_ADD_TO_STANDARD = frozenset(AUGMENTS) - {"standard", "none"}
+
+
+def normalise_augment(names: Sequence[str]) -> tuple[str, ...]:
+    """The canonical form of a combination of augmentations (see ``harness.contract.AUGMENTS``).
+
+    Names are stripped and lower-cased; a string is read as a comma-separated list. ``standard``
+    (crop + flip) is implied by ``randaugment``, ``mixup`` and ``cutmix``; the result is in
+    ``AUGMENTS`` order without duplicates: ``["mixup"]`` -> ``("standard", "mixup")``,
+    ``["cutmix", "mixup"]`` -> ``("standard", "mixup", "cutmix")``. ``none`` stands alone.
+    Raises ``ValueError`` for an unknown name, for ``none`` with others, and for no name at all.
+    """
+    if isinstance(names, str):
+        names = names.split(",")
+    given = [name.strip().lower() for name in names if name.strip()]
+    for name in given:
+        if name not in AUGMENTS:
+            raise ValueError(unknown("augmentation", name, AUGMENTS))
+    wanted = set(given)
+    if not wanted:
+        raise ValueError(f"augment needs at least one of: {', '.join(AUGMENTS)}")
+    if "none" in wanted and len(wanted) > 1:
+        others = ", ".join(a for a in AUGMENTS if a in wanted and a != "none")
+        raise ValueError(f"augmentation 'none' turns every augmentation off and cannot be combined with {others}; pass none alone, or drop it")
+    if wanted & _ADD_TO_STANDARD:
+        wanted.add("standard")
+    return tuple(a for a in AUGMENTS if a in wanted)
 
 
 @dataclass(frozen=True)
@@ -35,11 +61,13 @@ class Recipe:
 
     ``batch_size`` is the *effective* batch per optimiser step; with ``grad_accum_steps = k``
     each step accumulates ``k`` micro-batches of ``batch_size // k`` images, so accumulation
-    changes memory, not the optimisation. ``augment`` values other than ``none`` all include
+    changes memory, not the optimisation. ``augment`` is a combination of augmentations, kept in
+    the canonical form of :func:`normalise_augment`: every combination but ``("none",)`` includes
     the ``standard`` random crop (zero padding, 4 px at 32 px scaled with image size) and, if
-    ``hflip``, a horizontal flip; ``randaugment`` / ``mixup`` / ``cutmix`` add timm's version
-    on top. ``val_fraction > 0`` makes ``train`` carve a stratified validation split out of the
-    training split when no explicit ``val`` is given.
+    ``hflip``, a horizontal flip; ``randaugment`` / ``mixup`` / ``cutmix`` add timm's version on
+    top, and ``mixup`` with ``cutmix`` switches between the two per batch. ``val_fraction > 0``
+    makes ``train`` carve a stratified validation split out of the training split when no
+    explicit ``val`` is given.
     """
 
     optimizer: Optimizer = "sgd"
@@ -52,8 +80,8 @@ class Recipe:
     label_smoothing: float = 0.1
     grad_accum_steps: int = 1
     clip_grad_norm: float | None = None
-    precision: Precision = "fp32"
-    augment: Augment = "standard"
+    precision: str = "fp32"  # one of harness.contract.PRECISIONS
+    augment: tuple[str, ...] = ("standard",)
     # Flips suit natural images. Digits/characters (digits, MNIST, SVHN) are chirality-sensitive:
     # a mirrored 2 or 7 is no digit at all, so set hflip=False for them (dataset-aware default).
     hflip: bool = True
@@ -67,8 +95,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         _choice("optimizer", self.optimizer, _OPTIMIZERS)
-        _choice("precision", self.precision, _PRECISIONS)
-        _choice("augment", self.augment, _AUGMENTS)
+        _choice("precision", self.precision, PRECISIONS)
+        object.__setattr__(self, "augment", normalise_augment(self.augment))
         if not self.lr > 0:
             raise ValueError(f"Recipe.lr must be > 0, got {self.lr}")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
@@ -90,8 +118,11 @@ class Recipe:
             raise ValueError(f"Recipe.early_stop_patience must be >= 1 or None (off), got {self.early_stop_patience}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"Recipe.val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.augment in ("mixup", "cutmix") and self.batch_size % 2:
-            raise ValueError("augment='mixup'/'cutmix' pairs each image with another in its batch: make batch_size even")
+        for name, alpha in (("mixup", self.mixup_alpha), ("cutmix", self.cutmix_alpha)):
+            if name in self.augment and not alpha > 0:
+                raise ValueError(f"augment includes {name}, so Recipe.{name}_alpha must be > 0, got {alpha}")
+        if ("mixup" in self.augment or "cutmix" in self.augment) and self.batch_size % 2:
+            raise ValueError("augment mixup/cutmix pairs each image with another in its batch: make batch_size even")
 
     @property
     def micro_batch_size(self) -> int:
@@ -104,16 +135,16 @@ class Recipe:
         return replace(self, **changes)
 
 
-def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"Recipe.{name} must be one of {allowed}, got {value!r}")
+        raise ValueError(f"Recipe.{name}: {unknown(name, str(value), allowed)}")
 
 
 def _check_keys(overrides: dict[str, Any]) -> None:
     valid = [f.name for f in fields(Recipe)]
-    unknown = sorted(set(overrides) - set(valid))
-    if unknown:
-        raise TypeError(f"unknown Recipe field(s) {unknown}; valid fields are {valid}")
+    extra = [name for name in overrides if name not in valid]
+    if extra:
+        raise TypeError(unknown("Recipe field", extra[0], valid))
 
 
 def default_recipe(family: Family, **overrides: Any) -> Recipe:
@@ -121,8 +152,8 @@ def default_recipe(family: Family, **overrides: Any) -> Recipe:
 
     If ``lr`` is not overridden it is scaled to the (possibly overridden) ``batch_size``.
     """
-    if family not in _FAMILIES:
-        raise ValueError(f"family must be one of {_FAMILIES}, got {family!r}")
+    if family not in FAMILIES:
+        raise ValueError(unknown("family", family, FAMILIES))
     _check_keys(overrides)
     # 128 images per step: 1-4 GPU robotics setups and <300k-image sets; keeps >= 10 steps per
     # epoch even on the 1347-image digits split so the per-step schedule is not too coarse.
@@ -189,7 +220,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision``, refusing combinations this torch/device cannot run."""
     if precision == "fp32":
         return None
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    dtype = DTYPES[precision]
     try:
         with torch.autocast(device.type, dtype=dtype):
             probe = torch.ones(2, 2, device=device) @ torch.ones(2, 2, device=device)

@@ -1,4 +1,4 @@
-"""The ``runtime`` axis: names, the ``Runner`` contract, eager and ``torch.compile`` runners, parity.
+"""The ``runtime`` axis: name parsing, the ``Runner`` contract, eager and ``torch.compile`` runners, parity.
 
 A *runtime* is how one forward of a backbone is executed. Every runtime is turned into a
 :class:`Runner` whose zero-argument :meth:`Runner.step` is what the inference timer calls, so
@@ -6,7 +6,7 @@ eager PyTorch, ``torch.compile`` and ONNX Runtime latencies come from the same t
 stored under the same keys. ONNX runners live in :mod:`harness.measure.export`, which also holds
 :func:`harness.measure.export.build_runner`, the one entry point that picks between them.
 
-Runtime names (``parse_runtime`` also accepts the aliases in ``_ALIASES``):
+Runtime names (:data:`harness.contract.RUNTIMES`; ``parse_runtime`` also accepts the aliases in ``_ALIASES``):
 
 * ``eager`` -- ``model(example)`` under ``torch.inference_mode()``.
 * ``compile`` -- ``torch.compile(model)`` with the default mode (Inductor).
@@ -17,7 +17,6 @@ Runtime names (``parse_runtime`` also accepts the aliases in ``_ALIASES``):
 
 from __future__ import annotations
 
-import difflib
 import math
 import time
 from collections.abc import Callable
@@ -26,9 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.contract import RUNTIMES, unknown
 from harness.devices import synchronize
-
-RUNTIMES: tuple[str, ...] = ("eager", "compile", "onnxruntime", "onnxruntime-int8")
 
 # Spellings people type for the same runtime; keys are already lower-case with '-' separators.
 _ALIASES: dict[str, str] = {
@@ -85,10 +83,7 @@ def parse_runtime(name: str) -> str:
         return key
     if key in _ALIASES:
         return _ALIASES[key]
-    close = difflib.get_close_matches(key, [*RUNTIMES, *_ALIASES], n=3, cutoff=0.5)
-    suggestions = dict.fromkeys(_ALIASES.get(c, c) for c in close)  # aliases shown as their runtime, once
-    hint = f"; did you mean {' or '.join(map(repr, suggestions))}?" if suggestions else ""
-    raise ValueError(f"unknown runtime {name!r}: use one of {', '.join(RUNTIMES)}{hint}")
+    raise ValueError(unknown("runtime", key, RUNTIMES))
 
 
 def parity_tolerance(reference_output: torch.Tensor, dtype: torch.dtype = torch.float32) -> float:
@@ -144,8 +139,6 @@ class Runner:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
 
 
 class TorchRunner(Runner):
@@ -222,11 +215,6 @@ def max_abs_diff(reference: torch.Tensor, other: torch.Tensor) -> float:
     diff = (reference.detach().float().cpu() - other.detach().float().cpu()).abs()
     value = float(diff.max()) if diff.numel() else 0.0
     return value if math.isfinite(value) else math.inf
-
-
-def parity(reference: nn.Module, runner: Runner, x: torch.Tensor) -> float:
-    """Max abs difference between eager ``reference`` (eval mode) and ``runner`` logits on ``x``."""
-    return max_abs_diff(_reference_logits(reference, x), runner.outputs(x))
 
 
 def _reference_logits(reference: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -23,9 +23,11 @@ import torch.nn.functional as F
 
 from harness.data.augment import MixBatch, RandAugmentBatch, crop_padding, normalize, random_crop_flip, scoped_global_rng
 from harness.data.batches import Batches, derive_seed, epoch_order
+from harness.data.subsets import split_validation
 from harness.data.types import TensorSplit
 from harness.devices import synchronize
 from harness.measure.classification import epochs_to_target, macro_f1, per_class_accuracy, topk_accuracy
+from harness.measure.memory import peak_bytes
 from harness.measure.recipes import Recipe, autocast_dtype, build_optimizer, build_scheduler, determinism
 from harness.results.storage import write_atomic
 
@@ -103,7 +105,7 @@ def train(
     if recipe.early_stop_patience is not None and val is None:
         raise ValueError("early_stop_patience needs a validation split: pass val or set recipe.val_fraction > 0")
     amp_dtype = autocast_dtype(recipe.precision, device)
-    peak_fn = _peak_bytes_fn() if measure_memory else None
+    peak_fn = peak_bytes if measure_memory else None
     with determinism(recipe.deterministic):
         return _Run(model, train, test, val, recipe, device, amp_dtype, data_on_device, num_workers).fit(
             checkpoint_dir, resume, progress, peak_fn
@@ -130,9 +132,14 @@ class _Run:
         self.scaler = torch.amp.GradScaler(device.type) if recipe.precision == "fp16" else None
         self.autocast = (lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype else nullcontext
         self.pad = crop_padding(train.images.shape[-1])
-        self.randaug = RandAugmentBatch(train.images.shape[-1]) if recipe.augment == "randaugment" else None
-        mixing = recipe.augment in ("mixup", "cutmix")
-        self.mix = MixBatch(recipe.augment, self.num_classes, recipe.label_smoothing, recipe.mixup_alpha, recipe.cutmix_alpha) if mixing else None
+        # recipe.augment is canonical (harness.measure.recipes.normalise_augment): every combination
+        # but ("none",) holds "standard"; randaugment and mixup/cutmix stack on top of it.
+        self.crop_flip = "standard" in recipe.augment
+        self.randaug = RandAugmentBatch(train.images.shape[-1]) if "randaugment" in recipe.augment else None
+        mixup_alpha = recipe.mixup_alpha if "mixup" in recipe.augment else 0.0
+        cutmix_alpha = recipe.cutmix_alpha if "cutmix" in recipe.augment else 0.0
+        mixing = mixup_alpha > 0 or cutmix_alpha > 0
+        self.mix = MixBatch(self.num_classes, recipe.label_smoothing, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha) if mixing else None
         self.state: dict[str, Any] = dict(epoch=0, curve=[], best_top1=-1.0, best_epoch=0, best_state=None, since_best=0,
                                           stopped=False, train_time_s=0.0, train_images=0, peak_mem=0)
 
@@ -198,7 +205,7 @@ class _Run:
         r = self.recipe
         if self.randaug is not None:
             images = self.randaug(images)
-        if r.augment != "none":
+        if self.crop_flip:
             images = random_crop_flip(images, self.pad, r.hflip, self.gen)
         x = normalize(images, channels_last=r.channels_last)
         targets: torch.Tensor = labels
@@ -297,21 +304,7 @@ class _Run:
         )
 
 
-
-
-def _peak_bytes_fn() -> Callable[..., int]:
-    try:
-        from harness.measure.memory import peak_bytes
-    except ImportError as exc:
-        raise ImportError("harness.measure.memory.peak_bytes is missing; land harness/profile/memory.py or pass measure_memory=False") from exc
-    return peak_bytes
-
-
 def _carve_validation(train: TensorSplit, recipe: Recipe) -> tuple[TensorSplit, TensorSplit]:
     """Split ``recipe.val_fraction`` of ``train`` off as validation (stratified, seeded by the recipe)."""
-    try:
-        from harness.data.subsets import split_validation
-    except ImportError as exc:
-        raise ImportError("recipe.val_fraction > 0 needs harness/data/subsets.py (split_validation); pass val= instead") from exc
     train_idx, val_idx = split_validation(torch.arange(len(train)), train.labels, fraction=recipe.val_fraction, seed=recipe.seed)
     return train.take(torch.as_tensor(train_idx, dtype=torch.long)), train.take(torch.as_tensor(val_idx, dtype=torch.long))
