@@ -1,10 +1,13 @@
-"""Tolerance parsing, noise-aware verdicts (A/A and A/B over many seeds) and the compare CLI."""
+"""Tolerance parsing, comparability, noise-aware verdicts (A/A and A/B over many seeds), what a
+verdict could have detected, and the compare CLI."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +15,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy.stats import mannwhitneyu
 
 from harness.__main__ import main
-from harness.results.compare import ALPHA, Tolerance, compare_runs, differences, parse_tolerances
+from harness.results.comparable import machine_differences
+from harness.results.compare import Tolerance, compare_runs, parse_tolerances
+from harness.results.gate import gate_run
+from harness.results.noise import ALPHA
 from harness.results.runs import Run, RunError
 
 _spec = importlib.util.spec_from_file_location("bb_synth", Path(__file__).parent / "data" / "synth.py")
@@ -62,6 +69,10 @@ GOOD_SPECS = [
     (" peak_mem_bytes : 5% ", Tolerance("peak_mem_bytes", "%", 5.0)),
     ("latency_p50_ms:off", Tolerance("latency_p50_ms", "off")),
     ("params:.0", Tolerance("params", "exact")),
+    ("top5:2pp", Tolerance("top5", "pp", 2.0)),
+    ("int8_top1_change_pp:-0.5pp", Tolerance("int8_top1_change_pp", "pp", 0.5)),
+    ("plan_train_searched_max_batch:-10%", Tolerance("plan_train_searched_max_batch", "%", 10.0)),
+    ("energy_mj_per_img:15%", Tolerance("energy_mj_per_img", "%", 15.0)),
 ]
 BAD_SPECS = [
     ("latency:10%", "unknown metric 'latency'"),
@@ -73,6 +84,12 @@ BAD_SPECS = [
     ("latency_p50_ms:-10%", "worse when it rises"),
     ("gmacs:0,gmacs:1%", "given twice"),
     ("top1:1ppx", "cannot read amount"),
+    ("latency_p50_ms:10%%", "cannot read amount"),
+    (":10%", "unknown metric ''"),
+    ("latency_p5_ms:10%", "unknown metric 'latency_p5_ms' (did you mean latency_p50_ms"),
+    ("peak_mem_bytes:1pp", "pp applies only to top1, top5, macro_f1, int8_top1_change_pp"),
+    ("plan_inference_searched_max_batch:+5%", "worse when it drops"),
+    ("train_time_s:-5%", "worse when it rises"),
 ]
 
 
@@ -90,7 +107,10 @@ def test_bad_tolerance_specs_name_the_problem_metrics_and_forms(spec: str, messa
 
 
 def test_defaults_and_overrides() -> None:
-    assert str(DEFAULTS) == "latency_p50_ms:10%,peak_mem_bytes:5%,peak_train_mem_bytes:5%,params:0,gmacs:0,top1:-1pp"
+    assert str(DEFAULTS) == (
+        "latency_p50_ms:10%,params:0,gmacs:0,peak_mem_bytes:5%,top1:-1pp,peak_train_mem_bytes:5%,"
+        "plan_inference_searched_max_batch:-5%,plan_train_searched_max_batch:-5%"
+    )
     assert parse_tolerances("") == DEFAULTS
     tol = parse_tolerances("latency_p50_ms:25%,throughput_ips:-10%,top1:off")
     assert tol.items["latency_p50_ms"].amount == 25 and "throughput_ips" in tol.items
@@ -237,7 +257,7 @@ def test_device_differences_refuse_library_differences_warn() -> None:
     bench = [synth.inference_case("resnet18", [2.0] * 5)]
     cpu = Run.from_json(synth.make_run(bench))
     newer = Run.from_json(synth.make_run(bench, torch="2.6.0"))
-    assert differences(cpu, newer) == ["torch: 2.5.1 (baseline) vs 2.6.0 (current)"]
+    assert machine_differences(cpu, newer) == [("torch: 2.5.1 (baseline) vs 2.6.0 (current)", False)]
     assert compare_runs(cpu, newer, DEFAULTS).warnings == ("software differs: torch: 2.5.1 (baseline) vs 2.6.0 (current)",)
     gpu = Run.from_json(synth.make_run(bench, synth.CUDA_KEY))
     with pytest.raises(RunError, match="refusing to gate across devices.*baseline_key.*--force"):
@@ -258,7 +278,161 @@ def test_render_text_and_markdown() -> None:
     header = next(i for i, line in enumerate(lines) if line.startswith("Case"))
     assert "resnet18" in lines[header + 1] and "regression" in lines[header + 1]  # worst first
     markdown = comparison.render(markdown=True)
-    assert "| Case | Metric | Baseline | Current | Change | Verdict | Note |" in markdown
+    assert "| Case | Metric | Baseline | Current | Change | Detectable | Verdict | Note |" in markdown
+
+
+# ---- comparability: cases match by id, then by settings digest ---------------------------------
+
+
+def _v2(bench: dict[str, Any], **settings: Any) -> Run:
+    """A schema-2 run of one case whose settings are the synthetic defaults with ``settings`` applied."""
+    return Run.from_json(synth.make_run([synth.with_settings(bench, **settings)], schema=2))
+
+
+RESNET = "inference/resnet18-cpu-bs1-32px-fp32"
+
+
+def test_other_threads_are_not_comparable_and_get_no_metric_verdict() -> None:
+    base = _v2(synth.inference_case("resnet18", [2.0] * 10), threads=1)
+    slower = _v2(synth.inference_case("resnet18", [3.0] * 10, peak_mib=200.0), threads=2)  # a regression if judged
+    comparison = compare_runs(base, slower, DEFAULTS)
+    assert [(r.case_id, r.metric, r.verdict, r.note) for r in comparison.rows] == [(RESNET, "case", "not comparable", "threads 1 → 2")]
+    assert comparison.exit_code == 2 and comparison.regressions == []
+    assert comparison.summary() == (
+        f"NOT COMPARABLE: 1 case(s) ran with other settings than the baseline ({RESNET}: threads 1 → 2), "
+        "pass --force to judge anyway; 0 failing; 1 not comparable"
+    )
+    assert comparison.render().splitlines()[-1] == comparison.summary()
+    forced = compare_runs(base, slower, DEFAULTS, force=True)
+    assert forced.exit_code == 1
+    assert verdict(forced, RESNET, "latency_p50_ms") == verdict(forced, RESNET, "peak_mem_bytes") == "regression"
+    assert forced.warnings == (f"forced across settings: {RESNET}: threads 1 → 2",)
+    assert all(r.note.startswith("settings differ (threads 1 → 2)") for r in forced.rows)
+
+
+def test_other_epochs_on_a_train_case_are_not_comparable() -> None:
+    base = _v2(_train([63.5, 64.1, 63.8]), epochs=10)
+    cur = _v2(_train([61.6, 62.0, 61.7]), epochs=2, lr=0.05)
+    comparison = compare_runs(base, cur, DEFAULTS)
+    assert [(r.verdict, r.note) for r in comparison.rows] == [("not comparable", "epochs 10 → 2; lr 0.025 → 0.05")]
+    assert comparison.exit_code == 2
+    forced = compare_runs(base, cur, DEFAULTS, force=True)
+    assert verdict(forced, "train/", "top1") == "regression" and forced.exit_code == 1
+
+
+def test_not_comparable_outranks_a_regression_in_the_exit_code() -> None:
+    a, b = synth.inference_case("resnet18", [2.0] * 10), synth.inference_case("efficientnet_b0", [6.0] * 10)
+    base = Run.from_json(synth.make_run([a, b], schema=2))
+    cur = Run.from_json(synth.make_run([synth.with_settings(a, power=True), synth.inference_case("efficientnet_b0", [9.0] * 10)], schema=2))
+    comparison = compare_runs(base, cur, DEFAULTS)
+    assert comparison.counts()["not comparable"] == 1 and len(comparison.regressions) == 1
+    assert comparison.exit_code == 2 and comparison.summary().endswith("; 1 failing; 1 regression, 1 not comparable, 3 within noise")
+
+
+def test_a_schema_1_baseline_stays_comparable_with_the_same_settings() -> None:
+    bench = synth.inference_case("resnet18", [2.0] * 10)
+    v1 = Run.from_json(synth.make_run([bench]))  # threads 4, 1 s of rounds, no profile, no power: SETTINGS' defaults
+    assert compare_runs(v1, _v2(bench), DEFAULTS).exit_code == 0
+    assert [r.note for r in compare_runs(v1, _v2(bench, bench_time_s=2.0), DEFAULTS).rows] == ["bench_time_s 1 → 2"]
+    # Version 1 never recorded a training case's threads: unknown is not equal to any count.
+    train = _train([63.5, 64.1, 63.8])
+    (row,) = compare_runs(Run.from_json(synth.make_run([train])), _v2(train), DEFAULTS).rows
+    assert row.verdict == "not comparable" and row.note.startswith("threads unset → 4; optimizer unset → sgd")
+
+
+def test_a_failed_case_is_failed_whatever_its_settings() -> None:
+    bench = synth.inference_case("resnet18", [2.0] * 10)
+    broken = synth.with_settings(bench, threads=2)
+    broken["extra_info"].update(status="failed", error="out of memory")
+    comparison = compare_runs(_v2(bench), Run.from_json(synth.make_run([], failed=[broken], schema=2)), DEFAULTS)
+    assert [(r.verdict, r.note) for r in comparison.rows] == [("failed", "out of memory")] and comparison.exit_code == 1
+
+
+@dataclasses.dataclass(frozen=True)
+class GateOptions:
+    fail_on: Any = None
+    fail_on_missing: bool = False
+    force: bool = False
+    no_history: bool = False
+
+
+def test_the_gate_exits_with_the_comparisons_code() -> None:
+    bench = synth.inference_case("resnet18", [2.0] * 10)
+    baseline = _v2(bench, threads=1)
+    other = synth.make_run([synth.with_settings(bench, threads=2)], schema=2)
+    lines, code = gate_run(baseline, other, GateOptions())
+    assert code == 2 and lines[:2] == ["", "backbone-bench gate"] and lines[-1].startswith("NOT COMPARABLE: 1 case(s)")
+    assert gate_run(baseline, other, GateOptions(force=True))[1] == 0
+    slower = synth.make_run([synth.with_settings(synth.inference_case("resnet18", [3.0] * 10), threads=1)], schema=2)
+    assert gate_run(baseline, slower, GateOptions())[1] == 1
+    assert gate_run(baseline, slower, GateOptions(fail_on="latency_p50_ms:off"))[1] == 0  # a spec string works too
+    assert gate_run(baseline, slower, GateOptions(fail_on=parse_tolerances("latency_p50_ms:60%")))[1] == 0
+    gpu = synth.make_run([synth.with_settings(bench, threads=1)], synth.CUDA_KEY, schema=2)
+    lines, code = gate_run(baseline, gpu, GateOptions())
+    assert code == 2 and lines == [lines[0]] and lines[0].startswith("backbone-bench gate: error: refusing to gate across devices")
+
+
+# ---- what a verdict could have detected --------------------------------------------------------
+
+
+def _detectable(base: Run, cur: Run, metric: str, tolerances: Any = DEFAULTS) -> Any:
+    (row,) = [r for r in compare_runs(base, cur, tolerances).rows if r.metric == metric]
+    return row
+
+
+def test_detectable_latency_is_the_rank_tests_threshold_on_five_rounds() -> None:
+    """5 rounds a side, no ties: the exact test needs U >= 24 of 25 for p < 0.01 (P(U >= 24) =
+    2/252 = 0.0079; P(U >= 23) = 4/252 = 0.016). Scaling the current rounds up, U reaches 24 once
+    f passes the second-largest ratio base/current, 11.5/10 = 1.15: the median 11 would read 12.65,
+    +15.0% over the baseline's 11."""
+    rounds = [10.0, 10.5, 11.0, 11.5, 12.0]
+    run = Run.from_json(synth.make_run([synth.inference_case("resnet18", rounds)]))
+    row = _detectable(run, run, "latency_p50_ms")
+    assert row.verdict == "within noise" and row.detectable.amount == pytest.approx(15.0, rel=1e-4)
+    assert str(row.detectable) == ">+15.0%"
+    assert str(_detectable(run, run, "latency_p50_ms", parse_tolerances("latency_p50_ms:20%")).detectable) == ">+20.0%"
+    [line] = [line for line in compare_runs(run, run, DEFAULTS).render().splitlines() if line.startswith(f"{RESNET}  latency_p50_ms")]
+    assert line.split()[2:6] == ["11", "11", "+0.00%", ">+15.0%"]
+    throughput = _detectable(run, run, "throughput_ips", parse_tolerances("throughput_ips:-5%")).detectable
+    assert str(throughput) == f">{(1 / 1.15 - 1) * 100:+.1f}%"  # slower rounds by 1.15: throughput / 1.15
+
+
+def test_detectable_latency_matches_a_brute_force_search_over_every_rank_step() -> None:
+    rng = np.random.default_rng(3)
+    base_ms, cur_ms = synth.latency_samples(rng, 2.1, 0.15, 12), synth.latency_samples(rng, 2.1, 0.15, 12)
+    row = _detectable(*(Run.from_json(synth.make_run([synth.inference_case("resnet18", s)])) for s in (base_ms, cur_ms)), "latency_p50_ms")
+    # U changes only where a scaled current round passes a baseline round: at the ratios b / c.
+    steps = sorted({b / c for b in base_ms for c in cur_ms})
+    first = next(lo for lo, hi in zip(steps, steps[1:], strict=False)
+                 if mannwhitneyu([c * math.sqrt(lo * hi) for c in cur_ms], base_ms, alternative="greater").pvalue < ALPHA)
+    expected = (float(np.median(cur_ms)) * first / float(np.median(base_ms)) - 1) * 100
+    assert expected > 10  # the rank test, not the 10% tolerance, sets the threshold here
+    assert row.detectable.amount == pytest.approx(expected, rel=1e-4)
+
+
+def test_too_few_rounds_can_detect_nothing() -> None:
+    run = Run.from_json(synth.make_run([synth.inference_case("resnet18", [2.0, 2.1, 2.2])]))  # min one-sided p = 1/20
+    assert str(_detectable(run, run, "latency_p50_ms").detectable) == "undetectable"
+
+
+@pytest.mark.parametrize(
+    ("base_seeds", "cur_seeds", "expected"),
+    [
+        # pooled std of the seeds sqrt((10.1667 + 4.74) / 4) = 1.9305; 2x = 3.86pp, above the 1pp tolerance
+        ([63.5, 66.0, 61.5], [62.6, 60.5, 63.5], ">-3.86pp"),
+        ([63.5, 64.1, 63.8], [61.6, 62.0, 61.7], ">-1.00pp"),  # 2x std = 0.52pp: the tolerance decides
+        ([63.8], [61.8], ">-1.00pp"),  # one seed: tolerance only
+    ],
+)
+def test_detectable_accuracy_is_the_tolerance_or_the_seed_noise(base_seeds: list[float], cur_seeds: list[float], expected: str) -> None:
+    base, cur = (Run.from_json(synth.make_run([_train(s)])) for s in (base_seeds, cur_seeds))
+    assert str(_detectable(base, cur, "top1").detectable) == expected
+
+
+def test_detectable_exact_metrics_is_their_tolerance() -> None:
+    run = _one(synth.inference_case("resnet18", [2.0] * 10))
+    assert str(_detectable(run, run, "params").detectable) == "any change"
+    assert str(_detectable(run, run, "peak_mem_bytes").detectable) == ">+5.0%"
 
 
 # ---- the CLI ---------------------------------------------------------------------------------
@@ -312,3 +486,15 @@ def test_cli_runs_as_module_without_traceback(storage: Path) -> None:
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert good.returncode == 1 and "| inference/efficientnet_b0-cpu-bs1-32px-fp32 | latency_p50_ms |" in good.stdout
     assert json.loads((storage / synth.CPU_KEY / "0001_main.json").read_text())["benchmarks"]
+
+
+def test_cli_not_comparable_exits_2_and_force_judges(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bench = synth.inference_case("resnet18", [2.0] * 10)
+    for name, threads in (("one.json", 1), ("two.json", 2)):
+        (tmp_path / name).write_text(json.dumps(synth.make_run([synth.with_settings(bench, threads=threads)], schema=2)))
+    one, two = str(tmp_path / "one.json"), str(tmp_path / "two.json")
+    assert main(["compare", one, two, "--storage", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert "not comparable" in out and "threads 1 → 2" in out and "pass --force to judge anyway" in out
+    assert main(["compare", one, two, "--storage", str(tmp_path), "--force"]) == 0
+    assert "forced across settings" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Session-to-session noise: stored runs of the machine set the floor a latency change must clear."""
+"""Session-to-session noise: stored runs of the machine, with the baseline's settings, set the floor
+a latency change must clear."""
 
 from __future__ import annotations
 
@@ -72,3 +73,39 @@ def test_a_25_percent_slowdown_is_still_caught_on_a_quiet_machine_with_history()
         slow = session(1000 * trial + 99, session_sd=0.02, slow=1.25)
         caught += alarms(runs[0], slow, runs[2:]) == ["inference/resnet18-cpu-bs1-32px-fp32"]
     assert caught == 50
+
+
+RESNET = "inference/resnet18-cpu-bs1-32px-fp32"
+
+
+def _session(seed: int, factor: float, *, threads: int = 4, slow: float = 1.0) -> Run:
+    """resnet18 alone, schema 2, the whole session ``factor`` times slower, ``threads`` as a setting."""
+    rng = np.random.default_rng(seed)
+    bench = synth.inference_case("resnet18", synth.latency_samples(rng, 2.1 * factor * slow, 0.03, 40))
+    return Run.from_json(synth.make_run([synth.with_settings(bench, threads=threads)], schema=2), source=f"session {seed}")
+
+
+def test_history_pools_only_runs_with_the_baselines_settings() -> None:
+    """Five stored sessions far apart (0.7x to 1.45x): pooled, their bound (+269%) absorbs a real
+    25% slowdown. Run with 2 threads instead of 4, they are other cases and must not count."""
+    base, cur = _session(0, 1.0), _session(1, 1.0, slow=1.25)
+    spread = (0.7, 1.45, 0.8, 1.35, 1.25)
+    same = [_session(10 + i, f) for i, f in enumerate(spread)]
+    other = [_session(10 + i, f, threads=2) for i, f in enumerate(spread)]
+    assert alarms(base, cur, []) == [RESNET]
+    assert alarms(base, cur, same) == []  # comparable history: within this machine's noise
+    assert alarms(base, cur, other) == [RESNET]  # incomparable history is ignored
+    assert run_noise(other, base) == {} and run_noise(same, base)[(RESNET, "latency_p50_ms")].runs == 6
+    mixed = run_noise([*same[:2], *other[2:]], base)[(RESNET, "latency_p50_ms")]
+    assert mixed.runs == 3
+
+
+def test_detectable_includes_the_history_bound() -> None:
+    base, cur = _session(0, 1.0), _session(1, 1.0)
+    history = [_session(10 + i, f) for i, f in enumerate((0.9, 1.1, 0.95, 1.05))]
+    (row,) = [r for r in compare_runs(base, cur, DEFAULTS, history=history).rows if r.metric == "latency_p50_ms"]
+    noise = run_noise(history, base)[(RESNET, "latency_p50_ms")]
+    assert row.baseline is not None
+    bound = (noise.upper_value() / row.baseline - 1) * 100
+    assert bound > 10 and row.detectable is not None and row.detectable.amount == pytest.approx(bound)
+    assert str(row.detectable) == f">+{bound:.1f}%"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 from pathlib import Path
 
@@ -15,6 +16,10 @@ from harness.results.runs import Run, read_run_file
 
 DATA = Path(__file__).parent / "data"
 PNG = b"\x89PNG\r\n\x1a\n"
+_spec = importlib.util.spec_from_file_location("bb_synth_report", DATA / "synth.py")
+assert _spec is not None and _spec.loader is not None
+synth = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(synth)
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +113,37 @@ def test_cli_report_leaves_storage_alone(tmp_path: Path, capsys: pytest.CaptureF
     assert code == 0 and "wrote " in capsys.readouterr().out
     assert (tmp_path / "out" / "report.md").exists()
     assert (saved.stat().st_mtime_ns, saved.read_bytes()) == before and list(storage.iterdir()) == [saved]
+
+
+def _plan_run() -> dict[str, object]:
+    cases = [synth.plan_case("resnet18", (37, 40), (12, 13)), synth.plan_case("mobilenetv3_small_100", (180, 192), (51, 50)),
+             synth.plan_case("resnet18", (9, 10), (3, 3), budget=128 * 2**20)]
+    cases[2]["extra_info"]["case_id"] += "-128mib"  # a second budget of the same backbone
+    return synth.make_run(cases, schema=2)
+
+
+def test_a_plan_only_run_gets_a_real_report(tmp_path: Path) -> None:
+    result = write_report([Run.from_json(_plan_run())], tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    head = ("| Model | Inference max batch, estimated [M1] | Inference max batch, searched [M1] | "
+            "Train max batch, estimated [M1] | Train max batch, searched [M1] |")
+    assert "## Batch plans" in md and md.count(head) == 2
+    budget512 = md.split("### plan · cpu · 32 px · fp32 · budget 512 MiB\n", 1)[1].split("###", 1)[0]
+    assert "| mobilenetv3_small_100 | 180 | 192 | 51 | 50 |" in budget512 and "| resnet18 | 37 | 40 | 12 | 13 |" in budget512
+    assert "### plan · cpu · 32 px · fp32 · budget 128 MiB" in md and "| resnet18 | 9 | 10 | 3 | 3 |" in md
+    assert "No successful inference cases." in md and "No successful train cases." in md
+    assert len(result.skipped) == 3 and [p.name for p in result.files] == ["report.md", "report.csv"]
+    csv = pd.read_csv(tmp_path / "report.csv")
+    assert list(csv["plan_inference_searched_max_batch"]) == [40, 192, 10] and csv["settings_digest"].notna().all()
+
+
+def test_cli_report_on_a_plan_only_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "plan.json"
+    run.write_text(json.dumps(_plan_run()))
+    assert main(["report", str(run), "--storage", str(tmp_path / "baselines"), "--out", str(tmp_path / "out")]) == 0
+    assert "wrote " in capsys.readouterr().out and "## Batch plans" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_runs_without_plan_cases_say_so(cuda: Run, tmp_path: Path) -> None:
+    write_report([cuda], tmp_path)
+    assert "## Batch plans" in (md := (tmp_path / "report.md").read_text()) and "No successful plan cases." in md

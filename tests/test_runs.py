@@ -1,18 +1,31 @@
-"""Loading run files and resolving run ids: every bad input gets one clear RunError."""
+"""Loading run files and resolving run ids: every bad input gets one clear RunError; schema 2 runs
+carry their settings, schema 1 runs are read with the settings version 1 ran with."""
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from harness.contract import KIND_NAMES, KINDS, SCHEMA_VERSION, settings_digest
+from harness.results.gate import load_baseline
+from harness.results.records import CaseResult, build_run
 from harness.results.runs import Run, RunError, load_run, read_run_file, resolve_run_id
+from harness.results.schema import V1_SETTINGS
+from harness.results.storage import save_run
 
 DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bb_synth_runs", DATA / "synth.py")
+assert _spec is not None and _spec.loader is not None
+synth = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(synth)
 CPU = "Linux-CPython-3.11-64bit-cpu-intel-xeon-platinum-8481c"
 CUDA = "Linux-CPython-3.11-64bit-cuda-nvidia-h100-80gb-hbm3"
 
@@ -91,6 +104,35 @@ def test_load_run_by_path_and_id(storage: Path) -> None:
         load_run("0001", storage / "nope")
 
 
+@pytest.mark.parametrize(
+    ("ref", "machine", "expected"),
+    [
+        ("main", CPU, f"{CPU}/0003_main"),
+        ("0001", CUDA, f"{CUDA}/0001_main"),
+        ("latest", CPU, f"{CPU}/0003_main"),
+        (f"{CUDA}/nightly", CPU, f"{CUDA}/0004_nightly"),  # named with its machine: loaded (compare refuses it unless forced)
+        ("nightly", None, f"{CUDA}/0004_nightly"),  # no machine to scope to: every folder
+    ],
+)
+def test_the_gate_looks_a_bare_id_up_among_this_machines_runs(storage: Path, ref: str, machine: str | None, expected: str) -> None:
+    assert load_baseline(ref, storage, machine).source == expected
+
+
+@pytest.mark.parametrize(
+    ("ref", "machine", "message"),
+    [
+        ("nightly", CPU, f"no run 'nightly' among the runs of this machine ({CPU}); {CUDA}/0004_nightly was saved on other hardware"),
+        ("main", "Linux-other", f"no run 'main' among the runs of this machine (Linux-other); {CPU}/0003_main, {CUDA}/0001_main was saved"),
+        ("nosuch", CPU, f"no run matches 'nosuch' in {{storage}}; available: {CPU}/0001_main"),
+        ("nosuch.json", CPU, "nosuch.json: no such file"),
+    ],
+)
+def test_a_gate_baseline_that_is_not_this_machines_is_refused(storage: Path, ref: str, machine: str, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        load_baseline(ref, storage, machine)
+    assert message.format(storage=storage) in str(info.value)
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "run.json"
     path.write_text(text)
@@ -130,15 +172,22 @@ def _broken(change: Any) -> dict[str, Any]:
     [
         (lambda d: d["machine_info"].pop("baseline_key"), "machine_info has no 'baseline_key'"),
         (lambda d: d["benchmarks"].append(copy.deepcopy(d["benchmarks"][0])), "appears twice"),
-        (lambda d: d["benchmarks"][0]["extra_info"].update(kind="training"), "kind 'training' is not one of"),
-        (lambda d: d["benchmarks"][0]["extra_info"].update(status="skipped"), "status 'skipped' is not one of"),
+        (lambda d: d["benchmarks"][0]["extra_info"].update(kind="training"), "unknown kind 'training' (did you mean train?); valid: inference, train, plan"),
+        (lambda d: d["benchmarks"][0]["extra_info"].update(kind="export"), "unknown kind 'export'"),
+        (lambda d: d["benchmarks"][0]["extra_info"].update(status="skipped"), "unknown status 'skipped'; valid: ok, failed"),
+        (lambda d: d["benchmarks"][0]["extra_info"].update(peak_mem_bytes=True), "peak_mem_bytes must be a number"),
+        (lambda d: d["benchmarks"][5]["extra_info"].update(top1_per_seed=[63.5, None]), "top1_per_seed must be a list"),
+        (lambda d: d["benchmarks"][0]["extra_info"].update(plan_train_searched_max_batch="64"), "plan_train_searched_max_batch must be a number"),
+        (lambda d: d["backbone_bench"].update(schema=SCHEMA_VERSION + 1), "newer backbone-bench (run schema 3, this one reads up to 2)"),
+        (lambda d: d["backbone_bench"].update(schema="2"), "backbone_bench.schema '2' is not a schema version"),
+        (lambda d: d["backbone_bench"].update(schema=0), "backbone_bench.schema 0 is not a schema version"),
         (lambda d: d["benchmarks"][0]["extra_info"].update(latency_p50_ms="2.1ms"), "latency_p50_ms must be a number"),
         (lambda d: d["benchmarks"][0]["extra_info"].update(latency_samples_ms=[1.0, "x"]), "latency_samples_ms must be a list"),
         (lambda d: d["benchmarks"][3]["extra_info"].pop("case_id"), "1 of 20 benchmarks lack"),
     ],
 )
 def test_contract_violations(change: Any, message: str) -> None:
-    with pytest.raises(RunError, match=message):
+    with pytest.raises(RunError, match=re.escape(message)):
         Run.from_json(_broken(change), source="current session")
 
 
@@ -154,9 +203,7 @@ def test_failed_cases_are_read_from_backbone_bench_failed() -> None:
     assert Run.from_json(no_rounds).cases["inference/resnet18-cpu-bs1-32px-fp32"].status == "failed"
     doc["benchmarks"] = []  # every case failed: still a run to compare
     assert [c.status for c in Run.from_json(doc).cases.values()] == ["failed"]
-    doc["backbone_bench"]["schema"] = 2
-    with pytest.raises(RunError, match="newer backbone-bench"):
-        Run.from_json(doc)
+    assert dict(Run.from_json(doc).cases["inference/resnet18-cpu-bs1-32px-fp32"].settings)["bench_time_s"] == 1.0
 
 
 def test_from_json_accepts_the_plugins_in_memory_dict() -> None:
@@ -169,3 +216,113 @@ def test_from_json_accepts_the_plugins_in_memory_dict() -> None:
     assert next(iter(Run.from_json(missing_status).cases.values())).status == "ok"
     with pytest.raises(TypeError):
         run.cases["x"] = run.cases["inference/resnet18-cpu-bs1-32px-fp32"]  # type: ignore[index]  # read-only view
+
+
+# ---- schema 2: settings written and read back, for every kind ------------------------------------
+
+RECORDS = {
+    "inference": synth.inference_case("resnet18", [2.0, 2.1, 2.2]),
+    "train": synth.train_case("resnet18", "1k", 1000, [46.0, 46.5]),
+    "plan": synth.plan_case("resnet18", (37, 40), (12, 13)),
+}
+CHANGED = {"inference": {"threads": 2, "edge_profile": "orin-nano-8gb", "power": True},
+           "train": {"epochs": 2, "augment": ["standard", "mixup"], "clip_grad": 1.0},
+           "plan": {"plan_budget_bytes": 64 * 2**20}}
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_a_schema_2_run_of_each_kind_is_written_and_read_back_with_its_settings(kind: str, tmp_path: Path) -> None:
+    record = synth.with_settings(RECORDS[kind], **CHANGED[kind])["extra_info"]
+    failed = {**record, "case_id": record["case_id"] + "-other", "status": "failed", "error": "out of memory"}
+    results = [CaseResult("t", "t", "p", record, (0.002, 0.0021)), CaseResult("f", "f", "q", failed)]
+    doc = build_run(results, machine_info={"baseline_key": synth.CPU_KEY}, commit_info={}, options={"bench_time_s": 1.0})
+    assert doc["backbone_bench"]["schema"] == SCHEMA_VERSION == 2
+    run = load_run(str(save_run(tmp_path, synth.CPU_KEY, "kinds", doc)), tmp_path)
+    expected = {**synth.SETTINGS[kind], **CHANGED[kind]}
+    assert run.schema == 2 and [c.kind for c in run.cases.values()] == [kind, kind]
+    for case in run.cases.values():
+        assert dict(case.settings) == expected and list(case.settings) == list(KINDS[kind].settings)
+        assert case.settings_digest == settings_digest(expected) == record["settings_digest"]
+    assert [c.status for c in run.cases.values()] == ["ok", "failed"]
+
+
+def test_a_schema_1_file_loads_with_the_settings_version_1_ran_with() -> None:
+    run = read_run_file(DATA / "run_cpu_base.json")
+    assert run.schema == 1
+    inference = run.cases["inference/resnet18-cpu-bs1-32px-fp32"]
+    assert dict(inference.settings) == {"num_classes": 10, "threads": 4, "bench_time_s": 1.0, "edge_profile": None, "power": False}
+    assert inference.settings_digest == settings_digest(inference.settings)
+    assert "settings" not in inference.extra  # the record stays as written
+    train = run.cases["train/resnet18-cifar10_5k-cpu-bs64-32px-fp32"]
+    assert dict(train.settings) == {
+        "threads": None, "seeds": 3, "epochs": 3, "optimizer": None, "lr": None, "weight_decay": None, "label_smoothing": 0.1,
+        "augment": None, "early_stop": None, "val_fraction": None, "grad_accum": 1, "clip_grad": None, "edge_profile": None,
+    }
+    smoke = read_run_file(next((ROOT / "baselines").glob("*/0007_smoke.json")))
+    recipe = smoke.cases["train/deit_small_patch16_224-digits_full-cpu-bs128-32px-fp32"].settings
+    assert (recipe["optimizer"], recipe["lr"], recipe["augment"], recipe["seeds"], recipe["epochs"]) == ("adamw", 0.001, ["standard"], 1, 10)
+
+
+@pytest.mark.parametrize(
+    ("extra", "options", "setting", "expected"),
+    [
+        ({}, {"bench_time_s": 0.5}, "bench_time_s", 0.5),  # the run's --bench-time, from its options
+        ({"edge_profile": "orin-nano-8gb", "edge_threads": 6}, {}, "edge_profile", "orin-nano-8gb"),
+        ({"edge_profile_name": "rpi5-8gb"}, {}, "edge_profile", "rpi5-8gb"),
+        ({"power_unavailable": "no RAPL"}, {}, "power", True),
+        ({"power_source": "rapl"}, {}, "power", True),
+        ({"threads": 2}, {}, "threads", 2),
+    ],
+)
+def test_version_1_inference_facts(extra: dict[str, Any], options: dict[str, Any], setting: str, expected: Any) -> None:
+    bench = copy.deepcopy(RECORDS["inference"])
+    bench["extra_info"].update(extra)
+    bench["options"] = options
+    assert Run.from_json(synth.make_run([bench])).cases[bench["extra_info"]["case_id"]].settings[setting] == expected
+
+
+def test_version_1_plan_and_train_facts() -> None:
+    plan = Run.from_json(synth.make_run([RECORDS["plan"]])).cases["plan/resnet18-cpu-32px-fp32"]
+    assert dict(plan.settings) == {"num_classes": 10, "plan_budget_bytes": 512 * 2**20, "edge_profile": None}
+    bench = copy.deepcopy(RECORDS["train"])
+    bench["extra_info"].update(seeds=5, augment="randaugment", optimizer="adamw", lr=0.001, weight_decay=0.05)
+    train = Run.from_json(synth.make_run([bench])).cases[bench["extra_info"]["case_id"]].settings
+    assert (train["seeds"], train["augment"], train["optimizer"], train["lr"], train["weight_decay"]) == (5, ["standard", "randaugment"], "adamw", 0.001, 0.05)
+
+
+def test_version_1_facts_name_every_contract_setting() -> None:
+    assert set(V1_SETTINGS) == set(KIND_NAMES)
+    for kind, facts in V1_SETTINGS.items():
+        assert tuple(facts) == KINDS[kind].settings, f"{kind}: add what version 1 ran with for each new setting"
+
+
+def _schema2(change: Any) -> dict[str, Any]:
+    doc = synth.make_run([RECORDS["inference"], RECORDS["train"], RECORDS["plan"]], schema=2)
+    change(doc["benchmarks"][0]["extra_info"])
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda e: e.pop("settings"), "no 'settings' (schema 2 records every case's settings): the file was hand-edited or written by another version"),
+        (lambda e: e.update(settings=[1, 2]), "no 'settings'"),
+        (lambda e: e["settings"].pop("threads"), "settings missing threads (a inference case records num_classes, threads, bench_time_s, edge_profile, power)"),
+        (lambda e: e["settings"].update(epochs=3), "settings unknown epochs"),
+        (lambda e: e["settings"].update(threads=8), "is not the digest of its settings"),  # hand-edited value
+        (lambda e: e.pop("settings_digest"), "settings_digest None is not the digest of its settings"),
+        (lambda e: e.update(settings_digest="0" * 16), "settings_digest '0000000000000000' is not the digest"),
+    ],
+)
+def test_schema_2_settings_are_checked(change: Any, message: str) -> None:
+    with pytest.raises(RunError, match="case 'inference/resnet18-cpu-bs1-32px-fp32': ") as info:
+        Run.from_json(_schema2(change), source="run.json")
+    assert message in str(info.value) and str(info.value).startswith("run.json: ")
+
+
+def test_a_schema_2_run_reads_its_settings_regardless_of_key_order() -> None:
+    def reorder(extra: dict[str, Any]) -> None:
+        extra["settings"] = dict(reversed(list(extra["settings"].items())))
+
+    case = Run.from_json(_schema2(reorder)).cases["inference/resnet18-cpu-bs1-32px-fp32"]
+    assert list(case.settings) == list(KINDS["inference"].settings)  # the contract's order

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from harness.results.storage import StorageError, next_number, save_run, write_new
+from harness.results.storage import StorageError, check_run_name, next_number, save_run, write_new
 
 
 def test_runs_are_numbered_per_machine_folder(tmp_path: Path) -> None:
@@ -42,7 +43,19 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "k").exists() or os.listdir(tmp_path / "k") == []
 
 
-@pytest.mark.parametrize("name", ["", "../escape", "a b", "/abs"])
-def test_bad_run_names_are_refused(tmp_path: Path, name: str) -> None:
+GOOD_NAMES = ["main", "pr-42", "v1.2_rc", "0", "A.b-c_d", "20261120_101500_uncommitted-changes"]
+BAD_NAMES = ["", "../escape", "a b", "my run", "/abs", "a/b", ".hidden", "-flag", "_x", "main\n", "naïve", "x:y", "*"]
+
+
+@pytest.mark.parametrize("name", GOOD_NAMES)
+def test_good_run_names_pass(name: str) -> None:
+    assert check_run_name(name) == name
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_bad_run_names_are_refused_with_the_fix(tmp_path: Path, name: str) -> None:
+    with pytest.raises(StorageError, match=f"invalid run name {re.escape(repr(name))}: .* letters, digits, '.', '_' and '-' \\(e.g. --benchmark-save=main\\)"):
+        check_run_name(name)
     with pytest.raises(StorageError, match="invalid run name"):
         save_run(tmp_path, "k", name, {})
+    assert not (tmp_path / "k").exists()

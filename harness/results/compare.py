@@ -1,51 +1,34 @@
-"""Compare two runs case by case: tolerances, noise-aware statistics and regression verdicts.
+"""Compare two runs case by case: comparability first, then tolerances and noise-aware verdicts.
 
-``compare_runs`` matches cases by ``case_id`` and judges every metric that has a tolerance.
-A change is a regression only when it exceeds the tolerance *and* (where repeated measurements
-exist) is larger than the measurement noise: latency uses a one-sided Mann-Whitney U test on the
-raw per-round samples, accuracy compares the drop with the seed-to-seed spread.
+``compare_runs`` matches cases by ``case_id``. A case whose settings digest differs from the
+baseline's gets one row, *not comparable*, naming what differs, and no metric verdicts (unless
+forced). Every comparable case is judged on each metric with a tolerance; a change is a
+regression only when it exceeds the tolerance *and* the noise of the metric's class
+(:mod:`harness.contract`): ``timed`` metrics with raw rounds must pass a one-sided Mann-Whitney
+U test and, with enough stored runs, the machine's run-to-run bound; ``seeded`` metrics with
+per-seed values must beat the seed-to-seed spread; ``exact`` metrics face the tolerance alone.
+Each judged row also says what it could have detected (:class:`Detectable`).
 """
 
 from __future__ import annotations
 
 import math
 import re
-import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Literal
 
-from scipy.stats import mannwhitneyu
-
-from harness.results.noise import RunNoise, run_noise
+from harness.contract import METRICS, suggest
+from harness.results.comparable import machine_differences, settings_note
+from harness.results.noise import ALPHA, SEED_NOISE_FACTOR, RunNoise, pooled_std, run_noise, slower_p, smallest_flagged_slowdown
 from harness.results.runs import Case, Run, RunError
 
-HIGHER_IS_BETTER = ("top1", "top5", "macro_f1", "throughput_ips", "train_ips")
-LOWER_IS_BETTER = (
-    "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "peak_mem_bytes",
-    "peak_train_mem_bytes", "train_time_s", "params", "gmacs", "energy_mj_per_img",
-)
-METRICS = HIGHER_IS_BETTER + LOWER_IS_BETTER
-# Percentage points per unit of the metric: top1/top5 are stored in percent, macro_f1 as a 0-1 fraction.
-PP_SCALE = {"top1": 1.0, "top5": 1.0, "macro_f1": 100.0}
-# Metrics derived from the timed rounds, so the raw latency samples can test their significance.
-TIMED = ("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "throughput_ips")
-SEEDED = {"top1": "top1_per_seed"}
-# 0.01, not 0.05: a full suite gates ~50-100 latency cases, so at 0.05 a quiet machine would still
-# raise a significance flag on a few cases per run; the tolerance filter then has to catch them all.
-ALPHA = 0.01
-# An accuracy drop must exceed twice the pooled seed std: with the usual 3 seeds per side this is
-# t = 2*sqrt(3/2) = 2.45 on 4 dof (one-sided p ~ 0.035), a t-test with 2-3 points has almost no power.
-SEED_NOISE_FACTOR = 2.0
-# Defaults. latency 10%: run-to-run drift of a pinned, quiet machine is a few percent and smaller
-# slowdowns do not change which backbone a team ships. Memory 5%: allocator block rounding moves
-# peaks by 1-2%. params/gmacs 0: fixed by the architecture, any change means the model changed.
-# top1 -1pp: the smallest drop a small-data user acts on (seed noise is checked separately).
-# throughput_ips is not gated by default: it is batch/latency from the same rounds, so gating it
-# would report every slowdown twice; opt in with throughput_ips:-10%.
-DEFAULT_SPEC = "latency_p50_ms:10%,peak_mem_bytes:5%,peak_train_mem_bytes:5%,params:0,gmacs:0,top1:-1pp"
-FORMS = "METRIC:N% (relative change), METRIC:Npp (absolute percentage points; top1/top5/macro_f1), METRIC:0 (exact), METRIC:off"
-VERDICTS = ("failed", "regression", "missing", "new", "improvement", "within noise")
+# The default gates: every contract metric that has a tolerance, in registry order.
+DEFAULT_SPEC = ",".join(f"{m.key}:{m.tolerance}" for m in METRICS.values() if m.tolerance is not None)
+_PP_METRICS = "/".join(m.key for m in METRICS.values() if m.pp_scale is not None)
+FORMS = f"METRIC:N% (relative change), METRIC:Npp (absolute percentage points; {_PP_METRICS}), METRIC:0 (exact), METRIC:off"
+VERDICTS = ("failed", "regression", "not comparable", "missing", "new", "improvement", "within noise")
 Form = Literal["%", "pp", "exact", "off"]
 _AMOUNT = re.compile(r"^(?P<sign>[+-]?)(?P<num>\d+(?:\.\d*)?|\.\d+)(?P<unit>%|pp)?$")
 
@@ -58,10 +41,29 @@ class Tolerance:
     form: Form
     amount: float = 0.0
 
+    @property
+    def lower_is_better(self) -> bool:
+        return METRICS[self.metric].better == "lower"
+
     def __str__(self) -> str:
-        sign = "-" if self.metric in HIGHER_IS_BETTER and self.form in ("%", "pp") else ""
+        sign = "" if self.lower_is_better or self.form not in ("%", "pp") else "-"
         text = {"exact": "0", "off": "off"}.get(self.form, f"{sign}{self.amount:g}{self.form}")
         return f"{self.metric}:{text}"
+
+    def change(self, base: float, cur: float) -> float:
+        """``base`` to ``cur`` in this tolerance's unit: percent, percentage points, or raw units (exact)."""
+        if self.form == "pp":
+            return (cur - base) * float(METRICS[self.metric].pp_scale or 1.0)
+        if self.form == "%":
+            if base == 0:
+                return 0.0 if cur == 0 else math.copysign(math.inf, cur)
+            return (cur - base) / abs(base) * 100
+        return 0.0 if math.isclose(cur, base, rel_tol=1e-9) else cur - base  # exact: ignore float repr noise
+
+    def bad(self, base: float, cur: float) -> float:
+        """How far ``cur`` is from ``base`` in the metric's bad direction, in this tolerance's unit."""
+        delta = self.change(base, cur)
+        return delta if self.lower_is_better else -delta
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def _parse_item(item: str) -> Tolerance:
     if not colon:
         raise _bad_spec(item, "expected METRIC:AMOUNT")
     if metric not in METRICS:
-        raise _bad_spec(item, f"unknown metric {metric!r}")
+        raise _bad_spec(item, f"unknown metric {metric!r}{suggest(metric, METRICS)}")
     if value == "off":
         return Tolerance(metric, "off")
     m = _AMOUNT.match(value)
@@ -97,12 +99,11 @@ def _parse_item(item: str) -> Tolerance:
         if amount != 0:
             raise _bad_spec(item, "a non-zero amount needs a unit, % or pp")
         return Tolerance(metric, "exact")
-    if unit == "pp" and metric not in PP_SCALE:
-        raise _bad_spec(item, f"pp applies only to {', '.join(PP_SCALE)}; use % for {metric}")
-    bad_sign = "+" if metric in HIGHER_IS_BETTER else "-"
-    if m["sign"] == bad_sign:
-        worse = "drop" if metric in HIGHER_IS_BETTER else "rise"
-        raise _bad_spec(item, f"{metric} is worse when it {worse}s; write the amount unsigned or with the other sign")
+    if unit == "pp" and METRICS[metric].pp_scale is None:
+        raise _bad_spec(item, f"pp applies only to {_PP_METRICS.replace('/', ', ')}; use % for {metric}")
+    higher = METRICS[metric].better == "higher"
+    if m["sign"] == ("+" if higher else "-"):
+        raise _bad_spec(item, f"{metric} is worse when it {'drop' if higher else 'rise'}s; write the amount unsigned or with the other sign")
     return Tolerance(metric, unit, amount)  # type: ignore[arg-type]  # unit is '%' or 'pp' here
 
 
@@ -121,8 +122,55 @@ def parse_tolerances(spec: str | None) -> Tolerances:
 
 
 @dataclass(frozen=True)
+class Detectable:
+    """The smallest change in a metric's bad direction that this comparison could have flagged.
+
+    Whatever applied to the verdict applies here: the tolerance; for raw rounds, the shift of the
+    current rounds the rank test would first call significant at ``ALPHA``; for seeds,
+    ``SEED_NOISE_FACTOR`` times the pooled seed std; with history, the run-to-run bound. A
+    *within noise* verdict means "no change larger than this", not "no change". Computed when
+    first read (the rank-test part bisects over the rounds), so only shown rows pay for it.
+    """
+
+    tol: Tolerance
+    base: float
+    current: float
+    rounds: tuple[Sequence[float], Sequence[float]] | None = None  # (baseline, current) raw rounds
+    seed_noise: float | None = None  # in the metric's unit
+    history: RunNoise | None = None
+
+    @cached_property
+    def amount(self) -> float:
+        """In the tolerance's unit, measured in the bad direction (``inf``: nothing was detectable)."""
+        lower = self.tol.lower_is_better
+        flagged_from: list[float] = []  # the metric's value at which each check starts to flag
+        if self.rounds is not None:
+            shift = smallest_flagged_slowdown(*self.rounds)  # slower rounds are worse for every timed metric
+            if math.isinf(shift):
+                return math.inf
+            flagged_from.append(self.current * shift if lower else self.current / shift)
+        if self.seed_noise is not None:
+            flagged_from.append(self.base + self.seed_noise if lower else self.base - self.seed_noise)
+        if self.history is not None:
+            flagged_from.append(self.history.upper_value())
+        return max([self.tol.amount, *(self.tol.bad(self.base, value) for value in flagged_from)])
+
+    def __str__(self) -> str:
+        amount = self.amount
+        if math.isinf(amount):
+            return "undetectable"
+        signed = amount if self.tol.lower_is_better else -amount
+        if self.tol.form == "pp":
+            return f">{signed:+.2f}pp"
+        if self.tol.form == "%":
+            return f">{signed:+.1f}%"
+        return "any change" if amount == 0 else f">{signed:+.6g}"
+
+
+@dataclass(frozen=True)
 class Row:
-    """One verdict: a metric of a case, or the case itself (``metric='case'``) when it is new/missing/failed."""
+    """One verdict: a metric of a case, or the case itself (``metric='case'``) when it is new,
+    missing, failed or not comparable."""
 
     case_id: str
     metric: str
@@ -131,114 +179,53 @@ class Row:
     change: str
     verdict: str
     note: str = ""
-
-
-def _change(tol: Tolerance, base: float, cur: float) -> float:
-    """The change in the tolerance's unit (percent, percentage points, or raw units for exact)."""
-    if tol.form == "pp":
-        return (cur - base) * PP_SCALE[tol.metric]
-    if tol.form == "%":
-        if base == 0:
-            return 0.0 if cur == 0 else math.copysign(math.inf, cur)
-        return (cur - base) / abs(base) * 100
-    return 0.0 if math.isclose(cur, base, rel_tol=1e-9) else cur - base  # exact: ignore float repr noise
-
-
-def _latency_p(base: list[float], cur: list[float], slower: bool) -> float:
-    return float(mannwhitneyu(cur, base, alternative="greater" if slower else "less").pvalue)
-
-
-def _pooled_std(*groups: list[float] | None) -> float | None:
-    usable = [g for g in groups if g is not None and len(g) >= 2]
-    if not usable:
-        return None
-    dof = sum(len(g) - 1 for g in usable)
-    return math.sqrt(sum((len(g) - 1) * statistics.variance(g) for g in usable) / dof)
+    detectable: Detectable | None = field(default=None, compare=False)
 
 
 def _judge(tol: Tolerance, base_case: Case, cur_case: Case, noise: RunNoise | None = None) -> Row | None:
-    metric, base, cur = tol.metric, base_case.value(tol.metric), cur_case.value(tol.metric)
+    metric, base, cur = METRICS[tol.metric], base_case.value(tol.metric), cur_case.value(tol.metric)
     cid = cur_case.case_id
     if base is None and cur is None:
         return None
     if base is None or cur is None:
         which = "new" if base is None else "missing"
-        return Row(cid, metric, base, cur, "", which, f"metric {'not in baseline' if base is None else 'no longer reported'}")
-    delta = _change(tol, base, cur)
-    unit = {"%": "%", "pp": "pp"}.get(tol.form, "")
-    change = f"{delta:+.2f}{unit}" if tol.form != "exact" else f"{delta:+.6g}"
-    bad = delta if metric in LOWER_IS_BETTER else -delta
+        return Row(cid, tol.metric, base, cur, "", which, f"metric {'not in baseline' if base is None else 'no longer reported'}")
+    delta, bad = tol.change(base, cur), tol.bad(base, cur)
+    change = f"{delta:+.2f}{tol.form}" if tol.form in ("%", "pp") else f"{delta:+.6g}"
     worse, better = bad > tol.amount, -bad > tol.amount
     note = "exact" if tol.form == "exact" else ""
-    if (worse or better) and metric in TIMED:
-        b_s, c_s = base_case.samples("latency_samples_ms"), cur_case.samples("latency_samples_ms")
-        if b_s and c_s:
+    rounds: tuple[list[float], list[float]] | None = None
+    seed_noise: float | None = None
+    if metric.noise == "timed" and metric.samples is not None:
+        b_s, c_s = base_case.samples(metric.samples), cur_case.samples(metric.samples)
+        rounds = (b_s, c_s) if b_s and c_s else None
+        if (worse or better) and rounds is not None:
             # Worse means slower rounds for every timed metric (throughput = batch / latency).
-            p = _latency_p(b_s, c_s, slower=worse)
+            p = slower_p(*rounds, slower=worse)
             note = f"Mann-Whitney one-sided p={p:.2g}"
             if p >= ALPHA:
                 worse = better = False
                 note += f" >= {ALPHA}: not significant"
-        else:
-            note = "no latency_samples_ms: tolerance only"
-        if worse and noise is not None and tol.metric.startswith("latency") and noise.excess_pct(cur) <= noise.upper_pct():
+        elif worse or better:
+            note = f"no {metric.samples}: tolerance only"
+        if worse and noise is not None and noise.excess_pct(cur) <= noise.upper_pct():
             worse = False
             note += (
                 f"; within this machine's run-to-run noise ({noise.excess_pct(cur):+.0f}% vs the mean of "
                 f"{noise.runs} stored runs, bound +{noise.upper_pct():.0f}%)"
             )
-    elif (worse or better) and metric in SEEDED:
-        seeds = (base_case.samples(SEEDED[metric]), cur_case.samples(SEEDED[metric]))
-        std = _pooled_std(*seeds)
-        if std is None:
+    elif metric.noise == "seeded" and metric.samples is not None:
+        std = pooled_std(base_case.samples(metric.samples), cur_case.samples(metric.samples))
+        seed_noise = None if std is None else SEED_NOISE_FACTOR * std
+        if (worse or better) and seed_noise is None:
             note = "1 seed: tolerance only"
-        else:
-            seed_noise = SEED_NOISE_FACTOR * std * PP_SCALE[metric]
-            note = f"seed noise {SEED_NOISE_FACTOR:g}x std = {seed_noise:.2f}pp"
-            if abs(cur - base) * PP_SCALE[metric] <= seed_noise:
+        elif (worse or better) and seed_noise is not None:
+            note = f"seed noise {SEED_NOISE_FACTOR:g}x std = {seed_noise * float(metric.pp_scale or 1.0):.2f}pp"
+            if abs(cur - base) <= seed_noise:
                 worse = better = False
                 note += ": within seed noise"
     verdict = "regression" if worse else "improvement" if better else "within noise"
-    return Row(cid, metric, base, cur, change, verdict, note)
-
-
-# Machine facts that change the measured hardware (refuse to gate) versus software stack (warn).
-_DEVICE_FACTS = ("baseline_key", "device_kind", "gpu_name", "edge_profile")
-_LIBRARY_FACTS = ("torch", "torchvision", "timm", "fvcore", "cuda")
-
-
-def _show(value: object) -> str:
-    if isinstance(value, dict) and "name" in value:
-        return str(value["name"])  # an edge profile record is named by its profile
-    return "none" if value is None else str(value)
-
-
-def _facts(run: Run) -> dict[str, tuple[str, bool]]:
-    """Comparable facts of a run: name -> (shown value, blocks gating when it differs)."""
-    info = run.machine_info
-    facts = {key: (_show(info.get(key)), True) for key in _DEVICE_FACTS}
-    facts.update({key: (_show(info.get(key)), False) for key in _LIBRARY_FACTS})
-    # The CPU model decides CPU latency; under a GPU or Jetson run it only moves host overheads.
-    facts["cpu_model"] = (_show(info.get("cpu_model")), info.get("device_kind") == "cpu")
-    raw = info.get("jetson")
-    jetson = raw if isinstance(raw, dict) else {}
-    facts["jetson power_mode"] = (_show(jetson.get("power_mode")), True)
-    facts["jetson clocks_locked"] = (_show(jetson.get("clocks_locked")), False)
-    return facts
-
-
-def _fact_differences(base: Run, cur: Run) -> list[tuple[str, bool]]:
-    b_facts, c_facts = _facts(base), _facts(cur)
-    return [
-        (f"{name}: {b_facts[name][0]} (baseline) vs {c_facts[name][0]} (current)", b_facts[name][1] or c_facts[name][1])
-        for name in b_facts
-        if b_facts[name][0] != c_facts[name][0]
-    ]
-
-
-def differences(base: Run, cur: Run) -> list[str]:
-    """What differs between the machines/software of two runs, one line per fact."""
-    return [text for text, _ in _fact_differences(base, cur)]
+    return Row(cid, tol.metric, base, cur, change, verdict, note, Detectable(tol, base, cur, rounds, seed_noise, noise))
 
 
 @dataclass(frozen=True)
@@ -259,37 +246,52 @@ class Comparison:
         return [row for row in self.rows if row.verdict in failing]
 
     @property
+    def not_comparable(self) -> list[Row]:
+        """Cases whose settings differ from the baseline's (none when forced)."""
+        return [row for row in self.rows if row.verdict == "not comparable"]
+
+    @property
     def exit_code(self) -> int:
-        """0 when nothing regressed, 1 otherwise (usage errors are the CLI's exit 2)."""
-        return 1 if self.regressions else 0
+        """2 when a case is not comparable, else 1 when something failed the gate, else 0."""
+        return 2 if self.not_comparable else 1 if self.regressions else 0
 
     def counts(self) -> dict[str, int]:
         return {v: n for v in VERDICTS if (n := sum(row.verdict == v for row in self.rows))}
 
+    def summary(self) -> str:
+        """The one line a reader (or CI log) needs: the outcome and the counts."""
+        counts = ", ".join(f"{n} {v}" for v, n in self.counts().items()) or "no cases"
+        tail = f"{len(self.regressions)} failing; {counts}"
+        if self.not_comparable:
+            first, more = self.not_comparable[0], len(self.not_comparable) - 1
+            which = f"{first.case_id}: {first.note}" + (f"; and {more} more" if more else "")
+            return f"NOT COMPARABLE: {len(self.not_comparable)} case(s) ran with other settings than the baseline ({which}), pass --force to judge anyway; {tail}"
+        return f"{'FAIL' if self.regressions else 'OK'}: {tail}"
+
     def render(self, markdown: bool = False) -> str:
         """A terminal table (or GitHub Markdown) with worst verdicts first and a one-line summary."""
-        head = ["Case", "Metric", "Baseline", "Current", "Change", "Verdict", "Note"]
+        head = ["Case", "Metric", "Baseline", "Current", "Change", "Detectable", "Verdict", "Note"]
         body = [
-            [r.case_id, r.metric, _fmt(r.metric, r.baseline), _fmt(r.metric, r.current), r.change, r.verdict, r.note]
+            [r.case_id, r.metric, _fmt(r.metric, r.baseline), _fmt(r.metric, r.current), r.change,
+             str(r.detectable or ""), r.verdict, r.note]
             for r in sorted(self.rows, key=lambda r: VERDICTS.index(r.verdict))
         ]
-        counts = ", ".join(f"{n} {v}" for v, n in self.counts().items()) or "no cases"
-        summary = f"{'FAIL' if self.exit_code else 'OK'}: {len(self.regressions)} failing; {counts}"
         lines = [f"baseline: {self.baseline}", f"current:  {self.current}", f"tolerances: {self.tolerances}"]
         lines += [f"warning: {w}" for w in self.warnings]
         if markdown:
             lines = [f"- {line}" for line in lines] + [""]
-            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in [head, ["---"] * 7, *body]]
+            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in [head, ["---"] * len(head), *body]]
         else:
             widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
             lines += ["", *("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [head, *body])]
-        return "\n".join([*lines, "", summary]) + "\n"
+        return "\n".join([*lines, "", self.summary()]) + "\n"
 
 
 def _fmt(metric: str, value: float | None) -> str:
     if value is None:
         return "-"
-    if metric.endswith("_bytes"):
+    unit = METRICS[metric].unit if metric in METRICS else ""
+    if unit == "bytes":
         return f"{value / 2**20:.1f} MiB"
     if metric == "params":
         return f"{value / 1e6:.3f}M"
@@ -308,12 +310,15 @@ def _failure(case: Case) -> Row:
 def compare_runs(
     base: Run, cur: Run, tolerances: Tolerances, *, fail_on_missing: bool = False, force: bool = False, history: Sequence[Run] = ()
 ) -> Comparison:
-    """Judge every case of ``cur`` against ``base``; refuses runs from different devices unless ``force``.
+    """Judge every case of ``cur`` against ``base``.
 
-    ``history``: other stored runs of the baseline's machine. Where a case has at least
-    ``HISTORY_MIN`` runs, a timed change no larger than their spread is within noise.
+    Runs from other hardware raise :class:`RunError` and cases with other settings are *not
+    comparable* (exit code 2), unless ``force``: then they are judged, with a warning naming
+    what differs. ``history``: other stored runs of the baseline's machine; where a case has at
+    least ``HISTORY_MIN`` runs with the baseline case's settings, a timed change no larger than
+    their spread is within noise.
     """
-    found = _fact_differences(base, cur)
+    found = machine_differences(base, cur)
     blocking = [text for text, blocks in found if blocks]
     if blocking and not force:
         raise RunError(
@@ -321,19 +326,31 @@ def compare_runs(
             + "; ".join(blocking) + ". Compare against a baseline from this machine, or pass --force (force=True)"
         )
     warnings = [f"{'forced across devices' if blocks else 'software differs'}: {text}" for text, blocks in found]
-    noises = run_noise([run for run in history if run.source not in (base.source, cur.source)], base, TIMED)
+    noises = run_noise([run for run in history if run.source not in (base.source, cur.source)], base)
     rows: list[Row] = []
     for case_id, case in cur.cases.items():
         old = base.cases.get(case_id)
         if case.status == "failed":
             rows.append(_failure(case))
-        elif old is None:
+            continue
+        if old is None:
             rows.append(_case_row(case, "new", "not in baseline"))
-        elif old.status == "failed":
-            rows.append(_case_row(case, "improvement", "failed in baseline, ok now"))
+            continue
+        differs = settings_note(old, case)
+        if differs and not force:
+            rows.append(_case_row(case, "not comparable", differs))
+            continue
+        if differs:
+            warnings.append(f"forced across settings: {case_id}: {differs}")
+        if old.status == "failed":
+            judged = [_case_row(case, "improvement", "failed in baseline, ok now")]
         else:
-            rows.extend(
-                row for tol in tolerances.active() if (row := _judge(tol, old, case, noises.get((case_id, tol.metric)))) is not None
-            )
+            judged = [row for tol in tolerances.active() if (row := _judge(tol, old, case, noises.get((case_id, tol.metric)))) is not None]
+        rows.extend(_forced(row, differs) for row in judged)
     rows.extend(_case_row(old, "missing", "in baseline, not in current run") for cid, old in base.cases.items() if cid not in cur.cases)
     return Comparison(base.source, cur.source, tolerances, tuple(rows), tuple(warnings), fail_on_missing)
+
+
+def _forced(row: Row, differs: str) -> Row:
+    """``row``, its note saying that it was judged across other settings (``differs``) when it was."""
+    return replace(row, note=f"settings differ ({differs})" + (f"; {row.note}" if row.note else "")) if differs else row

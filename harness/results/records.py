@@ -5,7 +5,9 @@ Every case — timed in this process by pytest-benchmark, or in an xdist worker 
 turns a session's results into one JSON document that ``pytest-benchmark compare``/``list``
 read unchanged (``stats`` computed by pytest-benchmark's own :class:`Stats`) and that
 ``python -m harness compare`` gates on. Cases that failed have no timing; they are listed under
-the top-level ``backbone_bench.failed`` key, which pytest-benchmark ignores.
+the top-level ``backbone_bench.failed`` key, which pytest-benchmark ignores. Every record carries
+its ``settings`` and ``settings_digest`` (:func:`harness.kinds.base_record`); the reader
+(:mod:`harness.results.schema`) checks them against :data:`harness.contract.SCHEMA_VERSION`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from typing import Any
 
 from pytest_benchmark.stats import Stats
 
-# The contract's version: a reader refuses a run from a future, incompatible layout.
-SCHEMA_VERSION = 1
+from harness.contract import SCHEMA_VERSION
 
 
 @dataclass(frozen=True)

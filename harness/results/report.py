@@ -1,7 +1,9 @@
 """Turn one or more runs into report.md, report.csv and three plots, written atomically into a folder.
 
-Runs from several machines merge: every table has one column group per machine (``baseline_key``,
-labelled M1, M2, … with a legend). A plot without data is skipped with a reason, never drawn empty.
+One section per kind of the contract: inference tables, accuracy by training-subset size, and
+batch plans. Runs from several machines merge: every table has one column group per machine
+(``baseline_key``, labelled M1, M2, … with a legend). A plot without data is skipped with a
+reason, never drawn empty.
 """
 
 from __future__ import annotations
@@ -14,14 +16,19 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from harness.contract import kind_metrics
 from harness.results.runs import Run
 from harness.results.storage import write_atomic
 
 MIB = 2**20
-_CONFIG = ["kind", "device", "batch_size", "img_size", "precision", "runtime"]
+_CONFIG = ["device", "batch_size", "img_size", "precision", "runtime"]
+_PLAN_CONFIG = ["device", "img_size", "precision", "plan_budget_bytes"]
+_PLANNED = ("inference", "train")  # what a plan case sizes: plan_<what>_{estimated,searched}_max_batch
 # Columns the tables and plots read; a run without e.g. train cases still gets them (empty).
-_COLUMNS = [*_CONFIG, "case_id", "backbone", "status", "error", "params", "gmacs", "latency_p50_ms", "throughput_ips",
-            "peak_mem_bytes", "dataset", "subset", "train_size", "top1", "top1_std", "peak_train_mem_bytes"]
+_COLUMNS = list(dict.fromkeys([
+    "kind", *_CONFIG, *_PLAN_CONFIG, "case_id", "backbone", "status", "error", "dataset", "subset", "train_size", "top1_std",
+    *(m.key for m in kind_metrics()),
+]))
 
 
 @dataclass
@@ -46,12 +53,14 @@ def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
 
 
 def cases_frame(runs: Sequence[Run]) -> pd.DataFrame:
-    """One row per (machine, case) with every scalar ``extra_info`` key; a later run's case replaces an earlier one."""
+    """One row per (machine, case) with every scalar ``extra_info`` key and the settings digest (also
+    for schema 1 runs); a later run's case replaces an earlier one."""
     rows = []
     for run in runs:
         for case in run.cases.values():
             scalars = {k: v for k, v in case.extra.items() if v is None or isinstance(v, (str, int, float, bool))}
-            rows.append({"machine": run.baseline_key, "run": run.source, "commit": run.commit_info.get("id"), **scalars})
+            rows.append({"machine": run.baseline_key, "run": run.source, "commit": run.commit_info.get("id"), **scalars,
+                         "settings_digest": case.settings_digest})
     # convert_dtypes keeps integer keys (batch_size, params) integers next to the NaNs of other kinds.
     frame = pd.DataFrame(rows)
     frame = frame.reindex(columns=[*frame.columns, *(c for c in _COLUMNS if c not in frame.columns)]).convert_dtypes()
@@ -80,10 +89,14 @@ def _num(value: object, digits: int) -> str:
     return "–" if value is None or pd.isna(value) else f"{float(value):.{digits}f}"  # type: ignore[arg-type]
 
 
+def _mib(value: object) -> str:
+    return "–" if value is None or pd.isna(value) else f"{float(value) / MIB:g} MiB"  # type: ignore[arg-type]
+
+
 def _inference_tables(ok: pd.DataFrame, labels: dict[str, str]) -> list[str]:
     out: list[str] = []
-    inf = ok[ok["kind"].isin(["inference", "export"])]
-    for (kind, device, bs, size, precision, runtime), group in inf.groupby(_CONFIG, sort=True, dropna=False):
+    inf = ok[ok["kind"] == "inference"]
+    for (device, bs, size, precision, runtime), group in inf.groupby(_CONFIG, sort=True, dropna=False):
         table = group.groupby("backbone")[["params", "gmacs"]].first()
         columns = {"Params (M)": table["params"].map(lambda v: _num(v / 1e6, 2)), "GMACs": table["gmacs"].map(lambda v: _num(v, 4))}
         for machine, sub in group.groupby("machine"):
@@ -93,7 +106,26 @@ def _inference_tables(ok: pd.DataFrame, labels: dict[str, str]) -> list[str]:
             columns[f"Throughput (img/s) {tag}"] = sub["throughput_ips"].map(lambda v: _num(v, 0))
             columns[f"Peak memory (MiB) {tag}"] = sub["peak_mem_bytes"].map(lambda v: _num(v / MIB, 1))
         frame = pd.DataFrame(columns).rename_axis("Model").reset_index()
-        out += [f"### {kind} · {device} · batch {bs} · {size} px · {precision} · {runtime}", "", _md_table(frame), ""]
+        out += [f"### inference · {device} · batch {bs} · {size} px · {precision} · {runtime}", "", _md_table(frame), ""]
+    return out
+
+
+def _plan_tables(ok: pd.DataFrame, labels: dict[str, str]) -> list[str]:
+    """Per (device, resolution, precision, budget): the largest batch each backbone fits, as the
+    fit on two probe batches estimated it and as the search found it, for inference and training."""
+    out: list[str] = []
+    plan = ok[ok["kind"] == "plan"]
+    for (device, size, precision, budget), group in plan.groupby(_PLAN_CONFIG, sort=True, dropna=False):
+        models = pd.Index(sorted(group["backbone"].unique()), name="Model")
+        columns: dict[str, pd.Series] = {}
+        for machine, sub in group.groupby("machine"):
+            sub = sub.set_index("backbone").reindex(models)
+            tag = labels[str(machine)]
+            for what in _PLANNED:
+                for how in ("estimated", "searched"):
+                    columns[f"{what.capitalize()} max batch, {how} {tag}"] = sub[f"plan_{what}_{how}_max_batch"].map(lambda v: _num(v, 0))
+        frame = pd.DataFrame(columns, index=models).reset_index()
+        out += [f"### plan · {device} · {size} px · {precision} · budget {_mib(budget)}", "", _md_table(frame), ""]
     return out
 
 
@@ -216,6 +248,8 @@ def write_report(runs: Sequence[Run], out: Path) -> ReportResult:
     lines += [f"- {tag} `{m}`" for m, tag in labels.items()] + ["", "## Inference", ""]
     lines += _inference_tables(ok, labels) or ["No successful inference cases.", ""]
     lines += ["## Accuracy by training-subset size", ""] + (_accuracy_tables(ok, labels) or ["No successful train cases.", ""])
+    lines += ["## Batch plans", "", "Largest batch within the memory budget: estimated from two probe batches, and found by search.", ""]
+    lines += _plan_tables(ok, labels) or ["No successful plan cases.", ""]
     lines += ["## Plots", ""]
     plots: dict[str, Callable[[Path], str | None]] = {"accuracy_vs_subset.png": lambda p: _plot_accuracy(ok, p), "latency_vs_accuracy.png": lambda p: _plot_pareto(ok, p, lines),
              "peak_memory.png": lambda p: _plot_memory(ok, p)}

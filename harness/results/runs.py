@@ -3,7 +3,8 @@
 A run id names a file saved by ``--benchmark-save`` under ``<storage>/<baseline_key>/NNNN_NAME.json``:
 ``0003``, ``0003_mybranch``, ``mybranch`` (the newest save of that name), ``latest`` (the highest
 number), each optionally prefixed by the machine directory (``<baseline_key>/0003``). Anything ending
-in ``.json`` or naming an existing file is a path.
+in ``.json`` or naming an existing file is a path. Schema 1 and 2 runs are read alike
+(:mod:`harness.results.schema`): every :class:`Case` has its settings and their digest.
 """
 
 from __future__ import annotations
@@ -17,17 +18,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from harness.results.records import SCHEMA_VERSION
+from harness.contract import settings_digest
+from harness.results.schema import RecordError, case_settings, check_record, check_schema
 
-KINDS = ("inference", "train", "export")
-STATUSES = ("ok", "failed")
-# Keys whose values must be numbers (or null) when present: the comparison does arithmetic on them.
-NUMERIC_KEYS = (
-    "top1", "top5", "macro_f1", "throughput_ips", "train_ips", "latency_p50_ms", "latency_p90_ms",
-    "latency_p99_ms", "latency_mean_ms", "peak_mem_bytes", "peak_train_mem_bytes", "train_time_s",
-    "params", "gmacs", "energy_mj_per_img", "top1_std",
-)
-SAMPLE_KEYS = ("latency_samples_ms", "top1_per_seed")
 _RUN_FILE = re.compile(r"^(?P<num>\d{4})_(?P<name>.+)\.json$")
 _LISTED = 20  # how many candidates an error message lists before summarising: keeps it one screen
 
@@ -36,14 +29,14 @@ class RunError(Exception):
     """A run reference or run file that cannot be used; the message says what to do instead."""
 
 
-def _is_number(value: Any) -> bool:
-    # numbers.Real also admits numpy scalars, which the plugin's in-memory dict may still hold.
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True)
 class Case:
-    """One benchmark of a run, keyed by its ``extra_info['case_id']``."""
+    """One benchmark of a run, keyed by its ``extra_info['case_id']``.
+
+    ``settings`` are the resolved values of the kind's contract settings (read from a schema 2
+    record, or what version 1 ran with for a schema 1 record) and ``settings_digest`` their digest:
+    two cases with the same id are comparable only when their digests agree.
+    """
 
     case_id: str
     kind: str
@@ -51,6 +44,8 @@ class Case:
     status: str
     extra: Mapping[str, Any]
     stats: Mapping[str, Any]
+    settings: Mapping[str, Any]
+    settings_digest: str
 
     def value(self, metric: str) -> float | None:
         """The metric from ``extra_info`` as a float, or ``None`` when absent or null."""
@@ -72,6 +67,7 @@ class Run:
     commit_info: Mapping[str, Any]
     datetime: str | None
     cases: Mapping[str, Case] = field(repr=False)
+    schema: int = 2
 
     @property
     def baseline_key(self) -> str:
@@ -87,9 +83,10 @@ class Run:
             )
         raw_ours = data.get("backbone_bench")
         ours: dict[str, Any] = raw_ours if isinstance(raw_ours, dict) else {}
-        schema = ours.get("schema", SCHEMA_VERSION)
-        if not isinstance(schema, int) or schema > SCHEMA_VERSION:
-            raise RunError(f"{source}: written by a newer backbone-bench (run schema {schema!r}, this one reads {SCHEMA_VERSION}); update this checkout")
+        try:
+            schema = check_schema(ours.get("schema", 1))  # version 1 wrote no schema at first
+        except RecordError as exc:
+            raise RunError(f"{source}: {exc}") from None
         # Failed cases have no timing, so the plugin lists them under backbone_bench.failed, not benchmarks.
         raw_failed = ours.get("failed")
         failed: list[Any] = raw_failed if isinstance(raw_failed, list) else []
@@ -109,9 +106,12 @@ class Run:
                 f"{source}: machine_info has no 'baseline_key'; the run was not written with backbone-bench's "
                 "pytest plugin loaded (run pytest from the repository root)"
             )
+        # The session's options (bench_time_s) sit on every timed entry; failed entries have none.
+        options: dict[str, Any] = next((b["options"] for b in data["benchmarks"] if isinstance(b, dict) and isinstance(b.get("options"), dict)), {})
         cases: dict[str, Case] = {}
         for bench in benches:
-            case = _case(bench, source)
+            own = bench.get("options")
+            case = _case(bench, source, schema, {**options, **(own if isinstance(own, dict) else {})})
             if case.case_id in cases:
                 raise RunError(f"{source}: case_id {case.case_id!r} appears twice; case ids must be unique in a run")
             cases[case.case_id] = case
@@ -122,6 +122,7 @@ class Run:
             commit_info=MappingProxyType(commit if isinstance(commit, dict) else {}),
             datetime=data.get("datetime"),
             cases=MappingProxyType(cases),
+            schema=schema,
         )
 
 
@@ -130,32 +131,24 @@ def _has_contract(bench: Any) -> bool:
     return isinstance(extra, dict) and isinstance(extra.get("case_id"), str) and "kind" in extra
 
 
-def _case(bench: dict[str, Any], source: str) -> Case:
+def _case(bench: dict[str, Any], source: str, schema: int, options: dict[str, Any]) -> Case:
     extra = bench["extra_info"]
     case_id = extra["case_id"]
-    where = f"{source}: case {case_id!r}"
-    if extra["kind"] not in KINDS:
-        raise RunError(f"{where}: kind {extra['kind']!r} is not one of {', '.join(KINDS)}")
-    # 'status' is part of the contract; a case written without it ran to completion, so it is 'ok'.
-    # An entry of backbone_bench.failed is failed whatever its record says (e.g. ok but no rounds).
-    status = "failed" if bench.get("failed") else extra.get("status", "ok")
-    if status not in STATUSES:
-        raise RunError(f"{where}: status {status!r} is not one of {', '.join(STATUSES)}")
-    for key in NUMERIC_KEYS:
-        if extra.get(key) is not None and not _is_number(extra[key]):
-            raise RunError(f"{where}: {key} must be a number or null, got {extra[key]!r}")
-    for key in SAMPLE_KEYS:
-        value = extra.get(key)
-        if value is not None and not (isinstance(value, list) and all(_is_number(v) for v in value)):
-            raise RunError(f"{where}: {key} must be a list of numbers, got {str(value)[:60]}")
+    try:
+        kind, status = check_record(extra, failed=bool(bench.get("failed")))
+        settings = case_settings(extra, kind, schema, options)
+    except RecordError as exc:
+        raise RunError(f"{source}: case {case_id!r}: {exc}") from None
     stats = bench.get("stats")
     return Case(
         case_id=case_id,
-        kind=extra["kind"],
+        kind=kind,
         name=str(bench.get("name", case_id)),
         status=status,
         extra=MappingProxyType(extra),
         stats=MappingProxyType(stats if isinstance(stats, dict) else {}),
+        settings=MappingProxyType(settings),
+        settings_digest=settings_digest(settings),
     )
 
 

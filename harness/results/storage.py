@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 _RUN_FILE = re.compile(r"^(\d{4})_.*\.json$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Run names become file names and run ids: no separators, no spaces, no leading dot or dash.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class StorageError(OSError):
@@ -69,10 +70,22 @@ def next_number(folder: Path) -> int:
     return max(numbers, default=0) + 1
 
 
+def check_run_name(name: str) -> str:
+    """``name`` if a run can be saved under it (``NNNN_<name>.json``), else :class:`StorageError` with the fix.
+
+    Called when the options are parsed, so ``--benchmark-save "my run"`` fails before any case runs.
+    """
+    if not _NAME.fullmatch(name):
+        raise StorageError(
+            f"invalid run name {name!r}: a run name starts with a letter or digit and holds only letters, digits, "
+            "'.', '_' and '-' (e.g. --benchmark-save=main)"
+        )
+    return name
+
+
 def save_run(storage: Path, key: str, name: str, data: dict[str, Any]) -> Path:
     """Save a run as ``storage/key/NNNN_name.json`` and return its path."""
-    if not _NAME.match(name):
-        raise StorageError(f"invalid run name {name!r}: use letters, digits, '.', '_' and '-' (e.g. --benchmark-save=main)")
+    check_run_name(name)
     text = dumps(data)
     folder = storage / key
     for _ in range(100):  # another session may take a number between our scan and our link

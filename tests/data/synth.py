@@ -94,9 +94,56 @@ def train_case(backbone: str, subset: str, train_size: int, per_seed: list[float
             "params": {"case": cid}, "param": cid, "extra_info": extra, "options": {}, "stats": _stats([train_time])}
 
 
-def make_run(benchmarks: list[dict[str, Any]], key: str = CPU_KEY, failed: list[dict[str, Any]] | None = None, **machine: Any) -> dict[str, Any]:
+def plan_case(backbone: str, inference: tuple[int, int], train: tuple[int, int], *, device: str = "cpu",
+              budget: int = 512 * 2**20) -> dict[str, Any]:
+    """One batch-plan entry: (estimated, searched) largest batch for inference and for training."""
+    family, *_ = BACKBONES[backbone]
+    cid = f"{backbone}-{device}-32px-fp32"
+    extra: dict[str, Any] = {
+        "kind": "plan", "case_id": f"plan/{cid}", "backbone": backbone, "family": family, "edge": False, "device": device,
+        "img_size": 32, "num_classes": 10, "precision": "fp32", "channels_last": False, "status": "ok", "plan_budget_bytes": budget,
+    }
+    for what, (estimated, searched) in (("inference", inference), ("train", train)):
+        extra.update({
+            f"plan_{what}_estimated_max_batch": estimated, f"plan_{what}_estimate_fits": True,
+            f"plan_{what}_searched_max_batch": searched, f"plan_{what}_searched_over_estimate": searched / estimated,
+            f"plan_{what}_per_sample_bytes": budget // (2 * searched), f"plan_{what}_fixed_bytes": budget // 2,
+            f"plan_{what}_probe_batches": [1, 2],
+        })
+    return {"group": None, "name": f"test_batch_plan[{cid}]", "fullname": f"benchmarks/test_plan.py::test_batch_plan[{cid}]",
+            "params": {"case": cid}, "param": cid, "extra_info": extra, "options": {}, "stats": _stats([12.0])}
+
+
+# Schema 2: the settings each kind records (harness.contract.KINDS[kind].settings), as a default
+# session on the Xeon resolves them: 4 threads, 1 s of rounds, no edge profile, no power sampling.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "inference": {"num_classes": 10, "threads": 4, "bench_time_s": 1.0, "edge_profile": None, "power": False},
+    "train": {"threads": 4, "seeds": 3, "epochs": 3, "optimizer": "sgd", "lr": 0.025, "weight_decay": 5e-5, "label_smoothing": 0.1,
+              "augment": ["standard"], "early_stop": None, "val_fraction": None, "grad_accum": 1, "clip_grad": None, "edge_profile": None},
+    "plan": {"num_classes": 10, "plan_budget_bytes": 512 * 2**20, "edge_profile": None},
+}
+
+
+def with_settings(bench: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A copy of ``bench`` whose record carries schema 2's settings (the kind's defaults, ``changes``
+    applied) and their digest."""
+    from harness.contract import settings_digest  # imported here: `python synth.py` runs without the package
+
+    bench = copy.deepcopy(bench)
+    extra = bench["extra_info"]
+    extra["settings"] = {**SETTINGS[extra["kind"]], **changes}
+    extra["settings_digest"] = settings_digest(extra["settings"])
+    return bench
+
+
+def make_run(benchmarks: list[dict[str, Any]], key: str = CPU_KEY, failed: list[dict[str, Any]] | None = None, *, schema: int = 1,
+             **machine: Any) -> dict[str, Any]:
     """A run document as the plugin writes it: ``machine`` overrides machine_info keys; ``failed``
-    entries (benchmark dicts) go under ``backbone_bench.failed`` without stats, as failed cases do."""
+    entries (benchmark dicts) go under ``backbone_bench.failed`` without stats, as failed cases do.
+    ``schema=2`` gives every record without settings the defaults of :data:`SETTINGS`."""
+    if schema >= 2:
+        benchmarks = [b if "settings" in b["extra_info"] else with_settings(b) for b in benchmarks]
+        failed = [f if "settings" in f["extra_info"] else with_settings(f) for f in failed or []]
     cuda = key == CUDA_KEY
     info = {
         "node": "bench-01", "processor": "x86_64", "machine": "x86_64", "python_implementation": "CPython",
@@ -108,7 +155,7 @@ def make_run(benchmarks: list[dict[str, Any]], key: str = CPU_KEY, failed: list[
     info.update(machine)
     return {"machine_info": info, "commit_info": {"id": "3f2c1e0", "branch": "main", "dirty": False, "time": "2026-11-20T10:00:00+00:00"},
             "benchmarks": copy.deepcopy(benchmarks), "datetime": "2026-11-20T10:05:00+00:00", "version": "5.2.3",
-            "backbone_bench": {"schema": 1, "failed": [{k: copy.deepcopy(f[k]) for k in ("name", "fullname", "extra_info")} for f in failed or []]}}
+            "backbone_bench": {"schema": schema, "failed": [{k: copy.deepcopy(f[k]) for k in ("name", "fullname", "extra_info")} for f in failed or []]}}
 
 
 def full_run(seed: int, *, key: str = CPU_KEY, slow: dict[str, float] | None = None, top1_shift: float = 0.0) -> dict[str, Any]:

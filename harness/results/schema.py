@@ -1,0 +1,158 @@
+"""A case record checked against the run contract, and schema 1 records read as schema 2.
+
+Schema 2 (:data:`harness.contract.SCHEMA_VERSION`): every case record carries ``settings`` (the
+resolved values of exactly its kind's contract settings) and ``settings_digest``. A reader
+recomputes the digest; a mismatch means the file was hand-edited or written by other code, and
+comparing it would judge cases that may not have run as their record says.
+
+Schema 1 records carry neither. They are read by filling in what version 1 ran with
+(:data:`V1_SETTINGS`), so every baseline saved before schema 2 stays comparable with new runs
+made under the same settings.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from harness.contract import KIND_NAMES, KINDS, METRICS, SCHEMA_VERSION, STATUSES, settings_digest, unknown
+
+Record = Mapping[str, Any]
+# One fact about version 1: (the case's record, its run's pytest-benchmark options) -> the value.
+V1Fact = Callable[[Record, Record], object]
+# Keys that hold the raw repeated measurements behind a metric (latency rounds, per-seed top-1).
+SAMPLE_KEYS = tuple(dict.fromkeys(m.samples for m in METRICS.values() if m.samples))
+
+
+class RecordError(ValueError):
+    """A case record that breaks the contract; the message says what, the reader says where."""
+
+
+def _key(name: str, default: object = None) -> V1Fact:
+    return lambda record, options: record.get(name, default)
+
+
+def _fixed(value: object) -> V1Fact:
+    return lambda record, options: value
+
+
+def _v1_bench_time(record: Record, options: Record) -> object:
+    return options.get("bench_time_s", 1.0)
+
+
+def _v1_profile(record: Record, options: Record) -> object:
+    """The edge profile's name: v1 copied ``EdgeProfile.as_record()`` (``edge_profile``: the name)."""
+    value = record.get("edge_profile", record.get("edge_profile_name"))
+    if isinstance(value, Mapping):
+        value = value.get("name")
+    return None if value is None else str(value)
+
+
+def _v1_power(record: Record, options: Record) -> object:
+    return "power_source" in record or "power_unavailable" in record
+
+
+def _v1_seeds(record: Record, options: Record) -> object:
+    seeds = record.get("seeds")
+    return len(seeds) if isinstance(seeds, list) else seeds
+
+
+def _v1_augment(record: Record, options: Record) -> object:
+    augment = record.get("augment")  # v1 wrote one name ("standard"); schema 2 a list of names
+    if augment is None or isinstance(augment, list):
+        return augment
+    from harness.measure.recipes import normalise_augment
+
+    # v1's "mixup" and "randaugment" included the standard crop, as schema 2 spells out.
+    return list(normalise_augment([str(augment)]))
+
+
+# What version 1 ran with, per kind and contract setting. HISTORICAL AND FROZEN: these describe the
+# code that wrote the schema-1 files (its defaults and the record keys it kept). Never change one to
+# follow a new default: every schema-1 baseline would change its digest and be compared with runs
+# that did not run as it did. A setting added to the contract later gets the value v1 used.
+V1_SETTINGS: Mapping[str, Mapping[str, V1Fact]] = {
+    "inference": {
+        "num_classes": _key("num_classes", 10),
+        "threads": _key("threads"),  # v1 recorded the torch threads the case used
+        "bench_time_s": _v1_bench_time,
+        "edge_profile": _v1_profile,
+        "power": _v1_power,
+    },
+    "train": {
+        "threads": _fixed(None),  # v1 did not record it: unknown, so never equal to a recorded count
+        "seeds": _v1_seeds,
+        "epochs": _key("epochs"),
+        "optimizer": _key("optimizer"),
+        "lr": _key("lr"),
+        "weight_decay": _key("weight_decay"),
+        "label_smoothing": _fixed(0.1),
+        "augment": _v1_augment,
+        "early_stop": _fixed(None),
+        "val_fraction": _fixed(None),
+        "grad_accum": _fixed(1),
+        "clip_grad": _fixed(None),
+        "edge_profile": _v1_profile,
+    },
+    "plan": {
+        "num_classes": _key("num_classes", 10),
+        "plan_budget_bytes": _key("plan_budget_bytes"),
+        "edge_profile": _v1_profile,
+    },
+}
+
+
+def is_number(value: Any) -> bool:
+    """A real number, not a bool (numbers.Real also admits numpy scalars from the plugin's in-memory run)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_schema(schema: object) -> int:
+    """The run's schema version, when this reader knows it."""
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+        raise RecordError(f"backbone_bench.schema {schema!r} is not a schema version; the file was hand-edited, restore it from git or re-run the suite")
+    if schema > SCHEMA_VERSION:
+        raise RecordError(f"written by a newer backbone-bench (run schema {schema}, this one reads up to {SCHEMA_VERSION}); update this checkout")
+    return schema
+
+
+def check_record(record: Record, failed: bool) -> tuple[str, str]:
+    """(kind, status) of a record whose metric values and samples have the contract's types."""
+    kind = record["kind"]
+    if kind not in KINDS:
+        raise RecordError(unknown("kind", str(kind), KIND_NAMES))
+    # 'status' is part of the contract; a case written without it ran to completion, so it is 'ok'.
+    # An entry of backbone_bench.failed is failed whatever its record says (e.g. ok but no rounds).
+    status = "failed" if failed else record.get("status", "ok")
+    if status not in STATUSES:
+        raise RecordError(unknown("status", str(status), STATUSES))
+    for key in METRICS:  # compare does arithmetic on every metric
+        if record.get(key) is not None and not is_number(record[key]):
+            raise RecordError(f"{key} must be a number or null, got {record[key]!r}")
+    for key in SAMPLE_KEYS:
+        value = record.get(key)
+        if value is not None and not (isinstance(value, list) and all(is_number(v) for v in value)):
+            raise RecordError(f"{key} must be a list of numbers, got {str(value)[:60]}")
+    return str(kind), str(status)
+
+
+def case_settings(record: Record, kind: str, schema: int, options: Record) -> dict[str, Any]:
+    """The case's settings in the contract's order: checked (schema 2) or filled in (schema 1)."""
+    expected = KINDS[kind].settings
+    if schema == 1:
+        return {key: V1_SETTINGS[kind][key](record, options) for key in expected}
+    settings = record.get("settings")
+    if not isinstance(settings, dict):
+        raise RecordError(f"no 'settings' (schema {schema} records every case's settings): {_EDITED}")
+    missing, extra = [k for k in expected if k not in settings], [k for k in settings if k not in expected]
+    if missing or extra:
+        wrong = "; ".join(part for part in (f"missing {', '.join(missing)}" if missing else "", f"unknown {', '.join(extra)}" if extra else "") if part)
+        raise RecordError(f"settings {wrong} (a {kind} case records {', '.join(expected)}): {_EDITED}")
+    digest = settings_digest(settings)
+    if record.get("settings_digest") != digest:
+        raise RecordError(f"settings_digest {record.get('settings_digest')!r} is not the digest of its settings ({digest}): {_EDITED}")
+    return {key: settings[key] for key in expected}
+
+
+_EDITED = "the file was hand-edited or written by another version of backbone-bench; restore it from git or re-run the suite"
