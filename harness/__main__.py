@@ -1,7 +1,8 @@
 """Command line: ``python -m harness compare BASELINE [CURRENT]`` and ``python -m harness report RUN... --out DIR``.
 
 Exit codes: 0 nothing regressed (or report written), 1 regressions found, 2 usage error (bad
-arguments, unreadable or incomparable runs, bad tolerance spec): one ``error: ...`` line on stderr.
+arguments, unreadable runs, bad tolerance spec: one ``error: ...`` line on stderr) or runs that
+are not comparable (other hardware, or cases whose settings differ, unless ``--force``).
 Neither command writes into the storage directory.
 """
 
@@ -13,7 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from harness.results.compare import DEFAULT_SPEC, FORMS, compare_runs, parse_tolerances
+from harness.config.options import GATE_OPTIONS
+from harness.config.parsers import argtype
+from harness.results.compare import compare_runs
 from harness.results.report import write_report
 from harness.results.runs import RunError, load_run, machine_history
 
@@ -32,27 +35,35 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m harness", description="Compare and report backbone-bench runs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    cmp = sub.add_parser("compare", help="gate CURRENT against BASELINE; exit 1 on regressions")
+    cmp = sub.add_parser("compare", help="gate CURRENT against BASELINE; exit 1 on regressions, 2 when not comparable")
     cmp.add_argument("baseline", help="run file, or run id in the storage: 0003, 0003_name, name, latest, <machine>/<id>")
     cmp.add_argument("current", nargs="?", default="latest", help="run file or id (default: latest run of the baseline's machine)")
-    cmp.add_argument("--storage", type=Path, default=Path("baselines"), help="saved runs folder (default: baselines)")
-    cmp.add_argument("--fail-on", metavar="SPEC", help=f"tolerances over the defaults {DEFAULT_SPEC}; forms: {FORMS}")
-    cmp.add_argument("--fail-on-missing", action="store_true", help="a baseline case absent from CURRENT fails the gate")
-    cmp.add_argument("--force", action="store_true", help="compare runs from different devices anyway")
+    _storage(cmp)
+    for option in GATE_OPTIONS:  # the same options, names and parsers as pytest's --gate
+        default = option.parse(option.default) if option.default is not None else None
+        if option.flag:
+            cmp.add_argument(f"--{option.name}", dest=option.field, action="store_true", help=option.help)
+        else:
+            cmp.add_argument(f"--{option.name}", dest=option.field, metavar=option.metavar, type=argtype(option.parse), default=default, help=option.help_text())
     cmp.add_argument("--markdown", action="store_true", help="print a GitHub Markdown table")
-    cmp.add_argument("--no-history", action="store_true", help="ignore the run-to-run spread of the machine's other stored runs")
+    sub.add_parser("contract", help="print the run contract (kinds, metrics, options) as the README's Markdown tables")
     rep = sub.add_parser("report", help="write report.md, report.csv and plots for one or more runs")
     rep.add_argument("runs", nargs="+", metavar="RUN", help="run files or ids in the storage")
-    rep.add_argument("--storage", type=Path, default=Path("baselines"), help="saved runs folder (default: baselines)")
+    _storage(rep)
     rep.add_argument("--out", type=Path, required=True, help="folder to write into (created)")
     return parser
 
 
+def _storage(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--benchmark-storage", "--storage", dest="storage", type=_storage_path, default=Path("baselines"),
+                        help="saved runs folder, as pytest's --benchmark-storage (file:// optional; default: baselines)")
+
+
+def _storage_path(text: str) -> Path:
+    return Path(text.removeprefix("file://"))
+
+
 def _compare(args: argparse.Namespace) -> int:
-    try:
-        tolerances = parse_tolerances(args.fail_on)
-    except ValueError as exc:
-        raise _UsageError(f"--fail-on: {exc}") from None
     base = load_run(args.baseline, args.storage)
     # 'latest' (and other bare ids) for CURRENT resolve in the baseline's machine folder when it has one.
     machine = base.baseline_key if (args.storage / base.baseline_key).is_dir() else None
@@ -60,7 +71,7 @@ def _compare(args: argparse.Namespace) -> int:
     if base.source == cur.source:
         print(f"warning: baseline and current are the same run ({cur.source}); nothing can differ", file=sys.stderr)
     history = [] if args.no_history else machine_history(args.storage, base.baseline_key)
-    comparison = compare_runs(base, cur, tolerances, fail_on_missing=args.fail_on_missing, force=args.force, history=history)
+    comparison = compare_runs(base, cur, args.fail_on, fail_on_missing=args.fail_on_missing, force=args.force, history=history)
     for warning in comparison.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     sys.stdout.write(comparison.render(markdown=args.markdown))
@@ -83,6 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (0 ok, 1 regressions, 2 usage error)."""
     try:
         args = _parser().parse_args(argv)
+        if args.command == "contract":
+            from harness.config.options import markdown_table
+            from harness.contract import markdown_tables
+
+            sys.stdout.write(markdown_tables() + "\n" + markdown_table())
+            return 0
         return _compare(args) if args.command == "compare" else _report(args)
     except (_UsageError, RunError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

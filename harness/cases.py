@@ -6,15 +6,29 @@ identity keys of its JSON record. Nothing else re-derives them: a new axis is on
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
+from harness.contract import FAMILIES, KINDS
+
 Kind = Literal["inference", "train", "plan"]
-KINDS: tuple[Kind, ...] = ("inference", "train", "plan")
 
 # Inference cases at or below this many pixels per batch (img_size**2 * batch) are cheap on a
 # CPU; above it (224 px at batch > 1, or 32 px at batch > 49) a case is marked `slow`.
 _SLOW_PIXELS = 224 * 224
+
+
+_FAMILY_MEANING = {"cnn": "convolutional backbones", "transformer": "vision transformers", "hybrid": "hybrid conv/attention and MetaFormer backbones"}
+# Every marker a case can carry (CaseSpec.markers), declared once: pytest registers these.
+MARKERS: dict[str, str] = {
+    **{name: f"{kind.meaning} (kind)" for name, kind in KINDS.items()},
+    **{family: _FAMILY_MEANING[family] for family in FAMILIES},
+    "edge": "edge-tagged backbones",
+    "gpu": "cases that run on an accelerator (cuda, mps)",
+    "jetson": "edge backbones at batch 1: the cases meant to run on a Jetson board",
+    "smoke": "the small fast offline subset (CPU, 32 px, batch 1, fp32; digits for training)",
+    "slow": "large inputs, full datasets, batch-size searches",
+}
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,8 @@ class CaseSpec:
     smoke: bool = False
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind {self.kind!r} is not in the contract: {', '.join(KINDS)}")
         if self.kind == "train" and (self.dataset is None or self.subset is None):
             raise ValueError("a train case needs a dataset and a subset")
 
@@ -118,7 +134,3 @@ class CaseSpec:
         if self.kind == "plan":
             del keys["batch_size"], keys["runtime"]
         return keys
-
-    def with_(self, **changes: object) -> CaseSpec:
-        """A copy with some fields changed."""
-        return replace(self, **changes)  # type: ignore[arg-type]

@@ -163,7 +163,8 @@ def _show(value: object) -> str:
 
 def suggest(value: str, choices: Iterable[str], n: int = 3) -> str:
     """`` (did you mean a, b?)`` for the closest of ``choices``, or ``""``: one hint format everywhere."""
-    close = difflib.get_close_matches(value, list(choices), n=n)
+    by_lower = {choice.lower(): choice for choice in choices}
+    close = [by_lower[c] for c in difflib.get_close_matches(value.lower(), list(by_lower), n=n)]
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
@@ -171,3 +172,14 @@ def unknown(what: str, value: str, choices: Iterable[str]) -> str:
     """The one message for a name outside a vocabulary: ``unknown runtime 'ort2' (did you mean …?); valid: …``."""
     choices = list(choices)
     return f"unknown {what} {value!r}{suggest(value, choices)}; valid: {', '.join(choices)}"
+
+
+def markdown_tables() -> str:
+    """The contract as the README shows it: one table of kinds, one of metrics."""
+    lines = ["| kind | what it measures | metrics | settings (digested) | rounds |", "|---|---|---|---|---|"]
+    for kind in KINDS.values():
+        lines.append(f"| `{kind.name}` | {kind.meaning} | {', '.join(f'`{m}`' for m in kind.metrics)} | {', '.join(kind.settings)} | {kind.rounds} |")
+    lines += ["", "| metric | unit | better | noise | default gate | meaning |", "|---|---|---|---|---|---|"]
+    for m in METRICS.values():
+        lines.append(f"| `{m.key}` | {m.unit} | {m.better} | {m.noise} | {m.tolerance or 'not gated'} | {m.meaning} |")
+    return "\n".join(lines) + "\n"

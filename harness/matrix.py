@@ -12,9 +12,9 @@ from itertools import product
 from typing import Any
 
 from harness.cases import CaseSpec, Kind
+from harness.config.settings import Settings
 from harness.devices import precision_unsupported_reason, unavailable_reason
 from harness.models import lookup
-from harness.config.settings import Settings
 
 # The inference smoke: every selected backbone at batch 1, 32 px, fp32, eager, on the CPU — the
 # per-frame latency question, cheap enough to run offline in about a minute.
@@ -79,3 +79,9 @@ def _dataset_classes(dataset: str) -> int:
     from harness.data.registry import DATASETS
 
     return DATASETS[dataset].num_classes if dataset in DATASETS else 0
+
+
+def build(kind: str, settings: Settings) -> list[Case]:
+    """The cases of ``kind`` under ``settings``."""
+    builders = {"inference": inference_cases, "train": train_cases, "plan": plan_cases}
+    return builders[kind](settings)

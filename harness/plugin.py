@@ -1,96 +1,99 @@
-"""The pytest plugin: options, ini keys, markers, the matrix, the results channel, saving, gating.
+"""The pytest plugin: options, markers, the matrix, the results channel, saving, gating.
 
 Wiring only; the work lives in the rest of :mod:`harness`. Every case reports its record
 through ``item.user_properties`` (which xdist carries from workers to the controller), so one
-path collects results serially and in parallel, and one writer (:mod:`harness.results.storage`) saves
-them: this plugin takes ``--benchmark-save``/``--benchmark-autosave``/``--benchmark-json``
-over from pytest-benchmark, whose own saving is disabled under xdist.
+path collects results serially and in parallel, and one writer (:mod:`harness.results.storage`)
+saves them. pytest-benchmark is used through its public surface: its options
+(``--benchmark-save``, ``--benchmark-autosave``, ``--benchmark-json``, ``--benchmark-storage``)
+are read from pytest's option namespace and honoured here, because pytest-benchmark saves nothing
+under xdist; its timing options that the cases replace are refused with the option to use; the
+run's JSON is shaped through its hooks (machine and commit info).
 """
 
 from __future__ import annotations
 
-import argparse
+import datetime as dt
 import os
-from collections.abc import Callable
+import shlex
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness.cases import MARKERS, CaseSpec
 from harness.config.options import OPTIONS
+from harness.config.parsers import SettingError, argtype, run_name
+from harness.config.settings import Settings
 from harness.results.records import CaseResult
-from harness.config.settings import SettingError, Settings
 
 RESULT_KEY = "backbone_bench"
 CASE_KEY = "backbone_bench_case"
-MARKERS = {
-    "inference": "inference latency/throughput/params/GMACs/memory cases",
-    "train": "small-data training cases",
-    "cnn": "convolutional backbones",
-    "transformer": "vision transformers",
-    "hybrid": "hybrid conv/attention and MetaFormer backbones",
-    "edge": "edge-tagged backbones",
-    "gpu": "cases that run on an accelerator (cuda, mps)",
-    "jetson": "edge backbones at batch 1: the cases meant to run on a Jetson board",
-    "smoke": "the small fast offline subset (CPU, 32 px, batch 1, fp32; digits for training)",
-    "plan": "batch-size planning under a memory budget",
-    "slow": "large inputs, full datasets, batch-size searches",
-}
 CASE_FIXTURES = {"inference_case": "inference", "train_case": "train", "plan_case": "plan"}
-
-
-def _argtype(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except SettingError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    convert.__name__ = getattr(parse, "__name__", "value")
-    return convert
+# pytest-benchmark's timing options: the cases time with their own protocol (warm-up of 3 calls
+# and 0.1 s, then at least 20 rounds filling --bench-time), so these would be silently ignored.
+REPLACED_OPTIONS = {
+    "--benchmark-max-time": "--bench-time SECONDS (ini key bench_time)",
+    "--benchmark-min-rounds": "--bench-time SECONDS: a latency case times at least 20 rounds and fills that time",
+    "--benchmark-min-time": "--bench-time SECONDS",
+    "--benchmark-calibration-precision": "nothing: a round is one call, no calibration is needed",
+    "--benchmark-warmup": "nothing: every case warms up until 3 calls and 0.1 s have passed",
+    "--benchmark-warmup-iterations": "nothing: every case warms up until 3 calls and 0.1 s have passed",
+}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("backbone-bench", "backbone-bench matrix (each option can be pinned in pytest.ini)")
+    group = parser.getgroup("backbone-bench", "backbone-bench (each option can be pinned in pytest.ini under its ini key)")
     for option in OPTIONS:
-        help_text = f"{option.help} (default: {option.default or 'unset'}; ini key: {option.ini})"
         if option.flag:
-            group.addoption(f"--{option.name}", dest=f"bb_{option.field}", action="store_const", const=True, default=None, help=help_text)
+            group.addoption(f"--{option.name}", dest=f"bb_{option.field}", action="store_const", const=True, default=None, help=option.help_text())
         else:
-            group.addoption(f"--{option.name}", dest=f"bb_{option.field}", metavar=option.metavar, type=_argtype(option.parse), default=None, help=help_text)
+            group.addoption(f"--{option.name}", dest=f"bb_{option.field}", metavar=option.metavar, type=argtype(option.parse), default=None, help=option.help_text())
         parser.addini(option.ini, help=option.help, default="")
-    group.addoption("--gate", dest="bb_gate", metavar="BASELINE", default=None, help="after the run, gate it against BASELINE (a run id in the storage or a file); regressions fail the session")
-    group.addoption("--fail-on", dest="bb_fail_on", metavar="SPEC", default=None, help="gate tolerances, e.g. latency_p50_ms:10%%,top1:-1pp,peak_mem_bytes:5%%,gmacs:0 (default: the built-in tolerances; ini key: fail_on)")
-    group.addoption("--fail-on-missing", dest="bb_fail_on_missing", action="store_true", default=False, help="with --gate: cases missing from this run fail the gate")
-    group.addoption("--gate-force", dest="bb_gate_force", action="store_true", default=False, help="with --gate: gate even when the baseline was run on a different device")
-    parser.addini("fail_on", help="gate tolerances (see --fail-on)", default="")
 
 
 class BenchSession:
     """The plugin's state for one pytest session, registered as a plugin for its hooks."""
 
-    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+    def __init__(self, config: pytest.Config, settings: Settings, save_name: str | None, json_path: Path | None) -> None:
         self.config = config
         self.settings = settings
+        self.save_name = save_name
+        self.json_path = json_path
         self.results: dict[str, CaseResult] = {}
         self.is_worker = hasattr(config, "workerinput")
-        self.save_name: str | None = None
-        self.json_file: Any = None
         self.saved_path: Path | None = None
         self.baseline: Any = None
         self.gate_lines: list[str] = []
         storage = str(config.getoption("benchmark_storage", "baselines")).removeprefix("file://")
         path = Path(storage)
         self.storage = path if path.is_absolute() else config.rootpath / path
-        self._facts: dict[str, Any] | None = None
 
-    def machine_facts(self) -> dict[str, Any]:
-        if self._facts is None:
-            from harness.machine import machine_facts
+    # -- before any case runs ------------------------------------------------------------------
+    def load_baseline(self, devices: Iterable[str]) -> None:
+        """Resolve ``--gate`` among the stored runs of the machine the selected cases will run on."""
+        devices = sorted(set(devices))
+        if not self.settings.gate or self.is_worker or self.baseline is not None or not devices:
+            return  # no case will run: nothing to gate
+        from harness.machine import machine_facts
+        from harness.results.gate import load_baseline
 
-            self._facts = machine_facts(self.settings.devices, self.settings.edge_profile)
-        return self._facts
+        key = str(machine_facts(devices, self.settings.edge_profile)["baseline_key"])
+        try:
+            self.baseline = load_baseline(self.settings.gate, self.storage, key)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--gate: {exc}") from None
 
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.load_baseline(_devices(session.items))
+
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        # Under xdist the controller collects nothing itself; the workers' ids name the cases.
+        cases = {case.spec.id: case for case in _all_cases(self.settings)}
+        self.load_baseline(case.spec.device for nodeid in ids if (case := cases.get(_param(nodeid))) is not None and not case.skip)
+
+    # -- while cases run -----------------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.is_worker or not (report.when == "call" or (report.when == "setup" and report.failed)):
             return
@@ -98,55 +101,59 @@ class BenchSession:
         if RESULT_KEY in properties:
             self.results[report.nodeid] = CaseResult.from_wire(properties[RESULT_KEY])
         elif report.failed and CASE_KEY in properties:
-            # A case that crashed without reporting: still recorded, as failed, with the error.
-            name, param, identity = properties[CASE_KEY]
+            # A case that crashed with an unexpected error (a bug; pytest shows its traceback):
+            # still recorded, as failed, so the run says so.
+            name, param, base = properties[CASE_KEY]
             crash = getattr(report.longrepr, "reprcrash", None)
             error = str(getattr(crash, "message", "") or report.longreprtext.strip() or "failed").splitlines()[0]
-            self.results[report.nodeid] = CaseResult(name, report.nodeid, param, {**identity, "status": "failed", "error": error})
+            self.results[report.nodeid] = CaseResult(name, report.nodeid, param, {**base, "status": "failed", "error": error})
 
-    def pytest_benchmark_update_machine_info(self, config: pytest.Config, machine_info: dict[str, Any]) -> None:
-        machine_info.update(self.machine_facts())
-
+    # -- after the last case -------------------------------------------------------------------
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.is_worker or not (self.results or self.json_file is not None):
+        if self.is_worker or not (self.results and (self.save_name or self.json_path or self.baseline is not None)):
             return
         from harness.results.records import build_run
-        from harness.results.storage import dumps, save_run
+        from harness.results.storage import dumps, save_run, write_atomic
 
-        config = session.config
+        run = build_run(self.results.values(), machine_info=self.machine_info(), commit_info=self.commit_info(), options={"bench_time_s": self.settings.bench_time_s})
+        if self.save_name:
+            self.saved_path = save_run(self.storage, run["machine_info"]["baseline_key"], self.save_name, run)
+        if self.json_path is not None:
+            text = dumps(run)
+            write_atomic(self.json_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        if self.baseline is not None:
+            from harness.results.gate import gate_run
+
+            self.gate_lines, code = gate_run(self.baseline, run, self.settings, storage=self.storage)
+            if code:
+                session.exitstatus = code
+
+    def machine_info(self) -> dict[str, Any]:
+        """pytest-benchmark's machine info, updated through its public hook (our facts included)."""
+        info: dict[str, Any] = self.config.hook.pytest_benchmark_generate_machine_info(config=self.config)
+        self.config.hook.pytest_benchmark_update_machine_info(config=self.config, machine_info=info)
+        return info
+
+    def commit_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = self.config.hook.pytest_benchmark_generate_commit_info(config=self.config)
+        self.config.hook.pytest_benchmark_update_commit_info(config=self.config, commit_info=info)
+        return info
+
+    def pytest_benchmark_update_machine_info(self, config: pytest.Config, machine_info: dict[str, Any]) -> None:
         from harness.machine import machine_facts
 
         # The baseline key names the hardware the cases actually ran on (a CPU-only selection on
         # a GPU machine is a CPU run), not every device the matrix could have used.
-        ran_on = sorted({str(r.record.get("device")) for r in self.results.values() if r.record.get("device")})
-        self._facts = machine_facts(ran_on or self.settings.devices, self.settings.edge_profile)
-        machine_info: dict[str, Any] = config.hook.pytest_benchmark_generate_machine_info(config=config)
-        config.hook.pytest_benchmark_update_machine_info(config=config, machine_info=machine_info)
-        run = build_run(
-            self.results.values(),
-            machine_info=machine_info,
-            commit_info=config.hook.pytest_benchmark_generate_commit_info(config=config),
-            options={"timer": "perf_counter", "min_rounds": 20, "bench_time_s": self.settings.bench_time_s},
-        )
-        if self.save_name:
-            self.saved_path = save_run(self.storage, self.machine_facts()["baseline_key"], self.save_name, run)
-        if self.json_file is not None:
-            with self.json_file as fh:
-                fh.write(dumps(run).encode())
-        if self.baseline is not None:
-            from harness.results.gate import gate_run
-
-            self.gate_lines, failed = gate_run(self.baseline, run, config.getoption("bb_fail_on") or config.getini("fail_on") or None,
-                                               fail_on_missing=config.getoption("bb_fail_on_missing"), force=config.getoption("bb_gate_force"),
-                                               storage=self.storage)
-            if failed:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        ran_on = sorted({str(r.record["device"]) for r in self.results.values() if r.record.get("device")})
+        machine_info.update(machine_facts(ran_on or self.settings.devices, self.settings.edge_profile))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker:
             return
         if self.saved_path is not None:
             terminalreporter.write_line(f"backbone-bench: saved {len(self.results)} case(s) to {self.saved_path}")
+        if self.json_path is not None and self.results:
+            terminalreporter.write_line(f"backbone-bench: wrote {len(self.results)} case(s) to {self.json_path}")
         for line in self.gate_lines:
             terminalreporter.write_line(line)
 
@@ -157,42 +164,79 @@ def bench_session(config: pytest.Config) -> BenchSession:
 
 
 _KEY = pytest.StashKey[BenchSession]()
+_PROFILE_KEY = pytest.StashKey[Any]()
 
 
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    # tryfirst: pytest-benchmark builds its session in a trylast pytest_configure, after this
+    # one has taken the saving options over.
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     from harness.config.options import settings_from
 
     try:
+        _refuse_replaced_options(config)
         settings = settings_from(lambda field: config.getoption(f"bb_{field}"), lambda key: str(config.getini(key)))
+        save_name, json_path = _take_over_saving(config)
     except SettingError as exc:
         raise pytest.UsageError(str(exc)) from None
-    bench = BenchSession(config, settings)
+    bench = BenchSession(config, settings, save_name, json_path)
     config.stash[_KEY] = bench
     config.pluginmanager.register(bench, "backbone-bench-session")
     _apply_runtime_settings(config, settings)
 
-    pb = getattr(config, "_benchmarksession", None)
-    if pb is not None and not bench.is_worker:
-        # One writer for serial and xdist runs alike: take saving over from pytest-benchmark.
-        bench.save_name = pb.save or (pb.autosave and _autosave_name(config))
-        bench.json_file = pb.json
-        pb.save = pb.autosave = pb.json = None
-    if config.getoption("bb_gate") and not bench.is_worker:
-        from harness.results.gate import load_baseline
 
-        try:
-            bench.baseline = load_baseline(config.getoption("bb_gate"), bench.storage, bench.machine_facts()["baseline_key"])
-        except ValueError as exc:
-            raise pytest.UsageError(f"--gate: {exc}") from None
+def _given_options(config: pytest.Config) -> list[str]:
+    """Every option token the user gave: command line, PYTEST_ADDOPTS and the ini's addopts.
+
+    pytest parses long options without abbreviations, so an option appears spelled in full.
+    """
+    tokens = [*config.invocation_params.args, *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
+    tokens += [str(t) for t in config.getini("addopts")]
+    return [str(t).split("=", 1)[0] for t in tokens if str(t).startswith("--")]
+
+
+def _refuse_replaced_options(config: pytest.Config) -> None:
+    for option in _given_options(config):
+        if option in REPLACED_OPTIONS:
+            raise SettingError(f"{option} is pytest-benchmark's timing control, which backbone-bench's cases replace; use {REPLACED_OPTIONS[option]}")
+
+
+def _take_over_saving(config: pytest.Config) -> tuple[str | None, Path | None]:
+    """Read ``--benchmark-save/-autosave/-json`` and switch pytest-benchmark's own saving off.
+
+    pytest-benchmark saves nothing under xdist and writes non-atomically; this plugin's writer
+    saves the same contract serially and in parallel. ``--benchmark-json`` is an open file before
+    pytest-benchmark 5.3 and a path from 5.3 on: either way it names the file to write.
+    """
+    option = config.option
+    save = getattr(option, "benchmark_save", None)
+    if not save and getattr(option, "benchmark_autosave", False):
+        save = _autosave_name(config)
+    if save:
+        save = run_name(save)
+    raw_json = getattr(option, "benchmark_json", None)
+    json_path: Path | None = None
+    if raw_json is not None:
+        json_path = Path(getattr(raw_json, "name", raw_json))
+        if hasattr(raw_json, "close"):
+            raw_json.close()
+    for name, off in (("benchmark_save", None), ("benchmark_autosave", False), ("benchmark_json", None)):
+        if hasattr(option, name):
+            setattr(option, name, off)
+    if hasattr(config, "workerinput"):
+        return None, None  # the controller saves
+    return save, json_path
 
 
 def _autosave_name(config: pytest.Config) -> str:
-    from pytest_benchmark.utils import get_tag
-
-    return str(get_tag(config.getoption("benchmark_project_name", None)))
+    """``<commit>_<UTC time>[_uncommitted-changes]``, like pytest-benchmark's autosave, from its public hook."""
+    info = config.hook.pytest_benchmark_generate_commit_info(config=config) or {}
+    parts = [str(info.get("id") or "unversioned")[:12], dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d_%H%M%S")]
+    if info.get("dirty"):
+        parts.append("uncommitted-changes")
+    return "_".join(parts)
 
 
 def _apply_runtime_settings(config: pytest.Config, settings: Settings) -> None:
@@ -203,7 +247,7 @@ def _apply_runtime_settings(config: pytest.Config, settings: Settings) -> None:
 
         # Threads, CPU affinity and the CUDA memory fraction hold for the whole session.
         cuda = next((d for d in settings.devices if d.startswith("cuda")), None)
-        applied = apply(settings.edge_profile, cuda)  # type: ignore[arg-type]
+        applied = apply(settings.edge_profile, cuda)
         applied.__enter__()
         config.stash[_PROFILE_KEY] = applied
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
@@ -217,27 +261,43 @@ def _apply_runtime_settings(config: pytest.Config, settings: Settings) -> None:
         torch.cuda.set_device(int(worker[2:]) % torch.cuda.device_count())
 
 
-_PROFILE_KEY = pytest.StashKey[Any]()
-
-
 def pytest_unconfigure(config: pytest.Config) -> None:
     applied = config.stash.get(_PROFILE_KEY, None)
     if applied is not None:
         applied.__exit__(None, None, None)
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    from harness.matrix import inference_cases, plan_cases, train_cases
+def _all_cases(settings: Settings) -> list[Any]:
+    from harness.matrix import build
 
-    builders = {"inference": inference_cases, "train": train_cases, "plan": plan_cases}
+    return [case for kind in CASE_FIXTURES.values() for case in build(kind, settings)]
+
+
+def _param(nodeid: str) -> str:
+    return nodeid.rsplit("[", 1)[1].rstrip("]") if nodeid.endswith("]") else ""
+
+
+def _devices(items: Iterable[pytest.Item]) -> list[str]:
+    """The devices of the selected cases (after -k/-m) that will run (not skipped up front)."""
+    devices = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if item.get_closest_marker("skip") is not None:
+            continue
+        for value in (callspec.params.values() if callspec else ()):
+            if isinstance(value, CaseSpec):
+                devices.append(value.device)
+    return devices
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    from harness.matrix import build
 
     for argname, kind in CASE_FIXTURES.items():
         if argname not in metafunc.fixturenames:
             continue
-        settings = bench_session(metafunc.config).settings
-        cases = builders[kind](settings)
         params = []
-        for case in cases:
+        for case in build(kind, bench_session(metafunc.config).settings):
             marks = [getattr(pytest.mark, name) for name in case.spec.markers()]
             if case.skip:
                 marks.append(pytest.mark.skip(reason=case.skip))
@@ -245,13 +305,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize(argname, params)
 
 
-def report_case(node: pytest.Item, name: str, param: str, identity: dict[str, Any]) -> None:
+def report_case(node: pytest.Item, name: str, param: str, base: dict[str, Any]) -> None:
     """Announce a case, so that a crash in it is still recorded as a failed case."""
-    node.user_properties.append((CASE_KEY, (name, param, identity)))
+    node.user_properties.append((CASE_KEY, (name, param, base)))
 
 
 def report_result(node: pytest.Item, result: CaseResult) -> None:
     """Send a case's result to the collector (this process, or the xdist controller)."""
     node.user_properties.append((RESULT_KEY, result.to_wire()))
-
-

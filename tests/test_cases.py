@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from harness.cases import CaseSpec
@@ -9,7 +11,7 @@ from harness.cases import CaseSpec
 
 def spec(**changes: object) -> CaseSpec:
     base = CaseSpec(kind="inference", backbone="convnextv2_tiny", family="cnn", edge=False, device="cpu", batch_size=1, img_size=32, precision="fp32")
-    return base.with_(**changes)
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
 def test_inference_id_reads_like_the_issue() -> None:
@@ -21,7 +23,7 @@ def test_inference_id_reads_like_the_issue() -> None:
 def test_train_id_names_dataset_and_subset() -> None:
     train = spec(kind="train", backbone="resnet18", device="cuda", batch_size=128, dataset="cifar10", subset="5k")
     assert train.id == "resnet18-cifar10_5k-cuda-bs128-32px-fp32"
-    folder = train.with_(dataset="imagefolder:/data/robot_bins/")
+    folder = dataclasses.replace(train, dataset="imagefolder:/data/robot_bins/")
     assert folder.id.startswith("resnet18-imagefolder-robot_bins_5k-")
 
 
@@ -53,3 +55,8 @@ def test_identity_keys_are_flat_and_complete() -> None:
         "precision": "fp32", "channels_last": False, "runtime": "eager",
     }
     assert all(not isinstance(v, (dict, list)) for v in keys.values())
+
+
+def test_a_kind_outside_the_contract_is_refused() -> None:
+    with pytest.raises(ValueError, match="kind 'export' is not in the contract: inference, train, plan"):
+        spec(kind="export")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFTEST = 'pytest_plugins = ["harness.plugin", "fixtures.recording", "fixtures.inference", "fixtures.train"]\n'
+CONFTEST = 'pytest_plugins = ["harness.plugin", "fixtures.recording", "fixtures.inference", "fixtures.train", "fixtures.plan"]\n'
 # Short timing keeps each end-to-end case well under a second on a busy 2-core machine.
 FAST = ("--bench-time", "0.02", "-p", "no:cacheprovider")
 
@@ -67,12 +67,12 @@ def test_ini_pins_the_matrix_and_the_command_line_overrides_it(suite: pytest.Pyt
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--backbones", "resnet19"), "did you mean: resnet18"),
+        (("--backbones", "resnet19"), "unknown backbone 'resnet19' (did you mean resnet18, "),
         (("--backbones", "convnext_tinyy"), "convnext_tiny"),
         (("--batch-sizes", "0"), "batch-sizes entry must be a positive integer, got '0'"),
         (("--batch-sizes", "1,x"), "batch-sizes entry must be a positive integer, got 'x'"),
         (("--img-sizes", "-32"), "img-sizes entry must be a positive integer"),
-        (("--devices", "tpu"), "unknown device 'tpu'; valid devices: cpu, cuda, cuda:N, mps"),
+        (("--devices", "tpu"), "unknown device 'tpu' (did you mean cpu?); valid: cpu, cuda, cuda:N, mps"),
         (("--precisions", "fp64"), "unknown precision 'fp64'"),
         (("--runtimes", "tensorrt"), "valid: eager, compile, onnxruntime, onnxruntime-int8"),
         (("--subsets", "5q"), "'500', '5k'"),
@@ -165,7 +165,8 @@ def test_a_failing_case_is_recorded_as_failed_and_the_session_goes_on(suite: pyt
     assert [b["extra_info"]["backbone"] for b in run["benchmarks"]] == ["resnet18"]
     [failed] = run["backbone_bench"]["failed"]
     assert failed["extra_info"]["status"] == "failed"
-    assert failed["extra_info"]["error"] == "out of memory while preparing: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert failed["extra_info"]["error"] == "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert failed["extra_info"]["settings"]["threads"] == 1 and failed["extra_info"]["settings_digest"]
 
 
 def test_xdist_saves_the_same_cases_and_keys_as_a_serial_run(suite: pytest.Pytester) -> None:

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from harness.config.options import OPTIONS, check_subsets, settings_from
-from harness.config.settings import SettingError, choice_list, int_list, number, parse_backbones, parse_devices, parse_threads
+from harness.config.options import GATE_OPTIONS, OPTIONS, check_subsets, default_settings, settings_from
+from harness.config.parsers import (
+    SettingError,
+    choice_list,
+    int_list,
+    number,
+    parse_backbones,
+    parse_devices,
+    parse_threads,
+    run_name,
+    tolerances,
+)
+from harness.config.settings import Settings
+from harness.contract import PRECISIONS
 
 GOOD: list[tuple[Callable[[str], Any], str, Any]] = [
     (int_list("batch-sizes"), "1,32", [1, 32]),
     (int_list("batch-sizes"), " 8 , 8,2\n4", [8, 2, 4]),
     (parse_devices, "cpu", ["cpu"]),
     (parse_devices, "cpu,cuda:1", ["cpu", "cuda:1"]),
-    (choice_list("precision", ("fp32", "fp16", "bf16")), "FP32,bf16", ["fp32", "bf16"]),
+    (choice_list("precision", PRECISIONS), "FP32,bf16", ["fp32", "bf16"]),
+    (run_name, "main-2.1_x", "main-2.1_x"),
     (parse_threads, "auto", None),
     (parse_threads, "4", 4),
     (parse_backbones, "resnet18,edge", None),  # checked below
@@ -25,12 +39,16 @@ BAD: list[tuple[Callable[[str], Any], str, str]] = [
     (int_list("batch-sizes"), "0", "positive integer, got '0'"),
     (int_list("batch-sizes"), "1.5", "positive integer, got '1.5'"),
     (int_list("img-sizes"), "", "needs at least one positive integer"),
-    (parse_devices, "gpu", "unknown device 'gpu'; valid devices: cpu, cuda, cuda:N, mps"),
+    (parse_devices, "gpu", "unknown device 'gpu' (did you mean cpu"),
     (parse_devices, "cuda:x", "unknown device 'cuda:x'"),
-    (choice_list("precision", ("fp32", "fp16", "bf16")), "fp61", "did you mean fp16"),
+    (choice_list("precision", PRECISIONS), "fp61", "unknown precision 'fp61' (did you mean fp16"),
+    (run_name, "my run", "invalid run name 'my run'"),
+    (run_name, "../x", "invalid run name '../x'"),
+    (tolerances, "latency:banana", "unknown metric 'latency'"),
+    (tolerances, "latency_p50_ms:ten%", "cannot read amount 'ten%'"),
     (parse_threads, "-2", "threads must be a positive integer"),
-    (parse_backbones, "vit_base_patch16_2244", "did you mean: vit_base_patch16_224"),
-    (parse_backbones, "hybird", "did you mean: hybrid"),
+    (parse_backbones, "vit_base_patch16_2244", "(did you mean vit_base_patch16_224"),
+    (parse_backbones, "hybird", "(did you mean hybrid"),
 ]
 
 
@@ -57,6 +75,33 @@ def test_settings_merge_cli_over_ini_over_default() -> None:
     settings = settings_from(lambda field: cli.get(field), lambda key: ini.get(key, ""))
     assert settings.batch_sizes == [4] and settings.img_sizes == [64] and settings.backbones == ["resnet18"]
     assert settings.precisions == ["fp32"] and settings.num_classes == 10 and settings.subsets == ["full"]
+
+
+def test_settings_fields_are_exactly_the_table_rows() -> None:
+    # One table: a Settings field without a row (or a row without a field) is a default written twice.
+    assert [f.name for f in dataclasses.fields(Settings)] == [o.field for o in OPTIONS]
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in dataclasses.fields(Settings))
+
+
+def test_defaults_come_from_the_table_and_the_environment() -> None:
+    settings = default_settings(backbones=["resnet18"])
+    assert (settings.threads, settings.bench_time_s, settings.num_classes, settings.seeds) == (1, 1.0, 10, 1)
+    assert settings.batch_sizes == [1, 32] and settings.devices == parse_devices("auto") and settings.augment is None
+    assert str(settings.fail_on) == str(tolerances(""))
+    env = {"BACKBONE_BENCH_CHECKPOINTS": "/tmp/ckpt"}
+    from_env = settings_from(lambda field: None, lambda key: None, env=env)
+    assert str(from_env.checkpoint_dir) == "/tmp/ckpt"
+    with pytest.raises(TypeError, match="not settings fields: bench_time"):
+        default_settings(bench_time=2.0)
+
+
+def test_gate_rows_are_shared_with_the_compare_command() -> None:
+    from harness.__main__ import _parser
+
+    compare = _parser()._subparsers._group_actions[0].choices["compare"]  # type: ignore[union-attr]
+    flags = {s for action in compare._actions for s in action.option_strings}
+    assert {f"--{o.name}" for o in GATE_OPTIONS} <= flags
+    assert [o.name for o in GATE_OPTIONS] == ["fail-on", "fail-on-missing", "force", "no-history"]
 
 
 def test_every_option_has_a_metavar_or_is_a_flag_and_a_default_or_none() -> None:

@@ -1,87 +1,34 @@
 """The option table: every backbone-bench option with its ini key, default, parser and help.
 
-One table feeds both the command line and ``pytest.ini`` (the plugin registers each row as
-``--name`` and as the ini key ``name`` with dashes turned into underscores), and
-:func:`settings_from` merges them: the command line wins, then the ini file, then the default.
+One table feeds the pytest plugin (each row is ``--name`` and the ini key ``name`` with dashes
+turned into underscores), the ``python -m harness compare`` command (the rows of scope
+``gate``, under the same names) and :class:`~harness.config.settings.Settings`, whose fields are
+exactly the rows' fields. :func:`settings_from` merges the sources: the command line wins, then
+the ini file, then the row's environment variable, then its default. A default is written here
+and nowhere else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from harness.devices import PRECISIONS
-from harness.config.settings import (
-    SettingError,
-    Settings,
-    choice_list,
-    int_list,
-    number,
-    parse_backbones,
-    parse_devices,
-    parse_threads,
-    positive_float,
-    positive_int,
-    split_list,
-)
-
-RUNTIMES = ("eager", "compile", "onnxruntime", "onnxruntime-int8")
-
-
-def _flag(text: str) -> bool:
-    value = str(text).strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise SettingError(f"expected true or false, got {text!r}")
-
-
-def _subsets(text: str) -> list[str]:
-    from harness.data.subsets import parse_subset
-
-    try:
-        return [parse_subset(part).label for part in split_list(text)]
-    except ValueError as exc:
-        raise SettingError(str(exc)) from None
-
-
-def _datasets(text: str) -> list[str]:
-    from harness.data.registry import IMAGEFOLDER_PREFIX, dataset_info
-
-    names = split_list(text)
-    try:
-        for name in names:
-            if not name.startswith(IMAGEFOLDER_PREFIX):
-                dataset_info(name)
-    except ValueError as exc:
-        raise SettingError(str(exc)) from None
-    return names
-
-
-def _bytes(text: str) -> int:
-    from harness.edge.profiles import parse_bytes
-
-    try:
-        return parse_bytes(text)
-    except ValueError as exc:
-        raise SettingError(f"plan-budget: {exc}") from None
-
-
-def _edge_profile(text: str) -> Any:
-    from harness.edge.profiles import parse_edge_profile
-
-    try:
-        return parse_edge_profile(text)
-    except ValueError as exc:
-        raise SettingError(str(exc)) from None
+from harness.config import parsers as p
+from harness.config.parsers import SettingError
+from harness.config.settings import Settings
+from harness.contract import PRECISIONS, RUNTIMES
 
 
 @dataclass(frozen=True)
 class Option:
-    """One row of the table. ``field`` is the :class:`Settings` attribute it fills."""
+    """One row: ``--name`` on the command line, ``ini`` in pytest.ini, ``field`` in Settings.
+
+    ``scope``: ``session`` rows exist in pytest only; ``gate`` rows also in
+    ``python -m harness compare``. ``default`` is text, parsed like a user's value (``None``:
+    unset). ``env`` names an environment variable that stands in for the default.
+    """
 
     name: str
     field: str
@@ -90,72 +37,122 @@ class Option:
     metavar: str
     help: str
     flag: bool = False
+    scope: Literal["session", "gate"] = "session"
+    env: str | None = None
 
     @property
     def ini(self) -> str:
         return self.name.replace("-", "_")
 
+    def help_text(self) -> str:
+        """The help with its default and ini key, as ``--help`` shows it."""
+        default = self.default if self.default is not None else "unset"
+        env = f"; ${self.env} overrides the default" if self.env else ""
+        return f"{self.help} (default: {default}{env}; ini key: {self.ini})"
+
+
+def _int(what: str) -> Callable[[str], int]:
+    return lambda text: p.positive_int(text, what)
+
 
 OPTIONS: tuple[Option, ...] = (
-    Option("backbones", "backbones", parse_backbones, "all", "NAMES", "registry names, groups (cnn, transformer, hybrid, edge, all) or any timm model name"),
-    Option("img-sizes", "img_sizes", int_list("img-sizes"), "32", "PX", "input resolutions; 32 is CIFAR-native, 224 the deployment size"),
-    Option("batch-sizes", "batch_sizes", int_list("batch-sizes"), "1,32", "N", "inference batch sizes"),
-    Option("devices", "devices", parse_devices, "auto", "DEVICES", "cpu, cuda, cuda:N, mps, or auto (every available one)"),
-    Option("precisions", "precisions", choice_list("precision", PRECISIONS), "fp32", "P", "fp32, fp16, bf16 (where the device supports them)"),
-    Option("runtimes", "runtimes", choice_list("runtime", RUNTIMES), "eager", "R", f"inference runtimes: {', '.join(RUNTIMES)}"),
-    Option("channels-last", "channels_last", _flag, "false", "", "run models and inputs in channels_last memory format", flag=True),
-    Option("compile", "compile", _flag, "false", "", "add the torch.compile runtime to the matrix (same as --runtimes eager,compile)", flag=True),
-    Option("threads", "threads", parse_threads, "1", "N", "CPU threads of inference cases; 1 (like torch.utils.benchmark) keeps CPU latency repeatable, auto = torch's default"),
-    Option("num-classes", "num_classes", lambda t: positive_int(t, "num-classes"), "10", "N", "classifier classes of inference cases"),
-    Option("bench-time", "bench_time_s", positive_float("bench-time"), "1.0", "SECONDS", "timed seconds per latency case (rounds = this / one call, 20..2000)"),
-    Option("dataset", "datasets", _datasets, "digits", "NAMES", "training datasets: digits (embedded), cifar10, cifar100, svhn, mnist, fashion_mnist, stl10, flowers102, imagefolder:PATH"),
-    Option("subsets", "subsets", _subsets, "full", "SIZES", "training subset sizes: 500, 5k, 10k, 50k, full, or per class: 50pc"),
-    Option("train-batch-sizes", "train_batch_sizes", int_list("train-batch-sizes"), "128", "N", "training batch sizes (an axis of the matrix)"),
-    Option("seeds", "seeds", lambda t: positive_int(t, "seeds"), "1", "N", "seeds per training case; mean and std are recorded"),
-    Option("epochs", "epochs", lambda t: positive_int(t, "epochs"), None, "N", "training epochs (default: the recipe's for the dataset)"),
-    Option("lr", "lr", positive_float("lr"), None, "LR", "peak learning rate (default: the family recipe's, scaled to the batch)"),
-    Option("weight-decay", "weight_decay", number("weight-decay", low_inclusive=True), None, "WD", "weight decay (default: the family recipe's)"),
-    Option("label-smoothing", "label_smoothing", number("label-smoothing", low_inclusive=True), None, "EPS", "label smoothing (default: the recipe's)"),
-    Option("augment", "augment", choice_list("augment", ("standard", "randaugment", "mixup", "cutmix", "none")), None, "AUG", "augmentation: standard, randaugment, mixup, cutmix, none"),
-    Option("early-stop", "early_stop", lambda t: positive_int(t, "early-stop"), None, "PATIENCE", "stop training after PATIENCE epochs without a better validation top-1 (carves --val-fraction of the subset for validation; the best checkpoint is tested)"),
-    Option("val-fraction", "val_fraction", number("val-fraction", high=1.0), None, "F", "validation share carved from the training subset (default 0.1 with --early-stop, else none)"),
-    Option("grad-accum", "grad_accum", lambda t: positive_int(t, "grad-accum"), None, "N", "gradient accumulation steps per optimiser step (the train batch is split into N micro-batches)"),
-    Option("clip-grad", "clip_grad", positive_float("clip-grad"), None, "NORM", "clip the gradient norm at NORM"),
-    Option("data-root", "data_root", lambda t: Path(t).expanduser(), None, "PATH", "dataset root (default: $BACKBONE_BENCH_DATA or ~/.cache/backbone-bench/data)"),
-    Option("skip-checksums", "skip_checksums", _flag, "false", "", "read dataset files without checking their official md5 sums (your own re-packed copies)", flag=True),
-    Option("download", "download", _flag, "false", "", "download missing datasets through torchvision", flag=True),
-    Option("resume", "resume", _flag, "false", "", "resume interrupted training cases from their last checkpoint", flag=True),
-    Option("int8-accuracy", "int8_accuracy", _flag, "false", "", "after training, record the top-1 change of the model as dynamic-int8 ONNX (CPU)", flag=True),
-    Option("edge-profile", "edge_profile", _edge_profile, None, "NAME", "edge constraints: a named board profile or threads=4,mem=2GiB"),
-    Option("plan-budget", "plan_budget", _bytes, None, "BYTES", "memory budget of batch-size planning cases, e.g. 512MiB (default: the edge profile's, else 512MiB)"),
-    Option("power", "power", _flag, "false", "", "sample power during latency cases (RAPL, NVML or tegrastats)", flag=True),
+    # The matrix: every value is a case axis.
+    Option("backbones", "backbones", p.parse_backbones, "all", "NAMES", "registry names, groups (cnn, transformer, hybrid, edge, all) or any timm model name"),
+    Option("img-sizes", "img_sizes", p.int_list("img-sizes"), "32", "PX", "input resolutions; 32 is CIFAR-native, 224 the deployment size; training uses the first"),
+    Option("batch-sizes", "batch_sizes", p.int_list("batch-sizes"), "1,32", "N", "inference batch sizes"),
+    Option("devices", "devices", p.parse_devices, "auto", "DEVICES", "cpu, cuda, cuda:N, mps, or auto (every available one)"),
+    Option("precisions", "precisions", p.choice_list("precision", PRECISIONS), "fp32", "P", f"{', '.join(PRECISIONS)} (where the device supports them)"),
+    Option("runtimes", "runtimes", p.choice_list("runtime", RUNTIMES), "eager", "R", f"inference runtimes: {', '.join(RUNTIMES)}"),
+    Option("channels-last", "channels_last", p.flag, "false", "", "run models and inputs in channels_last memory format", flag=True),
+    Option("compile", "compile", p.flag, "false", "", "add the torch.compile runtime to the matrix (same as --runtimes eager,compile)", flag=True),
+    Option("dataset", "datasets", p.datasets, "digits", "NAMES", "training datasets: digits (embedded), cifar10, cifar100, svhn, mnist, fashion_mnist, stl10, flowers102, imagefolder:PATH"),
+    Option("subsets", "subsets", p.subsets, "full", "SIZES", "training subset sizes: 500, 5k, 10k, 50k, full, or per class: 50pc"),
+    Option("train-batch-sizes", "train_batch_sizes", p.int_list("train-batch-sizes"), "128", "N", "training batch sizes"),
+    # Settings that change results without being an axis: recorded per case and digested, so a
+    # run with other settings is "not comparable" with the baseline, never a regression.
+    # 1 thread, like torch.utils.benchmark: multi-threaded CPU latency on a shared machine moves
+    # by +-30% run to run; `auto` is torch's default.
+    Option("threads", "threads", p.parse_threads, "1", "N", "CPU threads of inference cases; 1 keeps CPU latency repeatable, auto = torch's default"),
+    Option("num-classes", "num_classes", _int("num-classes"), "10", "N", "classifier classes of inference and planning cases"),
+    # 1 s per case: ~20-2000 rounds, enough for the rank test, a whole registry in about a minute.
+    Option("bench-time", "bench_time_s", p.positive_float("bench-time"), "1.0", "SECONDS", "timed seconds per latency case (rounds = this / one call, at least 20, at most 2000)"),
+    Option("seeds", "seeds", _int("seeds"), "1", "N", "seeds per training case; mean and std are recorded"),
+    Option("epochs", "epochs", _int("epochs"), None, "N", "training epochs (unset: the recipe's for the dataset)"),
+    Option("lr", "lr", p.positive_float("lr"), None, "LR", "peak learning rate (unset: the family recipe's, scaled to the batch)"),
+    Option("weight-decay", "weight_decay", p.number("weight-decay", low_inclusive=True), None, "WD", "weight decay (unset: the family recipe's)"),
+    Option("label-smoothing", "label_smoothing", p.number("label-smoothing", low_inclusive=True, high=1.0), None, "EPS", "label smoothing (unset: the recipe's)"),
+    Option("augment", "augment", p.augment, None, "AUG", "augmentations, combinable: standard, randaugment, mixup, cutmix; or none (unset: the recipe's)"),
+    Option("early-stop", "early_stop", _int("early-stop"), None, "PATIENCE", "stop training after PATIENCE epochs without a better validation top-1 (carves --val-fraction of the subset for validation; the best checkpoint is tested)"),
+    Option("val-fraction", "val_fraction", p.number("val-fraction", high=1.0), None, "F", "validation share carved from the training subset (unset: 0.1 with --early-stop, else none)"),
+    Option("grad-accum", "grad_accum", _int("grad-accum"), None, "N", "gradient accumulation steps per optimiser step (the train batch is split into N micro-batches)"),
+    Option("clip-grad", "clip_grad", p.positive_float("clip-grad"), None, "NORM", "clip the gradient norm at NORM"),
+    Option("edge-profile", "edge_profile", p.edge_profile, None, "NAME", "edge constraints: a named board profile or threads=4,mem=2GiB"),
+    Option("plan-budget", "plan_budget", p.byte_size, None, "BYTES", "memory budget of batch-size planning cases, e.g. 512MiB (unset: the edge profile's, else 512MiB)"),
+    Option("power", "power", p.flag, "false", "", "sample power during latency cases (RAPL, NVML or tegrastats)", flag=True),
+    Option("int8-accuracy", "int8_accuracy", p.flag, "false", "", "after training, record the top-1 change of the model as dynamic-int8 ONNX (CPU)", flag=True),
+    # Where data and checkpoints live, and how they are fetched: no effect on results.
+    Option("data-root", "data_root", p.path, None, "PATH", "dataset root (unset: ~/.cache/backbone-bench/data)", env="BACKBONE_BENCH_DATA"),
+    Option("checkpoint-dir", "checkpoint_dir", p.path, ".bench-checkpoints", "PATH", "where training cases keep checkpoints for --resume", env="BACKBONE_BENCH_CHECKPOINTS"),
+    Option("skip-checksums", "skip_checksums", p.flag, "false", "", "read dataset files without checking their official md5 sums (your own re-packed copies)", flag=True),
+    Option("download", "download", p.flag, "false", "", "download missing datasets through torchvision", flag=True),
+    Option("resume", "resume", p.flag, "false", "", "resume interrupted training cases from their last checkpoint", flag=True),
+    # The gate: the same names in pytest and in `python -m harness compare`.
+    Option("gate", "gate", str, None, "BASELINE", "after the run, gate it against BASELINE (a run id in the storage or a file); regressions fail the session"),
+    Option("fail-on", "fail_on", p.tolerances, "", "SPEC", "gate tolerances over the defaults, e.g. latency_p50_ms:10%,top1:-1pp,gmacs:0 (METRIC:N%, METRIC:Npp, METRIC:0, METRIC:off)", scope="gate"),
+    Option("fail-on-missing", "fail_on_missing", p.flag, "false", "", "baseline cases absent from the current run fail the gate", flag=True, scope="gate"),
+    Option("force", "force", p.flag, "false", "", "judge runs or cases that are not comparable (other hardware or settings) anyway", flag=True, scope="gate"),
+    Option("no-history", "no_history", p.flag, "false", "", "ignore the run-to-run spread of the machine's other stored runs", flag=True, scope="gate"),
 )
+GATE_OPTIONS = tuple(option for option in OPTIONS if option.scope == "gate")
 
-_LIST_FIELDS = {"augment"}  # parsed as a list of one choice, stored as the choice
+
+def markdown_table() -> str:
+    """The option table as the README shows it."""
+    lines = ["| option | ini key | default | meaning |", "|---|---|---|---|"]
+    for o in OPTIONS:
+        name = f"`--{o.name}`" + ("" if o.flag else f" {o.metavar}")
+        default = "off" if o.flag and o.default == "false" else (f"`{o.default}`" if o.default else "unset")
+        env = f" (or `${o.env}`)" if o.env else ""
+        scope = " Also `python -m harness compare`." if o.scope == "gate" else ""
+        lines.append(f"| {name} | `{o.ini}` | {default}{env} | {o.help.replace('|', '/')}.{scope} |")
+    return "\n".join(lines) + "\n"
 
 
-def settings_from(get_cli: Callable[[str], Any], get_ini: Callable[[str], str | None]) -> Settings:
-    """Merge command-line values (already parsed) over ini values (parsed here) over defaults.
+def settings_from(get_cli: Callable[[str], Any], get_ini: Callable[[str], str | None], env: Mapping[str, str] | None = None) -> Settings:
+    """Merge command-line values (already parsed; ``None`` when not given) over ini values over
+    environment variables over defaults, and check the combination.
 
-    Raises :class:`SettingError` naming the ini key for a bad ini value.
+    Raises :class:`SettingError` naming the ini key or variable for a bad value there.
     """
+    env = os.environ if env is None else env
     values: dict[str, Any] = {}
     for option in OPTIONS:
         value = get_cli(option.field)
         if value is None:
-            text = get_ini(option.ini) or option.default
-            if text is None:
-                continue
-            try:
-                value = option.parse(text)
-            except SettingError as exc:
-                raise SettingError(f"pytest.ini [{option.ini}]: {exc}") from None
-        if option.field in _LIST_FIELDS and isinstance(value, list):
-            value = value[0]
+            value = _parsed_default(option, get_ini(option.ini) or None, env)
         values[option.field] = value
     settings = Settings(**values)
     check_subsets(settings.datasets, settings.subsets)
     return settings
+
+
+def _parsed_default(option: Option, ini_text: str | None, env: Mapping[str, str]) -> Any:
+    for source, text in ((f"pytest.ini [{option.ini}]", ini_text), (f"${option.env}", env.get(option.env) if option.env else None)):
+        if text:
+            try:
+                return option.parse(text)
+            except SettingError as exc:
+                raise SettingError(f"{source}: {exc}") from None
+    return None if option.default is None else option.parse(option.default)
+
+
+def default_settings(**overrides: Any) -> Settings:
+    """The settings of a session given no options (ini and environment ignored), with ``overrides``."""
+    fields = {option.field for option in OPTIONS}
+    unknown_fields = set(overrides) - fields
+    if unknown_fields:
+        raise TypeError(f"not settings fields: {', '.join(sorted(unknown_fields))}")
+    return settings_from(lambda field: overrides.get(field), lambda key: None, env={})
 
 
 def check_subsets(datasets: list[str], subsets: list[str]) -> None:

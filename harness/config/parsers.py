@@ -1,26 +1,35 @@
-"""Parsers for every matrix option, and the validated :class:`Settings` of a session.
+"""Parsers of option values: text a user wrote (command line or ``pytest.ini``) in, a typed value out.
 
-Each parser takes the text a user wrote (command line or ``pytest.ini``) and returns a typed
-value, or raises :class:`SettingError` naming the valid choices. The plugin calls them as
-argparse ``type=`` validators, so bad input is a usage error at parse time.
+Each raises :class:`SettingError` naming the valid choices or the fix. The plugin and the
+``python -m harness`` command call them as argparse ``type=`` validators, so bad input is a usage
+error at parse time, before any case runs.
 """
 
 from __future__ import annotations
 
-import difflib
-import os
+import argparse
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
-from harness.devices import PRECISIONS, available_devices, parse_device
-
-T = TypeVar("T")
+from harness.contract import unknown
 
 
 class SettingError(ValueError):
     """A bad option value; the message names the valid choices."""
+
+
+def argtype(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` as an argparse ``type=``: a :class:`SettingError` becomes argparse's usage error."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except SettingError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
 
 
 def split_list(text: str) -> list[str]:
@@ -58,9 +67,7 @@ def choice_list(what: str, choices: tuple[str, ...]) -> Callable[[str], list[str
         values = [part.lower() for part in split_list(text)]
         for value in values:
             if value not in choices:
-                close = difflib.get_close_matches(value, choices, n=3)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise SettingError(f"unknown {what} {value!r}{hint}; valid: {', '.join(choices)}")
+                raise SettingError(unknown(what, value, choices))
         if not values:
             raise SettingError(f"{what} needs at least one of: {', '.join(choices)}")
         return list(dict.fromkeys(values))
@@ -70,6 +77,8 @@ def choice_list(what: str, choices: tuple[str, ...]) -> Callable[[str], list[str
 
 def parse_devices(text: str) -> list[str]:
     """``auto`` (every available device) or a list of ``cpu``, ``cuda``, ``cuda:N``, ``mps``."""
+    from harness.devices import available_devices, parse_device
+
     if text.strip().lower() == "auto":
         return available_devices()
     try:
@@ -121,54 +130,92 @@ def positive_float(what: str) -> Callable[[str], float]:
     return number(what)
 
 
-parse_precisions = choice_list("precision", PRECISIONS)
+def flag(text: str) -> bool:
+    """``true``/``false`` (also 1/0, yes/no, on/off) for ini keys of flags."""
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingError(f"expected true or false, got {text!r}")
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The validated matrix and run options of one session."""
+def path(text: str) -> Path:
+    """A path; ``~`` expanded."""
+    return Path(text).expanduser()
 
-    backbones: list[str]
-    img_sizes: list[int] = field(default_factory=lambda: [32])
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
-    devices: list[str] = field(default_factory=lambda: ["cpu"])
-    precisions: list[str] = field(default_factory=lambda: ["fp32"])
-    runtimes: list[str] = field(default_factory=lambda: ["eager"])
-    channels_last: bool = False
-    compile: bool = False
-    threads: int | None = 1
-    num_classes: int = 10
-    bench_time_s: float = 1.0
-    # Training.
-    datasets: list[str] = field(default_factory=lambda: ["digits"])
-    subsets: list[str] = field(default_factory=lambda: ["full"])
-    train_batch_sizes: list[int] = field(default_factory=lambda: [128])
-    seeds: int = 1
-    epochs: int | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    label_smoothing: float | None = None
-    augment: str | None = None
-    early_stop: int | None = None
-    val_fraction: float | None = None
-    grad_accum: int | None = None
-    clip_grad: float | None = None
-    data_root: Path | None = None
-    download: bool = False
-    skip_checksums: bool = False
-    resume: bool = False
-    int8_accuracy: bool = False
-    checkpoint_root: Path = Path(os.environ.get("BACKBONE_BENCH_CHECKPOINTS", ".bench-checkpoints"))
-    # Edge.
-    edge_profile: object | None = None
-    power: bool = False
-    plan_budget: int | None = None
 
-    @property
-    def plan_budget_bytes(self) -> int:
-        """The planning budget: --plan-budget, else the edge profile's memory, else 512 MiB."""
-        if self.plan_budget is not None:
-            return self.plan_budget
-        budget = getattr(self.edge_profile, "mem_budget_bytes", None)
-        # 512 MiB: a Jetson-class share for one model, and a search a 2-core CPU finishes in minutes.
-        return int(budget) if budget else 512 * 2**20
+def subsets(text: str) -> list[str]:
+    """Training subset sizes (``500``, ``5k``, ``full``, ``50pc``) in their canonical spelling."""
+    from harness.data.subsets import parse_subset
+
+    try:
+        return [parse_subset(part).label for part in split_list(text)]
+    except ValueError as exc:
+        raise SettingError(str(exc)) from None
+
+
+def datasets(text: str) -> list[str]:
+    """Registered dataset names or ``imagefolder:PATH``."""
+    from harness.data.registry import IMAGEFOLDER_PREFIX, dataset_info
+
+    names = split_list(text)
+    try:
+        for name in names:
+            if not name.startswith(IMAGEFOLDER_PREFIX):
+                dataset_info(name)
+    except ValueError as exc:
+        raise SettingError(str(exc)) from None
+    if not names:
+        raise SettingError("dataset needs at least one name, e.g. digits")
+    return names
+
+
+def augment(text: str) -> tuple[str, ...]:
+    """Augmentations that combine (``randaugment,mixup``); ``none`` alone turns them off."""
+    from harness.measure.recipes import normalise_augment
+
+    try:
+        return normalise_augment(split_list(text))
+    except ValueError as exc:
+        raise SettingError(str(exc)) from None
+
+
+def byte_size(text: str) -> int:
+    """A size such as ``512MiB`` or ``2GB``."""
+    from harness.edge.profiles import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise SettingError(str(exc)) from None
+
+
+def edge_profile(text: str) -> Any:
+    """A named board profile (``orin-nano-8gb``) or ``threads=4,mem=2GiB``."""
+    from harness.edge.profiles import parse_edge_profile
+
+    try:
+        return parse_edge_profile(text)
+    except ValueError as exc:
+        raise SettingError(str(exc)) from None
+
+
+def tolerances(text: str) -> Any:
+    """A gate tolerance spec (``latency_p50_ms:10%,top1:-1pp``) over the contract's defaults."""
+    from harness.results.compare import parse_tolerances
+
+    try:
+        return parse_tolerances(text)
+    except ValueError as exc:
+        raise SettingError(str(exc)) from None
+
+
+def run_name(text: str) -> str:
+    """A name a run can be saved under (``--benchmark-save``)."""
+    from harness.results.storage import StorageError, check_run_name
+
+    try:
+        return check_run_name(text)
+    except StorageError as exc:
+        raise SettingError(str(exc)) from None

@@ -19,11 +19,25 @@ import torch
 from torch import nn
 
 from harness.cases import CaseSpec
+from harness.config.settings import Settings
 from harness.devices import DTYPES, synchronize
-from harness.models import create_backbone
 from harness.measure.flops import count_gmacs, count_params
 from harness.measure.memory import module_bytes, peak_bytes
 from harness.measure.timing import LatencyStats
+from harness.models import create_backbone
+
+
+def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
+    """The contract settings of an inference case, resolved (``threads``: the count torch will use)."""
+    from harness.kinds import profile_name
+
+    return {
+        "num_classes": spec.num_classes,
+        "threads": settings.inference_threads or torch.get_num_threads(),
+        "bench_time_s": settings.bench_time_s,
+        "edge_profile": profile_name(settings),
+        "power": settings.power,
+    }
 
 
 @functools.lru_cache(maxsize=64)

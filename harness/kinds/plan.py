@@ -18,13 +18,14 @@ from typing import Any
 import torch
 
 from harness.cases import CaseSpec
+from harness.config.settings import Settings
 from harness.data.types import TensorSplit
 from harness.devices import DTYPES
 from harness.edge.planning import estimate_max_batch, search_max_batch
-from harness.models import create_backbone
 from harness.measure.memory import peak_bytes
 from harness.measure.recipes import default_recipe
 from harness.measure.training import train
+from harness.models import create_backbone
 
 # First probe batch. Training starts at 2: batch-norm cannot train on a single image.
 FIRST_PROBE = {"inference": 1, "train": 2}
@@ -39,6 +40,13 @@ GROWTH = 1.05
 HEADROOM = 0.9
 # The search stops here: larger batches than this are not a small-data training question.
 BATCH_LIMIT = 4096
+
+
+def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
+    """The contract settings of a planning case."""
+    from harness.kinds import profile_name
+
+    return {"num_classes": spec.num_classes, "plan_budget_bytes": settings.plan_budget_bytes, "edge_profile": profile_name(settings)}
 
 
 def inference_peak(spec: CaseSpec, batch: int, model: torch.nn.Module | None = None) -> int:
@@ -102,11 +110,12 @@ def plan_batches(spec: CaseSpec, budget_bytes: int) -> dict[str, Any]:
     )
     for what, peak in peaks:
         measure = functools.cache(peak)  # every batch is measured once
-        probes = growing_probes(measure, FIRST_PROBE[what], budget_bytes)
+        least = FIRST_PROBE[what]  # the smallest batch that runs at all (training: 2, for batch norm)
+        probes = growing_probes(measure, least, budget_bytes)
         fit = estimate_max_batch(measure, int(budget_bytes * HEADROOM), probe_batches=probes)
         estimate = min(fit.max_batch, BATCH_LIMIT)
-        fits = estimate > 0 and measure(estimate) <= budget_bytes  # the estimate, run
-        searched = search_max_batch(measure, budget_bytes, start=max(1, estimate), limit=BATCH_LIMIT)
+        fits = estimate >= least and measure(estimate) <= budget_bytes  # the estimate, run
+        searched = search_max_batch(measure, budget_bytes, start=max(least, estimate), limit=BATCH_LIMIT, least=least)
         record.update(
             {
                 f"plan_{what}_estimated_max_batch": estimate,

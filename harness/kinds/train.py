@@ -16,15 +16,15 @@ from typing import Any
 import torch
 
 from harness.cases import CaseSpec
+from harness.config.settings import Settings
 from harness.data.datasets import load_split
 from harness.data.subsets import class_counts, parse_subset, subset_indices
 from harness.data.types import TensorSplit
 from harness.measure.classification import summarize_seeds
-from harness.models import create_backbone
 from harness.measure.recipes import Recipe, default_recipe
 from harness.measure.runtimes import int8_accuracy
-from harness.config.settings import Settings
 from harness.measure.training import EpochStats, TrainResult, train
+from harness.models import create_backbone
 
 # Default epochs per dataset for the default recipes. digits: resnet18 from scratch reaches
 # >= 97% top-1 on the 450 test images from 8 epochs on (98.0/98.2% for seeds 0/1); 10 leaves a
@@ -61,6 +61,29 @@ def recipe_for(spec: CaseSpec, options: Settings, seed: int) -> Recipe:
     return default_recipe(spec.family, **chosen)  # type: ignore[arg-type]
 
 
+def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
+    """The contract settings of a training case: the recipe as it will run (defaults resolved), so
+    ``--epochs 10`` where 10 is the default is the same case as no ``--epochs``."""
+    from harness.kinds import profile_name
+
+    recipe = recipe_for(spec, settings, seed=0)
+    return {
+        "threads": torch.get_num_threads(),
+        "seeds": settings.seeds,
+        "epochs": recipe.epochs,
+        "optimizer": recipe.optimizer,
+        "lr": recipe.lr,
+        "weight_decay": recipe.weight_decay,
+        "label_smoothing": recipe.label_smoothing,
+        "augment": list(recipe.augment),
+        "early_stop": recipe.early_stop_patience,
+        "val_fraction": recipe.val_fraction or None,
+        "grad_accum": recipe.grad_accum_steps,
+        "clip_grad": recipe.clip_grad_norm,
+        "edge_profile": profile_name(settings),
+    }
+
+
 def run_train_case(
     spec: CaseSpec,
     options: Settings,
@@ -88,7 +111,7 @@ def run_train_case(
         counts = class_counts(train_split.labels, indices, train_split.classes)
         torch.manual_seed(seed)  # the model's random initialisation, per seed
         model = create_backbone(spec.backbone, num_classes=train_split.num_classes, img_size=spec.img_size)
-        checkpoint_dir = options.checkpoint_root / spec.case_id.replace("/", "__") / f"seed{seed}"
+        checkpoint_dir = options.checkpoint_dir / spec.case_id.replace("/", "__") / f"seed{seed}"
         result = train(
             model,
             train_split.take(indices),
@@ -117,7 +140,7 @@ def run_train_case(
         "optimizer": recipe.optimizer,
         "lr": recipe.lr,
         "weight_decay": recipe.weight_decay,
-        "augment": recipe.augment,
+        "augment": list(recipe.augment),
         **_contract_keys(summarize_seeds(results)),
         "per_class_acc": last.per_class_acc,
         "epochs_to_target": last.epochs_to_target,

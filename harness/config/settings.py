@@ -1,0 +1,73 @@
+"""The validated settings of one session: one field per row of the option table.
+
+Fields have no defaults here: :func:`harness.config.options.settings_from` fills every one from
+the command line, pytest.ini, the environment or the table's default, and
+:func:`harness.config.options.default_settings` gives a session's defaults to a notebook or a
+test. A test checks that the fields and the table's rows are the same set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# 512 MiB: a Jetson-class share for one model, and a search a 2-core CPU finishes in minutes.
+DEFAULT_PLAN_BUDGET = 512 * 2**20
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The matrix, run and gate options of one session, parsed and checked."""
+
+    backbones: list[str]
+    img_sizes: list[int]
+    batch_sizes: list[int]
+    devices: list[str]
+    precisions: list[str]
+    runtimes: list[str]
+    channels_last: bool
+    compile: bool
+    datasets: list[str]
+    subsets: list[str]
+    train_batch_sizes: list[int]
+    threads: int | None
+    num_classes: int
+    bench_time_s: float
+    seeds: int
+    epochs: int | None
+    lr: float | None
+    weight_decay: float | None
+    label_smoothing: float | None
+    augment: tuple[str, ...] | None
+    early_stop: int | None
+    val_fraction: float | None
+    grad_accum: int | None
+    clip_grad: float | None
+    edge_profile: Any
+    plan_budget: int | None
+    power: bool
+    int8_accuracy: bool
+    data_root: Path | None
+    checkpoint_dir: Path
+    skip_checksums: bool
+    download: bool
+    resume: bool
+    gate: str | None
+    fail_on: Any
+    fail_on_missing: bool
+    force: bool
+    no_history: bool
+
+    @property
+    def plan_budget_bytes(self) -> int:
+        """The planning budget: --plan-budget, else the edge profile's memory, else 512 MiB."""
+        if self.plan_budget is not None:
+            return self.plan_budget
+        budget = getattr(self.edge_profile, "mem_budget_bytes", None)
+        return int(budget) if budget else DEFAULT_PLAN_BUDGET
+
+    @property
+    def inference_threads(self) -> int | None:
+        """CPU threads of inference cases: an edge profile's count wins over --threads."""
+        return getattr(self.edge_profile, "threads", None) or self.threads

@@ -1,0 +1,99 @@
+"""The contract is one registry: kinds, metrics, settings and markers agree everywhere they are read."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+import pytest
+
+from harness.cases import MARKERS, CaseSpec
+from harness.config.options import default_settings
+from harness.contract import FAMILIES, KIND_NAMES, KINDS, METRICS, kind_metrics, settings_differences, settings_digest
+from harness.kinds import base_record, case_settings, outcome
+from harness.results.compare import parse_tolerances
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_kind_metric_is_a_registered_metric_and_every_metric_belongs_to_a_kind() -> None:
+    for kind in KINDS.values():
+        assert set(kind.metrics) <= set(METRICS), kind.name
+    assert {m.key for m in kind_metrics()} == set(METRICS)
+
+
+def test_default_tolerances_are_the_rows_with_a_tolerance() -> None:
+    gated = {m.key for m in METRICS.values() if m.tolerance is not None}
+    assert {t.metric for t in parse_tolerances(None).active()} == gated
+    assert gated == {"latency_p50_ms", "params", "gmacs", "peak_mem_bytes", "top1", "peak_train_mem_bytes",
+                     "plan_inference_searched_max_batch", "plan_train_searched_max_batch"}
+
+
+def _spec(kind: str) -> CaseSpec:
+    fields = {"dataset": "digits", "subset": "full"} if kind == "train" else {}
+    return CaseSpec(kind=kind, backbone="resnet18", family="cnn", edge=True, device="cpu", batch_size=128 if kind == "train" else 1,  # type: ignore[arg-type]
+                    img_size=32, precision="fp32", **fields)
+
+
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_each_kind_resolves_exactly_its_contract_settings(kind: str) -> None:
+    settings = default_settings(backbones=["resnet18"], devices=["cpu"])
+    values = case_settings(_spec(kind), settings)
+    assert tuple(values) == KINDS[kind].settings
+    record = base_record(_spec(kind), settings)
+    assert record["settings_digest"] == settings_digest(values) and record["kind"] == kind
+
+
+def test_training_settings_are_the_resolved_recipe() -> None:
+    spec = _spec("train")
+    default = case_settings(spec, default_settings(backbones=["resnet18"], devices=["cpu"]))
+    # digits trains 10 epochs by default; SGD at 0.1 x 128/256; crop + flip-free 'standard'.
+    assert (default["epochs"], default["optimizer"], default["lr"], default["augment"], default["seeds"]) == (10, "sgd", 0.05, ["standard"], 1)
+    explicit = case_settings(spec, default_settings(backbones=["resnet18"], devices=["cpu"], epochs=10))
+    assert settings_digest(explicit) == settings_digest(default)  # the default, named, is the same case
+    two = case_settings(spec, default_settings(backbones=["resnet18"], devices=["cpu"], epochs=2))
+    assert settings_differences(default, two) == ["epochs 10 → 2"]
+
+
+def test_inference_threads_are_a_setting() -> None:
+    spec = _spec("inference")
+    one = case_settings(spec, default_settings(backbones=["resnet18"], devices=["cpu"]))
+    two = case_settings(spec, default_settings(backbones=["resnet18"], devices=["cpu"], threads=2))
+    assert settings_differences(one, two) == ["threads 1 → 2"]
+
+
+def test_digest_ignores_key_order_and_sees_every_value() -> None:
+    assert settings_digest({"a": 1, "b": [1, 2]}) == settings_digest({"b": [1, 2], "a": 1})
+    assert settings_digest({"a": 1}) != settings_digest({"a": 1.5})
+    assert settings_differences({"lr": 0.05, "clip_grad": None}, {"lr": 0.1, "clip_grad": 1.0}) == ["lr 0.05 → 0.1", "clip_grad unset → 1"]
+
+
+def test_markers_are_declared_once_from_the_contract() -> None:
+    assert set(KIND_NAMES) | set(FAMILIES) <= set(MARKERS)
+    ini = configparser.ConfigParser()
+    ini.read(ROOT / "pytest.ini")
+    assert "markers" not in ini["pytest"]  # the plugin registers them; a second list would drift
+    spec = _spec("inference")
+    assert set(spec.markers()) <= set(MARKERS)
+
+
+def test_one_policy_decides_skip_fail_or_bug() -> None:
+    from harness.data.errors import DatasetCorrupt, DatasetUnavailable
+    from harness.measure.runtimes import RuntimeUnsupported
+
+    where = {"dataset": "cifar10", "path": Path("/data")}
+    assert outcome(DatasetUnavailable("cifar10 is not under /data: pass --data-root or --download", **where)) == (
+        "skip", "cifar10 is not under /data: pass --data-root or --download")
+    assert outcome(RuntimeUnsupported("onnxruntime is not installed")) == ("skip", "onnxruntime is not installed")
+    assert outcome(DatasetCorrupt("data_batch_1: md5 mismatch\nmore", **where)) == ("fail", "corrupt dataset: data_batch_1: md5 mismatch")
+    assert outcome(MemoryError()) == ("fail", "out of memory: MemoryError")
+    assert outcome(KeyError("bug")) is None  # a bug propagates with its traceback
+
+
+def test_readme_tables_are_the_contract() -> None:
+    from harness.config.options import markdown_table
+    from harness.contract import markdown_tables
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- contract:begin -->\n", 1)[1].split("<!-- contract:end -->", 1)[0]
+    assert block == markdown_tables() + "\n" + markdown_table(), "README is stale: paste `python -m harness contract` between its contract markers"
