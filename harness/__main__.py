@@ -72,8 +72,6 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"warning: baseline and current are the same run ({cur.source}); nothing can differ", file=sys.stderr)
     history = [] if args.no_history else machine_history(args.storage, base.baseline_key)
     comparison = compare_runs(base, cur, args.fail_on, fail_on_missing=args.fail_on_missing, force=args.force, history=history)
-    for warning in comparison.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
     sys.stdout.write(comparison.render(markdown=args.markdown))
     return comparison.exit_code
 
