@@ -8,11 +8,14 @@ error at parse time, before any case runs.
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.contract import unknown
+
+T = TypeVar("T")
 
 
 class SettingError(ValueError):
@@ -145,14 +148,20 @@ def path(text: str) -> Path:
     return Path(text).expanduser()
 
 
+def _setting(convert: Callable[[], T], *errors: type[Exception]) -> T:
+    """``convert()``, with the library's own error (``ValueError`` unless named) as a :class:`SettingError`."""
+    caught = errors or (ValueError,)
+    try:
+        return convert()
+    except caught as exc:
+        raise SettingError(str(exc)) from None
+
+
 def subsets(text: str) -> list[str]:
     """Training subset sizes (``500``, ``5k``, ``full``, ``50pc``) in their canonical spelling."""
     from harness.data.subsets import parse_subset
 
-    try:
-        return [parse_subset(part).label for part in split_list(text)]
-    except ValueError as exc:
-        raise SettingError(str(exc)) from None
+    return _setting(lambda: [parse_subset(part).label for part in split_list(text)])
 
 
 def datasets(text: str) -> list[str]:
@@ -160,14 +169,11 @@ def datasets(text: str) -> list[str]:
     from harness.data.registry import IMAGEFOLDER_PREFIX, dataset_info
 
     names = split_list(text)
-    try:
-        for name in names:
-            if not name.startswith(IMAGEFOLDER_PREFIX):
-                dataset_info(name)
-    except ValueError as exc:
-        raise SettingError(str(exc)) from None
     if not names:
         raise SettingError("dataset needs at least one name, e.g. digits")
+    for name in names:
+        if not name.startswith(IMAGEFOLDER_PREFIX):
+            _setting(functools.partial(dataset_info, name))
     return names
 
 
@@ -175,47 +181,32 @@ def augment(text: str) -> tuple[str, ...]:
     """Augmentations that combine (``randaugment,mixup``); ``none`` alone turns them off."""
     from harness.measure.recipes import normalise_augment
 
-    try:
-        return normalise_augment(split_list(text))
-    except ValueError as exc:
-        raise SettingError(str(exc)) from None
+    return _setting(lambda: normalise_augment(split_list(text)))
 
 
 def byte_size(text: str) -> int:
     """A size such as ``512MiB`` or ``2GB``."""
     from harness.edge.profiles import parse_bytes
 
-    try:
-        return parse_bytes(text)
-    except ValueError as exc:
-        raise SettingError(str(exc)) from None
+    return _setting(lambda: parse_bytes(text))
 
 
 def edge_profile(text: str) -> Any:
     """A named board profile (``orin-nano-8gb``) or ``threads=4,mem=2GiB``."""
     from harness.edge.profiles import parse_edge_profile
 
-    try:
-        return parse_edge_profile(text)
-    except ValueError as exc:
-        raise SettingError(str(exc)) from None
+    return _setting(lambda: parse_edge_profile(text))
 
 
 def tolerances(text: str) -> Any:
     """A gate tolerance spec (``latency_p50_ms:10%,top1:-1pp``) over the contract's defaults."""
     from harness.results.compare import parse_tolerances
 
-    try:
-        return parse_tolerances(text)
-    except ValueError as exc:
-        raise SettingError(str(exc)) from None
+    return _setting(lambda: parse_tolerances(text))
 
 
 def run_name(text: str) -> str:
     """A name a run can be saved under (``--benchmark-save``)."""
     from harness.results.storage import StorageError, check_run_name
 
-    try:
-        return check_run_name(text)
-    except StorageError as exc:
-        raise SettingError(str(exc)) from None
+    return _setting(lambda: check_run_name(text), StorageError)
