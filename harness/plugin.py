@@ -90,6 +90,9 @@ class BenchSession:
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         # Under xdist the controller collects nothing itself; the workers' ids name the cases.
+        # Every worker reports; the matrix is rebuilt only while a --gate baseline is still unresolved.
+        if not self.settings.gate or self.baseline is not None:
+            return
         cases = {case.spec.id: case for case in _all_cases(self.settings)}
         self.load_baseline(case.spec.device for nodeid in ids if (case := cases.get(_param(nodeid))) is not None and not case.skip)
 
