@@ -49,16 +49,24 @@ class CaseSpec:
     dataset: str | None = None
     subset: str | None = None
     smoke: bool = False
+    # Processes training the case together (torchrun --nproc-per-node); batch_size stays global.
+    world_size: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind {self.kind!r} is not in the contract: {', '.join(KINDS)}")
         if self.kind == "train" and (self.dataset is None or self.subset is None):
             raise ValueError("a train case needs a dataset and a subset")
+        if self.world_size < 1 or (self.world_size > 1 and self.kind != "train"):
+            raise ValueError(f"world_size {self.world_size}: only train cases run on several processes; use world_size=1 for {self.kind}")
 
     @property
     def id(self) -> str:
-        """The pytest id, e.g. ``convnextv2_tiny-cpu-bs1-32px-fp32`` or ``resnet18-cifar10_5k-cpu-bs128-fp32``."""
+        """The pytest id, e.g. ``convnextv2_tiny-cpu-bs1-32px-fp32`` or ``resnet18-cifar10_5k-cpu-bs128-32px-fp32``.
+
+        A train case on several processes ends in ``-ws{N}``; one process adds nothing, so the
+        ids (and the baselines keyed by them) of single-process runs stay as they were.
+        """
         if self.kind == "train":
             parts = [self.backbone, f"{self.dataset_label}_{self.subset}", self.device, f"bs{self.batch_size}", f"{self.img_size}px", self.precision]
         elif self.kind == "plan":
@@ -69,6 +77,8 @@ class CaseSpec:
             parts.append("cl")
         if self.runtime != "eager":
             parts.append(self.runtime)
+        if self.world_size > 1:
+            parts.append(f"ws{self.world_size}")
         return "-".join(parts)
 
     @property
@@ -130,7 +140,7 @@ class CaseSpec:
             "runtime": self.runtime,
         }
         if self.kind == "train":
-            keys.update(dataset=self.dataset, subset=self.subset, train_batch_size=self.batch_size)
+            keys.update(dataset=self.dataset, subset=self.subset, train_batch_size=self.batch_size, world_size=self.world_size)
         if self.kind == "plan":
             del keys["batch_size"], keys["runtime"]
         return keys

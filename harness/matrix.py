@@ -14,6 +14,7 @@ from typing import Any
 from harness.cases import CaseSpec, Kind
 from harness.config.settings import Settings
 from harness.devices import precision_unsupported_reason, unavailable_reason
+from harness.distributed import current_world
 from harness.models import lookup
 
 # The inference smoke: every selected backbone at batch 1, 32 px, fp32, eager, on the CPU — the
@@ -21,6 +22,9 @@ from harness.models import lookup
 SMOKE_IMG_SIZE = 32
 # The training smoke: one small backbone per family on the embedded digits, minutes on a CPU.
 SMOKE_TRAIN_BACKBONES = ("resnet18", "deit_small_patch16_224", "mobilevit_xs")
+# Under torchrun only training spreads over the processes; latency is what one deployed process
+# sees, and N ranks timing at once on shared cores would each measure contention.
+SINGLE_PROCESS_ONLY = "{kind} cases are measured in a single process; run them without torchrun (train cases use the processes)"
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,9 @@ class Case:
 def _case(kind: Kind, name: str, device: str, precision: str, **fields: Any) -> Case:
     entry = lookup(name)
     spec = CaseSpec(kind=kind, backbone=name, family=entry.family, edge=entry.edge, device=device, precision=precision, **fields)
-    return Case(spec, unavailable_reason(device) or precision_unsupported_reason(device, precision))
+    # Every rank builds the same list (ids and skips), so the ranks run the same cases in step.
+    distributed = kind != "train" and current_world().distributed
+    return Case(spec, unavailable_reason(device) or precision_unsupported_reason(device, precision) or (SINGLE_PROCESS_ONLY.format(kind=kind) if distributed else None))
 
 
 def inference_cases(settings: Settings) -> list[Case]:
@@ -53,11 +59,15 @@ def inference_cases(settings: Settings) -> list[Case]:
 
 
 def train_cases(settings: Settings) -> list[Case]:
-    """backbone × dataset × subset × device × train batch × precision (at the first img size)."""
+    """backbone × dataset × subset × device × train batch × precision (at the first img size).
+
+    The world size is this session's (torchrun's ``WORLD_SIZE``): it is part of a case's identity.
+    """
+    world_size = current_world().size
     return [
         _case(
             "train", name, device, precision, batch_size=batch, img_size=settings.img_sizes[0], dataset=dataset, subset=subset,
-            num_classes=_dataset_classes(dataset), channels_last=settings.channels_last,
+            num_classes=_dataset_classes(dataset), channels_last=settings.channels_last, world_size=world_size,
             smoke=(dataset, device, precision) == ("digits", "cpu", "fp32") and name in SMOKE_TRAIN_BACKBONES,
         )
         for name, dataset, subset, device, batch, precision in product(

@@ -20,6 +20,7 @@ from harness.config.settings import Settings
 from harness.data.datasets import load_split
 from harness.data.subsets import class_counts, parse_subset, subset_indices
 from harness.data.types import TensorSplit
+from harness.distributed import BATCHNORM_PER_RANK, BATCHNORM_WHOLE_BATCH, World, current_world, device_backend, main_first, per_rank_batch
 from harness.measure.classification import summarize_seeds
 from harness.measure.recipes import Recipe, default_recipe
 from harness.measure.runtimes import int8_accuracy
@@ -36,7 +37,12 @@ NO_HFLIP = ("digits", "mnist", "fashion_mnist", "svhn")
 
 
 def recipe_for(spec: CaseSpec, options: Settings, seed: int) -> Recipe:
-    """The case's recipe: the family default, the dataset's epochs, then the user's overrides."""
+    """The case's recipe: the family default, the dataset's epochs, then the user's overrides.
+
+    ``batch_size`` is the case's global batch whatever its world size, so the learning rate is
+    the one the recipe scales to that batch: a single process at the same global batch is the
+    reference a torchrun case is compared with.
+    """
     dataset = str(spec.dataset)
     chosen: dict[str, Any] = {
         "batch_size": spec.batch_size,
@@ -92,15 +98,21 @@ def run_train_case(
 ) -> dict[str, Any]:
     """Train ``spec`` for every seed and return its flat record (``status`` ``ok``).
 
-    ``options`` are the session's settings: seeds, recipe overrides, data root, resume.
+    ``options`` are the session's settings: seeds, recipe overrides, data root, resume. A case
+    of world size N runs under torchrun with N ranks (its process group initialised); every rank
+    returns the record, rank 0's is the one saved.
 
     Raises ``DatasetUnavailable``/``DatasetCorrupt``/``SubsetError`` from the data layer and
     ``BackboneUnsupported`` from the factory; the caller decides skip or failure.
     """
     device = torch.device(spec.device)
+    world = current_world()
+    if world.size != spec.world_size:
+        raise ValueError(f"case {spec.id} is for {spec.world_size} process(es) but this session has {world.size}; run it with torchrun --nproc-per-node {spec.world_size}")
     data = {"root": options.data_root, "download": options.download, "img_size": spec.img_size, "verify_checksums": not options.skip_checksums}
-    train_split = load_split(str(spec.dataset), "train", **data)  # type: ignore[arg-type]
-    test_split = load_split(str(spec.dataset), "test", **data)  # type: ignore[arg-type]
+    with main_first(world):  # one rank downloads or unpacks; the others then read its files
+        train_split = load_split(str(spec.dataset), "train", **data)  # type: ignore[arg-type]
+        test_split = load_split(str(spec.dataset), "test", **data)  # type: ignore[arg-type]
     subset = parse_subset(str(spec.subset))
     results: list[TrainResult] = []
     counts: dict[str, int] = {}
@@ -121,9 +133,10 @@ def run_train_case(
             checkpoint_dir=checkpoint_dir,
             resume=options.resume,
             progress=functools.partial(progress, seed) if progress else None,
+            world=world,
         )
         results.append(result)
-        if options.int8_accuracy and seed == 0:
+        if options.int8_accuracy and seed == 0 and world.is_main:  # rank 0's record is the one saved
             int8 = int8_accuracy_change(model, test_split, checkpoint_dir)
     wall = time.perf_counter() - wall
     recipe = recipe_for(spec, options, 0)
@@ -141,6 +154,7 @@ def run_train_case(
         "lr": recipe.lr,
         "weight_decay": recipe.weight_decay,
         "augment": list(recipe.augment),
+        **_world_keys(spec, recipe, world.size),
         **_contract_keys(summarize_seeds(results)),
         "per_class_acc": last.per_class_acc,
         "epochs_to_target": last.epochs_to_target,
@@ -168,6 +182,19 @@ def int8_accuracy_change(model: torch.nn.Module, test: TensorSplit, workdir: Pat
     finally:
         runner.close()
     return {"int8_top1": 100 * int8, "fp32_onnx_ref_top1": 100 * fp32, "int8_top1_change_pp": 100 * (int8 - fp32)}
+
+
+def _world_keys(spec: CaseSpec, recipe: Recipe, world_size: int) -> dict[str, Any]:
+    """How the case's batch was spread over processes: ``lr`` above is the global batch's."""
+    distributed = world_size > 1
+    return {
+        "world_size": world_size,
+        "global_batch": recipe.batch_size,
+        "per_rank_batch": per_rank_batch(recipe.batch_size, World(size=world_size)),
+        "backend": device_backend(spec.device) if distributed else None,
+        # SyncBatchNorm is CUDA-only, so BatchNorm normalises each rank's share of the batch.
+        "batchnorm": BATCHNORM_PER_RANK if distributed else BATCHNORM_WHOLE_BATCH,
+    }
 
 
 def _contract_keys(summary: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,11 @@ Data lives on the device as ``uint8`` and is shuffled, augmented and normalised 
 function of ``(recipe.seed, epoch)`` and scoped so global RNG is left as found; together with
 per-epoch checkpoints this makes an interrupted-and-resumed run bit-identical to an
 uninterrupted one on CPU.
+
+Under torchrun (:mod:`harness.distributed`) the model is wrapped in DistributedDataParallel:
+``recipe.batch_size`` stays the global batch, each rank takes its share of every epoch's order
+and steps on ``batch_size / world size`` images, and rank 0 alone writes checkpoints. One
+process runs exactly the single-process loop.
 """
 
 from __future__ import annotations
@@ -15,17 +20,31 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from harness.data.augment import MixBatch, RandAugmentBatch, crop_padding, normalize, random_crop_flip, scoped_global_rng
 from harness.data.batches import Batches, derive_seed, epoch_order
 from harness.data.subsets import split_validation
 from harness.data.types import TensorSplit
 from harness.devices import synchronize
+from harness.distributed import (
+    World,
+    all_reduce_max,
+    all_reduce_sum,
+    broadcast_buffers,
+    broadcast_value,
+    current_world,
+    per_rank_batch,
+    rank_share,
+    rank_stream,
+    require_group,
+)
 from harness.measure.classification import epochs_to_target, macro_f1, per_class_accuracy, topk_accuracy
 from harness.measure.memory import peak_bytes
 from harness.measure.recipes import Recipe, autocast_dtype, build_optimizer, build_scheduler, determinism
@@ -83,6 +102,7 @@ def train(
     measure_memory: bool = True,
     data_on_device: bool | None = None,
     num_workers: int = 4,
+    world: World | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train`` with ``recipe``, then report test metrics.
 
@@ -92,7 +112,9 @@ def train(
     ``best.pt``; ``resume=True`` continues from ``last.pt`` if present. ``measure_memory``
     profiles one step with ``harness.measure.memory.peak_bytes``. ``data_on_device=None``
     decides residency by ``harness.data.batches.fits_on_device``; ``num_workers`` serves the
-    host path.
+    host path. ``world`` (default: :func:`harness.distributed.current_world`) of more than one
+    process trains with DistributedDataParallel over its initialised process group; every rank
+    returns the same result, and only rank 0 writes ``checkpoint_dir``.
     """
     if train.classes != test.classes or (val is not None and val.classes != train.classes):
         raise ValueError("train, test and val splits must share the same classes tuple; load them from one dataset")
@@ -104,10 +126,12 @@ def train(
         train, val = _carve_validation(train, recipe)
     if recipe.early_stop_patience is not None and val is None:
         raise ValueError("early_stop_patience needs a validation split: pass val or set recipe.val_fraction > 0")
+    world = current_world() if world is None else world
+    require_group(world)
     amp_dtype = autocast_dtype(recipe.precision, device)
     peak_fn = peak_bytes if measure_memory else None
     with determinism(recipe.deterministic):
-        return _Run(model, train, test, val, recipe, device, amp_dtype, data_on_device, num_workers).fit(
+        return _Run(model, train, test, val, recipe, device, amp_dtype, data_on_device, num_workers, world).fit(
             checkpoint_dir, resume, progress, peak_fn
         )
 
@@ -116,14 +140,30 @@ class _Run:
     """State of one training run; split out of :func:`train` so the loop reads top to bottom."""
 
     def __init__(self, model: torch.nn.Module, train: TensorSplit, test: TensorSplit, val: TensorSplit | None, recipe: Recipe,
-                 device: torch.device, autocast_dtype: torch.dtype | None, on_device: bool | None, num_workers: int) -> None:
-        self.recipe, self.device, self.num_classes = recipe, device, train.num_classes
+                 device: torch.device, autocast_dtype: torch.dtype | None, on_device: bool | None, num_workers: int,
+                 world: World) -> None:
+        self.recipe, self.device, self.num_classes, self.world = recipe, device, train.num_classes, world
+        self.per_rank_batch = per_rank_batch(recipe.batch_size, world)
+        if self.per_rank_batch % recipe.grad_accum_steps:
+            raise ValueError(f"per-rank batch {self.per_rank_batch} does not split into grad_accum_steps={recipe.grad_accum_steps}; "
+                             f"use a global batch that is a multiple of {world.size * recipe.grad_accum_steps}")
+        if world.distributed and ("mixup" in recipe.augment or "cutmix" in recipe.augment) and self.per_rank_batch % 2:
+            raise ValueError(f"mixup/cutmix pair images within a rank's batch of {self.per_rank_batch}; use a global batch that is a multiple of {2 * world.size}")
         self.model = model.to(device)
         if recipe.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # `net` runs the training forward: the model itself, or its DDP wrapper that averages the
+        # gradients of every rank in backward. Evaluation and checkpoints use the bare model.
+        self.ddp: DistributedDataParallel | None = None
+        if world.distributed:
+            index = (torch.cuda.current_device() if device.index is None else device.index) if device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=None if index is None else [index])
+        self.net: torch.nn.Module = self.model if self.ddp is None else self.ddp
         self.train_b = Batches(train, device, on_device=on_device, num_workers=num_workers)
         self.test_b = Batches(test, device, on_device=on_device, num_workers=num_workers)
         self.val_b = None if val is None else Batches(val, device, on_device=on_device, num_workers=num_workers)
+        # Equal to every rank's steps: rank_share leaves n // size images, and
+        # (n // size) // (batch // size) == n // batch.
         self.steps_per_epoch = len(train) // recipe.batch_size
         if self.steps_per_epoch < 1:
             raise ValueError(f"training split has {len(train)} images, fewer than batch_size={recipe.batch_size}; lower batch_size")
@@ -152,7 +192,9 @@ class _Run:
             loss, seconds, images = self._train_epoch(st["epoch"], peak_fn)
             st["epoch"] += 1
             split = self.val_b if self.val_b is not None else self.test_b
-            top1 = topk_accuracy(*self._predict(split), k=1)
+            # Every rank evaluates rank 0's model; rank 0's figure decides, so no rank can diverge.
+            broadcast_buffers(self.model, self.world)
+            top1 = broadcast_value(topk_accuracy(*self._predict(split), k=1), self.world, self.device)
             st["train_time_s"] += seconds
             st["train_images"] += images
             st["curve"].append(dict(epoch=st["epoch"], loss=loss, val_top1=top1, epoch_time_s=seconds))
@@ -160,32 +202,39 @@ class _Run:
                 st.update(best_top1=top1, best_epoch=st["epoch"], since_best=0)
                 if self.val_b is not None:
                     st["best_state"] = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-                    if ckpt_dir is not None:
+                    if ckpt_dir is not None and self.world.is_main:
                         write_atomic(ckpt_dir / BEST, partial(torch.save, {"model": st["best_state"], "epoch": st["epoch"]}))
             else:
                 st["since_best"] += 1
             patience = self.recipe.early_stop_patience
             st["stopped"] = patience is not None and st["since_best"] >= patience
-            if ckpt_dir is not None:
+            if ckpt_dir is not None and self.world.is_main:
                 self._save(ckpt_dir / CHECKPOINT)
             if progress is not None:
                 progress(EpochStats(st["epoch"], loss, top1, seconds, images / seconds if seconds > 0 else 0.0))
         return self._result()
 
     def _train_epoch(self, epoch: int, peak_fn: Callable[..., int] | None) -> tuple[float, float, int]:
-        """One pass over the training split; returns (mean loss, device-synchronised seconds, images)."""
-        r, dev = self.recipe, self.device
+        """One pass over the training split; returns (mean loss, device-synchronised seconds, images).
+
+        Over several ranks: the mean loss of every rank, the slowest rank's seconds and the images
+        of all ranks, so images / seconds is the global throughput.
+        """
+        r, dev, world = self.recipe, self.device, self.world
         self.model.train()
-        order = epoch_order(len(self.train_b), r.seed, epoch)
-        self.gen = torch.Generator(device=dev).manual_seed(derive_seed(r.seed, epoch, 1))
+        # The same order on every rank (same seed), each rank its own stride of it.
+        order = rank_share(epoch_order(len(self.train_b), r.seed, epoch), world)
+        self.gen = torch.Generator(device=dev).manual_seed(derive_seed(r.seed, epoch, rank_stream(1, world)))
         total_loss = torch.zeros((), device=dev)
         excluded_s, excluded_images = 0.0, 0
         cuda_devices = [dev] if dev.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices), scoped_global_rng(derive_seed(r.seed, epoch, 3)):
-            torch.manual_seed(derive_seed(r.seed, epoch, 2))  # dropout / drop-path inside the model
+        with torch.random.fork_rng(devices=cuda_devices), scoped_global_rng(derive_seed(r.seed, epoch, rank_stream(3, world))):
+            torch.manual_seed(derive_seed(r.seed, epoch, rank_stream(2, world)))  # dropout / drop-path inside the model
             synchronize(dev)
             start = time.perf_counter()
-            for i, (images, labels) in enumerate(self.train_b.iterate(r.batch_size, order=order, drop_last=True)):
+            # islice: Batches sizes a pass by the whole split, and a rank's share is 1/size of it.
+            batches = islice(self.train_b.iterate(self.per_rank_batch, order=order, drop_last=True), self.steps_per_epoch)
+            for i, (images, labels) in enumerate(batches):
                 global_step = epoch * self.steps_per_epoch + i
                 # Profile the second optimiser step (the first with optimiser state), or the only one.
                 if peak_fn is not None and global_step == min(1, r.epochs * self.steps_per_epoch - 1):
@@ -198,8 +247,9 @@ class _Run:
                 else:
                     self._step(images, labels, total_loss)
             synchronize(dev)
-            seconds = time.perf_counter() - start - excluded_s
-        return total_loss.item() / self.steps_per_epoch, seconds, self.steps_per_epoch * r.batch_size - excluded_images
+            seconds = all_reduce_max(time.perf_counter() - start - excluded_s, world, dev)
+        loss = all_reduce_sum(total_loss, world).item() / world.size / self.steps_per_epoch
+        return loss, seconds, self.steps_per_epoch * r.batch_size - excluded_images * world.size
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor, total_loss: torch.Tensor) -> None:
         r = self.recipe
@@ -213,14 +263,19 @@ class _Run:
         if self.mix is not None:
             x, targets = self.mix(x, labels)  # soft targets already carry the smoothing
             smoothing = 0.0
-        for xs, ts in zip(x.split(r.micro_batch_size), targets.split(r.micro_batch_size), strict=True):
-            with self.autocast():
-                logits = self.model(xs)
-            self._check_logits(logits)
-            loss = F.cross_entropy(logits.float(), ts, label_smoothing=smoothing)
-            total_loss += loss.detach() / r.grad_accum_steps
-            scaled = loss / r.grad_accum_steps
-            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        micro = self.per_rank_batch // r.grad_accum_steps
+        chunks = list(zip(x.split(micro), targets.split(micro), strict=True))
+        for k, (xs, ts) in enumerate(chunks):
+            # DDP averages gradients once per optimiser step: not after every micro-batch.
+            sync = self.ddp.no_sync() if self.ddp is not None and k < len(chunks) - 1 else nullcontext()
+            with sync:
+                with self.autocast():
+                    logits = self.net(xs)
+                self._check_logits(logits)
+                loss = F.cross_entropy(logits.float(), ts, label_smoothing=smoothing)
+                total_loss += loss.detach() / r.grad_accum_steps
+                scaled = loss / r.grad_accum_steps
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         if r.clip_grad_norm is not None:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
@@ -267,12 +322,17 @@ class _Run:
             # Shuffling, augmentation and dropout RNGs are re-seeded from (recipe.seed, epoch) at
             # every epoch start and never touch global state, so "epoch" fully determines them.
             "state": st,
+            # Streams and shares depend on the world: a checkpoint resumes on the same number of ranks.
+            "world_size": self.world.size,
         }))
 
     def _load(self, path: Path) -> None:
         ckpt = torch.load(path, map_location=self.device, weights_only=True)
         if ckpt["recipe"] != asdict(self.recipe):
             raise ValueError(f"{path} was written with a different recipe; pass the same recipe or resume=False to start over")
+        if ckpt.get("world_size", 1) != self.world.size:
+            raise ValueError(f"{path} was written by {ckpt.get('world_size', 1)} process(es), this run has {self.world.size}; "
+                             f"resume with torchrun --nproc-per-node {ckpt.get('world_size', 1)} or resume=False to start over")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -287,6 +347,7 @@ class _Run:
         final_curve_top1 = st["best_top1"]
         if self.val_b is not None and st["best_state"] is not None:
             self.model.load_state_dict(st["best_state"])
+        broadcast_buffers(self.model, self.world)
         logits, labels = self._predict(self.test_b)
         return TrainResult(
             top1=topk_accuracy(logits, labels, k=1),

@@ -8,11 +8,16 @@ comparing it would judge cases that may not have run as their record says.
 Schema 1 records carry neither. They are read by filling in what version 1 ran with
 (:data:`V1_SETTINGS`), so every baseline saved before schema 2 stays comparable with new runs
 made under the same settings.
+
+A train case trained by several processes (torchrun) records ``world_size`` and its id ends in
+``-ws{N}``; records written before that have no ``world_size`` and were one process
+(:func:`world_size`).
 """
 
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -117,11 +122,26 @@ def check_schema(schema: object) -> int:
     return schema
 
 
+_WS_SUFFIX = re.compile(r"-ws(\d+)$")
+
+
+def world_size(record: Record) -> int:
+    """The processes a case trained on: 1 when absent (every record from before torchrun cases)."""
+    value = record.get("world_size", 1)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise RecordError(f"world_size must be a positive integer, got {value!r}: {_EDITED}")
+    return value
+
+
 def check_record(record: Record, failed: bool) -> tuple[str, str]:
     """(kind, status) of a record whose metric values and samples have the contract's types."""
     kind = record["kind"]
     if kind not in KINDS:
         raise RecordError(unknown("kind", str(kind), KIND_NAMES))
+    # The world size is part of a case's identity: its id says the same (no suffix for one process).
+    suffix = _WS_SUFFIX.search(str(record.get("case_id", "")))
+    if kind == "train" and (int(suffix[1]) if suffix else 1) != world_size(record):
+        raise RecordError(f"case_id {record.get('case_id')!r} does not match world_size {world_size(record)}: {_EDITED}")
     # 'status' is part of the contract; a case written without it ran to completion, so it is 'ok'.
     # An entry of backbone_bench.failed is failed whatever its record says (e.g. ok but no rounds).
     status = "failed" if failed else record.get("status", "ok")
