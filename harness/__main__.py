@@ -3,7 +3,14 @@
 Exit codes: 0 nothing regressed (or report written), 1 regressions found, 2 usage error (bad
 arguments, unreadable runs, bad tolerance spec: one ``error: ...`` line on stderr) or runs that
 are not comparable (other hardware, or cases whose settings differ, unless ``--force``).
-Neither command writes into the storage directory.
+``python -m harness merge RUN... (--save NAME | --json FILE)`` joins the runs of ``pytest --shard
+K/N`` sessions into one run (:mod:`harness.results.merge`), refusing shards of different machines,
+commits, selections or splits with exit 2 before writing anything. ``merge --save`` is the only
+command that writes into the storage directory: a new numbered file, never over an old one.
+``python -m harness launch --executor local|slurm --shards N [...] -- PYTEST_ARGS`` runs those
+shard sessions through submitit (:mod:`harness.launch`) and merges them the same way; its
+``--save`` writes the merged run only, after every shard has finished (a failed shard: exit 2,
+named with its logs and the ``--rerun K`` command, nothing merged or saved).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from harness import launch
 from harness.config.options import GATE_OPTIONS
 from harness.config.parsers import argtype
 from harness.results.compare import compare_runs
@@ -33,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m harness", description="Compare and report backbone-bench runs.")
+    parser = _Parser(prog="python -m harness", description="Compare, report and merge backbone-bench runs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     cmp = sub.add_parser("compare", help="gate CURRENT against BASELINE; exit 1 on regressions, 2 when not comparable")
     cmp.add_argument("baseline", help="run file, or run id in the storage: 0003, 0003_name, name, latest, <machine>/<id>")
@@ -42,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     for option in GATE_OPTIONS:  # the same options, names and parsers as pytest's --gate
         default = option.parse(option.default) if option.default is not None else None
         if option.flag:
-            cmp.add_argument(f"--{option.name}", dest=option.field, action="store_true", help=option.help)
+            cmp.add_argument(f"--{option.name}", dest=option.field, action="store_true", help=option.help_text())
         else:
             cmp.add_argument(f"--{option.name}", dest=option.field, metavar=option.metavar, type=argtype(option.parse), default=default, help=option.help_text())
     cmp.add_argument("--markdown", action="store_true", help="print a GitHub Markdown table")
@@ -51,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", nargs="+", metavar="RUN", help="run files or ids in the storage")
     _storage(rep)
     rep.add_argument("--out", type=Path, required=True, help="folder to write into (created)")
+    launch.add_parser(sub)
+    mrg = sub.add_parser("merge", help="join the runs of pytest --shard K/N sessions into one run")
+    mrg.add_argument("runs", nargs="+", metavar="RUN", help="every shard's run: files or ids in the storage")
+    _storage(mrg)
+    out = mrg.add_mutually_exclusive_group(required=True)
+    out.add_argument("--save", metavar="NAME", help="save as <storage>/<baseline_key>/NNNN_NAME.json, as --benchmark-save does")
+    out.add_argument("--json", metavar="FILE", type=Path, help="write to FILE (a new file: an existing one is refused)")
     return parser
 
 
@@ -88,6 +103,33 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from harness.results.merge import merge_runs
+    from harness.results.storage import check_run_name, dumps, save_run, write_new
+
+    # Refuse a bad destination before reading the shards: the merge itself may read many runs.
+    if args.save is not None:
+        check_run_name(args.save)
+    elif args.json.exists():
+        raise _UsageError(f"--json {args.json} exists; merge never overwrites a file: pass a new path")
+    doc = merge_runs(args.runs, args.storage)
+    try:
+        text = dumps(doc)  # before any file exists: a saved run holds no NaN or Infinity
+    except ValueError as exc:
+        raise _UsageError(f"the merged run cannot be written as JSON ({exc}); a shard run holds NaN or Infinity: re-run that shard") from None
+    if args.save is not None:
+        path = save_run(args.storage, doc["machine_info"]["baseline_key"], args.save, doc)
+    else:
+        try:
+            write_new(args.json, text)
+        except FileExistsError:
+            raise _UsageError(f"--json {args.json} exists; merge never overwrites a file: pass a new path") from None
+        path = args.json
+    cases = len(doc["benchmarks"]) + len(doc["backbone_bench"]["failed"])
+    print(f"merged {doc['backbone_bench']['merged']['count']} shard(s), {cases} case(s) into {path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (0 ok, 1 regressions, 2 usage error)."""
     try:
@@ -98,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             sys.stdout.write(markdown_tables() + "\n" + markdown_table())
             return 0
+        if args.command == "launch":
+            return launch.run(args)
+        if args.command == "merge":
+            return _merge(args)
         return _compare(args) if args.command == "compare" else _report(args)
     except (_UsageError, RunError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

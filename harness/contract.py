@@ -93,6 +93,8 @@ _METRICS = (
     Metric("plan_inference_searched_max_batch", "images", "higher", "exact", "largest inference batch found by search", "5%"),
     Metric("plan_train_estimated_max_batch", "images", "higher", "exact", "largest training batch the fit predicts within the budget"),
     Metric("plan_train_searched_max_batch", "images", "higher", "exact", "largest training batch found by search", "5%"),
+    # Every kind: what the case cost in wall time, the cost `--shard K/N` balances shards by.
+    Metric("duration_s", "s", "lower", "timed", "the case's wall time in pytest: set-up, call and teardown"),
 )
 METRICS: Mapping[str, Metric] = {m.key: m for m in _METRICS}
 
@@ -115,18 +117,18 @@ class Kind:
 
 _INFERENCE_METRICS = (
     "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "throughput_ips",
-    "params", "gmacs", "weights_bytes", "peak_mem_bytes", "energy_mj_per_img",
+    "params", "gmacs", "weights_bytes", "peak_mem_bytes", "energy_mj_per_img", "duration_s",
 )
 _KINDS = (
     Kind("inference", "latency, throughput, params, GMACs and peak memory of one forward", _INFERENCE_METRICS,
          ("num_classes", "threads", "bench_time_s", "edge_profile", "power"), "many"),
     Kind("train", "small-data training: accuracy over seeds, convergence, cost",
-         ("top1", "top5", "macro_f1", "int8_top1_change_pp", "train_time_s", "train_ips", "peak_train_mem_bytes"),
+         ("top1", "top5", "macro_f1", "int8_top1_change_pp", "train_time_s", "train_ips", "peak_train_mem_bytes", "duration_s"),
          ("threads", "seeds", "epochs", "optimizer", "lr", "weight_decay", "label_smoothing", "augment", "early_stop",
           "val_fraction", "grad_accum", "clip_grad", "edge_profile"), "once"),
     Kind("plan", "largest inference and training batch under a memory budget",
          ("plan_inference_estimated_max_batch", "plan_inference_searched_max_batch",
-          "plan_train_estimated_max_batch", "plan_train_searched_max_batch"),
+          "plan_train_estimated_max_batch", "plan_train_searched_max_batch", "duration_s"),
          ("num_classes", "plan_budget_bytes", "edge_profile"), "once"),
 )
 KINDS: Mapping[str, Kind] = {k.name: k for k in _KINDS}

@@ -16,6 +16,7 @@ import datetime as dt
 import os
 import shlex
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,12 @@ from harness.cases import MARKERS, CaseSpec
 from harness.config.options import OPTIONS
 from harness.config.parsers import SettingError, argtype, run_name
 from harness.config.settings import Settings
+from harness.distributed import check_session, current_world, init_distributed, shutdown_distributed
 from harness.results.records import CaseResult
 
 RESULT_KEY = "backbone_bench"
 CASE_KEY = "backbone_bench_case"
+SHARD_KEY = "backbone_bench_shard"
 CASE_FIXTURES = {"inference_case": "inference", "train_case": "train", "plan_case": "plan"}
 # pytest-benchmark's timing options: the cases time with their own protocol (warm-up of 3 calls
 # and 0.1 s, then at least 20 rounds filling --bench-time), so these would be silently ignored.
@@ -61,10 +64,13 @@ class BenchSession:
         self.save_name = save_name
         self.json_path = json_path
         self.results: dict[str, CaseResult] = {}
-        self.is_worker = hasattr(config, "workerinput")
+        # An xdist worker, or a torchrun rank > 0: rank 0 alone records, saves, gates and prints.
+        self.is_worker = hasattr(config, "workerinput") or not current_world().is_main
         self.saved_path: Path | None = None
         self.baseline: Any = None
         self.gate_lines: list[str] = []
+        self.durations: dict[str, float] = {}  # nodeid → seconds of setup + call + teardown
+        self.shard_record: dict[str, Any] | None = None
         storage = str(config.getoption("benchmark_storage", "baselines")).removeprefix("file://")
         path = Path(storage)
         self.storage = path if path.is_absolute() else config.rootpath / path
@@ -85,6 +91,29 @@ class BenchSession:
             raise pytest.UsageError(f"--gate: {exc}") from None
 
     @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        # trylast: after -k/-m deselected theirs, so a shard is a part of what remains.
+        if self.settings.shard is None:
+            return
+        try:
+            keep, self.shard_record = _shard_items(items, self.settings, self.storage)
+        except SettingError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        kept = set(map(id, keep))
+        deselected = [item for item in items if id(item) not in kept]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+        items[:] = keep
+        if hasattr(config, "workeroutput"):  # xdist carries the shard to the controller, which records it
+            config.workeroutput[SHARD_KEY] = self.shard_record
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        record = getattr(node, "workeroutput", {}).get(SHARD_KEY)
+        if record is not None:
+            self.shard_record = record
+
+    @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.load_baseline(_devices(session.items))
 
@@ -98,7 +127,10 @@ class BenchSession:
 
     # -- while cases run -----------------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if self.is_worker or not (report.when == "call" or (report.when == "setup" and report.failed)):
+        if self.is_worker:
+            return
+        self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + report.duration
+        if not (report.when == "call" or (report.when == "setup" and report.failed)):
             return
         properties: dict[str, Any] = dict(report.user_properties)
         if RESULT_KEY in properties:
@@ -113,12 +145,15 @@ class BenchSession:
 
     # -- after the last case -------------------------------------------------------------------
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.is_worker or not (self.results and (self.save_name or self.json_path or self.baseline is not None)):
+        # A shard writes its run even when all its cases skipped: the merge needs every part.
+        if self.is_worker or not ((self.results or self.shard_record is not None) and (self.save_name or self.json_path or self.baseline is not None)):
             return
         from harness.results.records import build_run
         from harness.results.storage import dumps, save_run, write_atomic
 
-        run = build_run(self.results.values(), machine_info=self.machine_info(), commit_info=self.commit_info(), options={"bench_time_s": self.settings.bench_time_s})
+        results = [replace(r, record={**r.record, "duration_s": round(self.durations.get(r.fullname, 0.0), 3)}) for r in self.results.values()]
+        run = build_run(results, machine_info=self.machine_info(), commit_info=self.commit_info(),
+                        options={"bench_time_s": self.settings.bench_time_s}, shard=self.shard_record)
         if self.save_name:
             self.saved_path = save_run(self.storage, run["machine_info"]["baseline_key"], self.save_name, run)
         if self.json_path is not None:
@@ -148,11 +183,20 @@ class BenchSession:
         # The baseline key names the hardware the cases actually ran on (a CPU-only selection on
         # a GPU machine is a CPU run), not every device the matrix could have used.
         ran_on = sorted({str(r.record["device"]) for r in self.results.values() if r.record.get("device")})
+        if self.shard_record is not None:
+            # A shard names the machine of the whole selection, so that a shard that drew only
+            # CPU cases of a CPU+CUDA study merges with the others.
+            ran_on = list(self.shard_record["devices"]) or ran_on
         machine_info.update(machine_facts(ran_on or self.settings.devices, self.settings.edge_profile))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker:
             return
+        if self.shard_record is not None:
+            r = self.shard_record
+            terminalreporter.write_line(
+                f"backbone-bench: shard {r['index']}/{r['count']}: {r['cases']} case(s) of the selection, expected {r['expected_s']:.0f} s "
+                f"({r['costs_from_stored_runs']} costed from stored runs); merge the shards' runs with python -m harness merge")
         if self.saved_path is not None:
             terminalreporter.write_line(f"backbone-bench: saved {len(self.results)} case(s) to {self.saved_path}")
         if self.json_path is not None and self.results:
@@ -182,11 +226,14 @@ def pytest_configure(config: pytest.Config) -> None:
         _refuse_replaced_options(config)
         settings = settings_from(lambda field: config.getoption(f"bb_{field}"), lambda key: str(config.getini(key)))
         save_name, json_path = _take_over_saving(config)
+        # torchrun: refuse -n and global batches the ranks cannot split, before any rank waits on the others.
+        check_session(current_world(), settings, xdist=bool(getattr(config.option, "numprocesses", None)) or hasattr(config, "workerinput"))
     except SettingError as exc:
         raise pytest.UsageError(str(exc)) from None
     bench = BenchSession(config, settings, save_name, json_path)
     config.stash[_KEY] = bench
     config.pluginmanager.register(bench, "backbone-bench-session")
+    init_distributed(settings.devices, share_cores=settings.edge_profile is None)  # torchrun: join the ranks' process group
     _apply_runtime_settings(config, settings)
 
 
@@ -228,8 +275,8 @@ def _take_over_saving(config: pytest.Config) -> tuple[str | None, Path | None]:
     for name, off in (("benchmark_save", None), ("benchmark_autosave", False), ("benchmark_json", None)):
         if hasattr(option, name):
             setattr(option, name, off)
-    if hasattr(config, "workerinput"):
-        return None, None  # the controller saves
+    if hasattr(config, "workerinput") or not current_world().is_main:
+        return None, None  # the xdist controller, or torchrun's rank 0, saves
     return save, json_path
 
 
@@ -268,12 +315,42 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     applied = config.stash.get(_PROFILE_KEY, None)
     if applied is not None:
         applied.__exit__(None, None, None)
+    shutdown_distributed()  # torchrun: leave the process group
 
 
 def _all_cases(settings: Settings) -> list[Any]:
     from harness.matrix import build
 
     return [case for kind in CASE_FIXTURES.values() for case in build(kind, settings)]
+
+
+def _shard_items(items: list[pytest.Item], settings: Settings, storage: Path) -> tuple[list[pytest.Item], dict[str, Any]]:
+    """The items of ``settings.shard`` among ``items`` and the record of the split (harness/shard.py)."""
+    from harness.contract import settings_digest
+    from harness.kinds import case_settings
+    from harness.shard import CaseFacts, CostModel, case_facts, plan
+
+    shard = settings.shard
+    if len(items) < shard.count:
+        raise SettingError(f"--shard {shard}: the selection has {len(items)} test(s), fewer than {shard.count} shards; use at most {max(1, len(items))} shards")
+    selected: list[tuple[str, str, CaseFacts | None]] = []
+    for item in items:
+        spec = _spec(item)
+        if spec is None:
+            selected.append((item.nodeid, "", None))
+        else:
+            digested = case_settings(spec, settings)
+            selected.append((spec.case_id, settings_digest(digested), case_facts(spec, settings, digested)))
+    split = plan(selected, shard.count, CostModel.from_storage(storage))
+    mine = set(split.keys_of(shard.index))
+    devices = sorted({spec.device for item in items if (spec := _spec(item)) is not None and item.get_closest_marker("skip") is None})
+    # Collection order within the shard, as in a serial run.
+    return [item for item, (key, _, _) in zip(items, selected, strict=True) if key in mine], {**split.record(shard), "devices": devices}
+
+
+def _spec(item: pytest.Item) -> CaseSpec | None:
+    callspec = getattr(item, "callspec", None)
+    return next((v for v in (callspec.params.values() if callspec else ()) if isinstance(v, CaseSpec)), None)
 
 
 def _param(nodeid: str) -> str:

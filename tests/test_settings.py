@@ -138,3 +138,15 @@ def test_number_bounds(parse: Callable[[str], float], good: str, bad: str, messa
     assert parse(good) == float(good)
     with pytest.raises(SettingError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse(bad)
+
+
+def test_every_help_screen_renders() -> None:
+    # argparse %-formats help strings: an unescaped "10%" in an option's help crashed `--help`.
+    import subprocess
+    import sys
+
+    commands = [["-m", "pytest", "--help"], *(["-m", "harness", verb, "--help"] for verb in ("compare", "report", "merge", "launch", "contract"))]
+    for command in commands:
+        done = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+    assert "latency_p50_ms:10%," in subprocess.run([sys.executable, "-m", "harness", "compare", "--help"], capture_output=True, text=True).stdout

@@ -19,6 +19,7 @@ from harness.config import parsers as p
 from harness.config.parsers import SettingError
 from harness.config.settings import Settings
 from harness.contract import PRECISIONS, RUNTIMES
+from harness.shard import parse_shard
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,11 @@ class Option:
         return self.name.replace("-", "_")
 
     def help_text(self) -> str:
-        """The help with its default and ini key, as ``--help`` shows it."""
+        """The help with its default and ini key, as ``--help`` shows it: argparse text, whose
+        ``%`` (``latency_p50_ms:10%``) is escaped, since argparse %-formats every help string."""
         default = self.default if self.default is not None else "unset"
         env = f"; ${self.env} overrides the default" if self.env else ""
-        return f"{self.help} (default: {default}{env}; ini key: {self.ini})"
+        return f"{self.help} (default: {default}{env}; ini key: {self.ini})".replace("%", "%%")
 
 
 def _int(what: str) -> Callable[[str], int]:
@@ -96,6 +98,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("skip-checksums", "skip_checksums", p.flag, "false", "", "read dataset files without checking their official md5 sums (your own re-packed copies)", flag=True),
     Option("download", "download", p.flag, "false", "", "download missing datasets through torchvision", flag=True),
     Option("resume", "resume", p.flag, "false", "", "resume interrupted training cases from their last checkpoint", flag=True),
+    # Scale-out: which part of the selection this session runs (see harness/shard.py).
+    Option("shard", "shard", parse_shard, None, "K/N", "run only shard K of N: a deterministic part of the selected cases (after -k/-m), balanced by the stored durations; merge the N runs with python -m harness merge", env="BACKBONE_BENCH_SHARD"),
     # The gate: the same names in pytest and in `python -m harness compare`.
     Option("gate", "gate", str, None, "BASELINE", "after the run, gate it against BASELINE (a run id in the storage or a file); regressions fail the session"),
     Option("fail-on", "fail_on", p.tolerances, "", "SPEC", "gate tolerances over the defaults, e.g. latency_p50_ms:10%,top1:-1pp,gmacs:0 (METRIC:N%, METRIC:Npp, METRIC:0, METRIC:off)", scope="gate"),

@@ -53,6 +53,7 @@ class Settings:
     skip_checksums: bool
     download: bool
     resume: bool
+    shard: Any
     gate: str | None
     fail_on: Any
     fail_on_missing: bool

@@ -74,17 +74,29 @@ def build_run(
     machine_info: dict[str, Any],
     commit_info: dict[str, Any],
     options: dict[str, Any],
+    shard: dict[str, Any] | None = None,
+    merged: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The run's JSON document, cases in the order given."""
+    """The run's JSON document, cases in the order given.
+
+    ``shard`` (a ``pytest --shard K/N`` session: index, count, selection and plan digests) and
+    ``merged`` (a run merged from shards by ``python -m harness merge``) are recorded under
+    ``backbone_bench`` when given.
+    """
     results = list(results)
+    ours: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "failed": [{"name": r.name, "fullname": r.fullname, "extra_info": r.record} for r in results if not r.ok],
+    }
+    if shard is not None:
+        ours["shard"] = shard
+    if merged is not None:
+        ours["merged"] = merged
     return {
         "machine_info": machine_info,
         "commit_info": commit_info,
         "benchmarks": [benchmark_entry(r, options) for r in results if r.ok],
         "datetime": dt.datetime.now(dt.timezone.utc).isoformat(),
         "version": metadata.version("pytest-benchmark"),
-        "backbone_bench": {
-            "schema": SCHEMA_VERSION,
-            "failed": [{"name": r.name, "fullname": r.fullname, "extra_info": r.record} for r in results if not r.ok],
-        },
+        "backbone_bench": ours,
     }

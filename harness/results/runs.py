@@ -68,6 +68,10 @@ class Run:
     datetime: str | None
     cases: Mapping[str, Case] = field(repr=False)
     schema: int = 2
+    # ``backbone_bench.shard`` of a ``pytest --shard K/N`` session (one part of a study) and
+    # ``backbone_bench.merged`` of a run that ``python -m harness merge`` made of such parts.
+    shard: Mapping[str, Any] | None = None
+    merged: Mapping[str, Any] | None = None
 
     @property
     def baseline_key(self) -> str:
@@ -91,7 +95,10 @@ class Run:
         raw_failed = ours.get("failed")
         failed: list[Any] = raw_failed if isinstance(raw_failed, list) else []
         benches = [*data["benchmarks"], *({**f, "failed": True} for f in failed if isinstance(f, dict))]
-        if not benches:
+        raw_shard = ours.get("shard")
+        shard = MappingProxyType(raw_shard) if isinstance(raw_shard, dict) else None
+        raw_merged = ours.get("merged")
+        if not benches and shard is None:  # a shard whose cases all skipped is still one part of a study
             raise RunError(f"{source}: the run contains no benchmarks; re-run the suite without deselecting every case")
         foreign = [b.get("name", "?") if isinstance(b, dict) else repr(b)[:40] for b in benches if not _has_contract(b)]
         if foreign:
@@ -123,6 +130,8 @@ class Run:
             datetime=data.get("datetime"),
             cases=MappingProxyType(cases),
             schema=schema,
+            shard=shard,
+            merged=MappingProxyType(raw_merged) if isinstance(raw_merged, dict) else None,
         )
 
 
@@ -232,7 +241,8 @@ def machine_history(storage: Path, baseline_key: str, *, exclude: tuple[str, ...
     """Every readable run stored for ``baseline_key`` except the sources in ``exclude``.
 
     The gate reads the machine's run-to-run spread from them; an unreadable file is skipped
-    (it is reported when it is itself compared), never fatal here.
+    (it is reported when it is itself compared), never fatal here. Shard runs that a stored
+    merged run was made of are left out: it holds the same measurements, which must not count twice.
     """
     folder = storage / baseline_key
     runs: list[Run] = []
@@ -244,4 +254,5 @@ def machine_history(storage: Path, baseline_key: str, *, exclude: tuple[str, ...
             runs.append(read_run_file(path, label))
         except RunError:
             continue
-    return runs
+    merged = {(str(r.merged.get("selection")), str(r.merged.get("plan"))) for r in runs if r.merged is not None}
+    return [r for r in runs if r.shard is None or (str(r.shard.get("selection")), str(r.shard.get("plan"))) not in merged]

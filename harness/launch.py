@@ -1,0 +1,578 @@
+"""``python -m harness launch``: the matrix as N shards on submitit (SLURM array tasks or local processes).
+
+::
+
+    python -m harness launch --executor slurm --shards 8 --partition gpu --gpus-per-task 1 \\
+        --time 120 --max-parallel 4 --save main --gate main -- -m train --devices cuda
+
+One launch is one job folder (``--folder``, default ``.bench-launch/<UTC time>``) holding
+``launch.json`` (the pytest arguments, the shard count, the executor), submitit's pickles and
+logs (``jobs/NN/``), a snapshot of the storage's runs that every shard splits by (``costs/``,
+so a ``--rerun`` splits as the launch did), each shard's run ``shard-K-of-N.json`` and the
+merged run ``merged.json``.
+The N shards are one submitit array job (``map_array``); shard K runs
+``python -m pytest PYTEST_ARGS --shard=K/N --benchmark-json=<folder>/shard-K-of-N.json -p no:cacheprovider``
+in the launch's working directory (under ``torch.distributed.run`` with ``--nproc-per-node``).
+Nothing is written into the storage while shards run: the shards' runs stay in the job folder
+and only the merged run is saved (``--save``), then gated (``--gate``).
+
+A shard fails when pytest exits other than 0 or 1 (1: some case failed, which its run records)
+or leaves no run file. Then nothing is merged: each failed shard is named with its logs and the
+command that re-runs only those shards of the folder (``--rerun K``) and merges all of them.
+
+Exit codes: 0 merged (and the gate passed), 1 the gate found regressions or some case failed,
+2 a usage error, a failed shard, or runs that are not comparable. submitit is an optional
+dependency (``pip install -e '.[launch]'``), imported only when a launch starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from harness.config.options import GATE_OPTIONS
+from harness.config.parsers import SettingError, argtype, positive_int, run_name
+from harness.results.runs import RunError, resolve_run_id
+
+EXECUTORS = ("local", "slurm")
+LAUNCH_FILE = "launch.json"
+MERGED_FILE = "merged.json"
+DEFAULT_STORAGE = Path("baselines")
+# A shard's wall-clock limit: SLURM's partitions need one (submitit's own default is 5 minutes,
+# too short for a shard), and locally it bounds a hung shard. An hour covers the smoke matrix many times.
+DEFAULT_TIME_MIN = 60
+USAGE_ERROR = 2
+# pytest's exit codes that leave a usable run: 0 every case passed, 1 some case failed (recorded).
+USABLE_EXITS = (0, 1)
+_EXIT_MEANING = {2: "interrupted", 3: "an internal error", 4: "a usage error", 5: "no tests collected"}
+# Polling reads a file (SLURM) or polls a child process (local): cheap. A line every minute
+# while nothing finishes, so a long queue never looks like a hang.
+POLL_S = 1.0
+HEARTBEAT_S = 60.0
+MISSING_SUBMITIT = "python -m harness launch needs submitit: pip install -e '.[launch]'"
+# Options launch sets for each shard, or does itself for the merged run: refused after --.
+_OWNED = {
+    "--shard": "launch gives each shard its own --shard K/N; choose the count with launch --shards N",
+    "--benchmark-save": "shards write into the job folder and launch saves the merged run: use launch --save NAME",
+    "--benchmark-autosave": "shards write into the job folder and launch saves the merged run: use launch --save NAME",
+    "--benchmark-json": "each shard writes its run into the job folder: use launch --json FILE for the merged run",
+    "--gate": "a shard holds part of the cases: gate the merged run with launch --gate BASELINE",
+    "--benchmark-storage": "shards split by the durations of launch's own storage: use launch --storage DIR",
+}
+COSTS_DIR = "costs"
+_SLURM_ONLY = ("partition", "cpus_per_task", "account", "qos")
+
+
+class LaunchError(Exception):
+    """A launch that cannot start or go on; the message is one line with the fix."""
+
+
+# --- what each shard runs ----------------------------------------------------------------------
+
+def check_pytest_args(pytest_args: Sequence[str], nproc_per_node: int | None = None) -> None:
+    """Refuse the pytest options launch owns (``--shard``, saving, ``--gate``), and xdist's
+    ``-n`` under ``--nproc-per-node``; :class:`LaunchError` names the launch option to use."""
+    for arg in pytest_args:
+        name = arg.split("=", 1)[0]
+        if name in _OWNED:
+            raise LaunchError(f"{name} after --: {_OWNED[name]}")
+        if nproc_per_node is not None and (name == "--numprocesses" or (arg.startswith("-n") and not arg.startswith("--"))):
+            raise LaunchError(
+                f"{arg} after --: pytest-xdist workers cannot run under --nproc-per-node {nproc_per_node} "
+                "(torchrun starts the processes); drop -n/--numprocesses or --nproc-per-node"
+            )
+
+
+def run_file(folder: Path, index: int, count: int) -> Path:
+    """Where shard ``index`` of ``count`` writes its run."""
+    return folder / f"shard-{index}-of-{count}.json"
+
+
+def has_run_file(path: Path) -> bool:
+    """Whether a shard left a run at ``path``. pytest-benchmark before 5.3 creates the
+    ``--benchmark-json`` file when it parses the option: a session that died leaves it empty."""
+    return path.is_file() and path.stat().st_size > 0
+
+
+def shard_command(pytest_args: Sequence[str], index: int, count: int, run_path: Path, *,
+                  nproc_per_node: int | None = None, python: str = sys.executable) -> list[str]:
+    """The command of shard ``index`` of ``count``: pytest, or torchrun running pytest on
+    ``nproc_per_node`` processes (``--standalone`` picks a free port, so shards on one node do not collide)."""
+    runner = [python, "-m", "pytest"]
+    if nproc_per_node is not None:
+        runner = [python, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc_per_node), "-m", "pytest"]
+    return [*runner, *pytest_args, f"--shard={index}/{count}", f"--benchmark-json={run_path}", "-p", "no:cacheprovider"]
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One array task: a shard's command, where it runs, and the environment it changes
+    (a ``None`` value removes the variable)."""
+
+    index: int
+    count: int
+    command: tuple[str, ...]
+    cwd: str
+    run_file: str
+    env: tuple[tuple[str, str | None], ...] = ()
+
+
+def run_shard(task: ShardTask) -> tuple[int, float]:
+    """Run a shard's pytest (in the submitit task; its output goes to the task's log):
+    ``(exit code, seconds)``."""
+    env = dict(os.environ)
+    for key, value in task.env:
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    print(f"backbone-bench launch: shard {task.index}/{task.count} in {task.cwd}: {shlex.join(task.command)}", flush=True)
+    start = time.monotonic()
+    code = subprocess.call(list(task.command), cwd=task.cwd, env=env)
+    return code, time.monotonic() - start
+
+
+# --- the job folder ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What ``launch.json`` records, so ``--rerun`` runs a shard exactly as the launch did."""
+
+    pytest_args: tuple[str, ...]
+    shards: int
+    executor: str
+    nproc_per_node: int | None
+    cwd: str
+    python: str
+    created: str
+
+    def task(self, folder: Path, index: int, env: tuple[tuple[str, str | None], ...] = ()) -> ShardTask:
+        path = run_file(folder, index, self.shards)
+        # Every shard, a re-run one too, splits by the storage as it was at launch (snapshot_costs).
+        args = (*self.pytest_args, f"--benchmark-storage=file://{folder / COSTS_DIR}")
+        command = shard_command(args, index, self.shards, path, nproc_per_node=self.nproc_per_node, python=self.python)
+        return ShardTask(index, self.shards, tuple(command), self.cwd, str(path), env)
+
+    def write(self, folder: Path) -> None:
+        from harness.results.storage import write_new
+
+        write_new(folder / LAUNCH_FILE, json.dumps({**asdict(self), "pytest_args": list(self.pytest_args)}, indent=2) + "\n")
+
+    @classmethod
+    def read(cls, folder: Path) -> LaunchPlan:
+        path = folder / LAUNCH_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**{**data, "pytest_args": tuple(data["pytest_args"])})
+        except FileNotFoundError:
+            raise LaunchError(f"--rerun: {path} does not exist; --folder must name the job folder of an earlier launch") from None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise LaunchError(f"--rerun: {path} is not a launch record ({exc})") from None
+
+
+def snapshot_costs(storage: Path, target: Path) -> int:
+    """Copy the storage's run files into the job folder; the number copied.
+
+    A shard splits the selection by the durations stored in its ``--benchmark-storage``
+    (:mod:`harness.shard`). A run saved there between the launch and a ``--rerun`` would change
+    the split, and the merge would refuse the re-run shard; the snapshot keeps every shard of a
+    launch on the same costs.
+    """
+    copied = 0
+    for path in sorted(storage.glob("*/[0-9][0-9][0-9][0-9]_*.json")) if storage.is_dir() else []:
+        destination = target / path.parent.name / path.name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, destination)
+        copied += 1
+    target.mkdir(parents=True, exist_ok=True)
+    return copied
+
+
+# --- submitting and waiting --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a shard ended: pytest's exit code (``None``: the task died without one) and its run file."""
+
+    index: int
+    count: int
+    exit_code: int | None
+    seconds: float
+    has_run: bool
+    stdout: Path
+    stderr: Path
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code in USABLE_EXITS and self.has_run
+
+    def reason(self) -> str:
+        """Why the shard failed, e.g. ``exit 3, an internal error``."""
+        if self.exit_code is None:
+            return self.error
+        if self.exit_code < 0:
+            return f"pytest killed by signal {-self.exit_code}"
+        if self.exit_code not in USABLE_EXITS:
+            meaning = _EXIT_MEANING.get(self.exit_code)
+            return f"exit {self.exit_code}" + (f", {meaning}" if meaning else "")
+        return f"exit {self.exit_code} but no run file"
+
+    def line(self) -> str:
+        """The progress line, e.g. ``shard 2/3 done (exit 0, 41 s)``."""
+        where = f"shard {self.index}/{self.count}"
+        if self.ok:
+            note = ", some cases failed" if self.exit_code == 1 else ""
+            return f"{where} done (exit {self.exit_code}{note}, {self.seconds:.0f} s)"
+        return f"{where} failed ({self.reason()}; {self.seconds:.0f} s)"
+
+
+def run_shards(tasks: Sequence[ShardTask], submit: Callable[[Sequence[ShardTask]], Sequence[Any]], *,
+               window: int | None = None, out: TextIO | None = None, cancel: bool = True,
+               poll_s: float = POLL_S, heartbeat_s: float = HEARTBEAT_S) -> list[Outcome]:
+    """Submit ``tasks`` (all at once, or ``window`` at a time as earlier ones finish), print a
+    line as each finishes and one a minute while none does, and return their outcomes in order.
+
+    ``submit`` returns one submitit job per task. On Ctrl-C the running jobs are cancelled when
+    ``cancel`` (local processes), else named (cluster jobs outlive the launcher).
+    """
+    out = out or sys.stdout
+    queue = list(tasks)
+    running: dict[int, tuple[ShardTask, Any, float]] = {}
+    done: dict[int, Outcome] = {}
+    start = last_line = time.monotonic()
+    try:
+        while queue or running:
+            free = len(queue) if window is None else window - len(running)
+            if queue and free > 0:
+                batch, queue = queue[:free], queue[free:]
+                jobs = submit(batch)
+                now = time.monotonic()
+                running.update({task.index: (task, job, now) for task, job in zip(batch, jobs, strict=True)})
+                ids = ", ".join(f"{task.index} as job {job.job_id}" for task, job in zip(batch, jobs, strict=True))
+                _say(out, f"submitted shard {ids}")
+            for index, (task, job, since) in list(running.items()):
+                if job.done():
+                    del running[index]
+                    done[index] = _outcome(task, job, time.monotonic() - since)
+                    _say(out, done[index].line())
+                    last_line = time.monotonic()
+            if running and time.monotonic() - last_line >= heartbeat_s:
+                states = ", ".join(f"shard {i} {_state(job)}" for i, (_, job, _) in sorted(running.items()))
+                _say(out, f"waiting: {states}; {len(done)} of {len(tasks)} done, {(time.monotonic() - start) / 60:.0f} min")
+                last_line = time.monotonic()
+            if running:
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        jobs_left = [job for _, job, _ in running.values()]
+        if cancel:
+            for job in jobs_left:
+                job.cancel(check=False)
+            raise LaunchError(f"interrupted; cancelled shard(s) {_list(running)}") from None
+        ids = " ".join(sorted({str(job.job_id).split("_")[0] for job in jobs_left}))
+        raise LaunchError(f"interrupted; shard(s) {_list(running)} still run as job(s) {ids} (scancel {ids} to stop them)") from None
+    return [done[task.index] for task in tasks]
+
+
+def _outcome(task: ShardTask, job: Any, waited: float) -> Outcome:
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    has_run = has_run_file(Path(task.run_file))
+    try:
+        code, seconds = job.result()
+    except (FailedJobError, UncompletedJobError):
+        # The task died without a result: killed, out of time or memory, a lost node.
+        return Outcome(task.index, task.count, None, waited, has_run, job.paths.stdout, job.paths.stderr,
+                       f"the task ended without an exit code (state {_state(job)})")
+    return Outcome(task.index, task.count, int(code), float(seconds), has_run, job.paths.stdout, job.paths.stderr)
+
+
+def _state(job: Any) -> str:
+    try:
+        return str(job.state)
+    except Exception:  # the scheduler's status command failed; the next poll retries
+        return "UNKNOWN"
+
+
+def _say(out: TextIO, line: str) -> None:
+    print(line, file=out, flush=True)
+
+
+def _list(indices: Any) -> str:
+    return ", ".join(str(i) for i in sorted(indices))
+
+
+def _tail(path: Path, lines: int = 3) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    # submitit's own INFO lines close every log; the shard's last words come before them.
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("submitit ")][-lines:]
+
+
+# --- the command -------------------------------------------------------------------------------
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``launch`` verb to ``python -m harness``'s subparsers."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "launch", help="run the matrix as N shards (SLURM array tasks or local processes), merge, save and gate",
+        description="Run `pytest PYTEST_ARGS` as N shards through submitit, merge the shards' runs, save and gate the merged run.",
+    )
+    parser.add_argument("--executor", choices=EXECUTORS, required=True, help="slurm: one array task per shard; local: processes on this machine")
+    parser.add_argument("--shards", type=argtype(lambda t: positive_int(t, "--shards")), metavar="N", help="number of shards (required unless --rerun)")
+    parser.add_argument("--folder", type=Path, metavar="DIR", help="the job folder: logs, launch.json, shard runs (default: .bench-launch/<UTC time>)")
+    parser.add_argument("--rerun", type=argtype(_shard_list), metavar="K[,K...]",
+                        help="re-run only these shards of --folder with its saved pytest arguments, then merge every shard of it")
+    parser.add_argument("--save", type=argtype(run_name), metavar="NAME", help="save the merged run in the storage as NNNN_NAME.json")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the merged run to FILE")
+    parser.add_argument("--benchmark-storage", "--storage", dest="storage", type=lambda t: Path(t.removeprefix("file://")), default=DEFAULT_STORAGE,
+                        help="saved runs folder for --save and --gate (file:// optional; default: baselines)")
+    parser.add_argument("--gate", metavar="BASELINE", help="gate the merged run against BASELINE (a run id in the storage or a file)")
+    for option in GATE_OPTIONS:  # the same names and parsers as compare's and pytest's; the text kept for --rerun hints
+        if option.flag:
+            parser.add_argument(f"--{option.name}", dest=option.field, action="store_true", help=option.help_text())
+        else:
+            parser.add_argument(f"--{option.name}", dest=option.field, metavar=option.metavar, type=argtype(_checked(option.parse)),
+                                default=option.default, help=option.help_text())
+    parser.add_argument("--time", type=argtype(lambda t: positive_int(t, "--time")), default=DEFAULT_TIME_MIN, metavar="MINUTES",
+                        help=f"wall-clock limit of each shard (default: {DEFAULT_TIME_MIN})")
+    parser.add_argument("--max-parallel", type=argtype(lambda t: positive_int(t, "--max-parallel")), metavar="N",
+                        help="shards running at once (SLURM: the array's %%N; local: processes) (default: all)")
+    parser.add_argument("--gpus-per-task", type=argtype(lambda t: positive_int(t, "--gpus-per-task")), metavar="N",
+                        help="GPUs per shard (local: the first N GPUs; unset: the GPUs this process sees) (default: unset)")
+    parser.add_argument("--nproc-per-node", type=argtype(lambda t: positive_int(t, "--nproc-per-node")), metavar="N",
+                        help="run each shard's pytest under torchrun with N processes (DDP training cases) (default: unset)")
+    slurm = parser.add_argument_group("SLURM (--executor slurm)")
+    slurm.add_argument("--partition", metavar="NAME", help="SLURM partition (default: unset)")
+    slurm.add_argument("--cpus-per-task", type=argtype(lambda t: positive_int(t, "--cpus-per-task")), metavar="N", help="CPUs per shard (default: unset)")
+    slurm.add_argument("--account", metavar="NAME", help="SLURM account (default: unset)")
+    slurm.add_argument("--qos", metavar="NAME", help="SLURM quality of service (default: unset)")
+    parser.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS", help="pytest's arguments, after --: the selection every shard splits")
+    return parser
+
+
+def _shard_list(text: str) -> tuple[int, ...]:
+    values = tuple(positive_int(part, "--rerun") for part in text.split(",") if part.strip())
+    if not values:
+        raise SettingError(f"--rerun wants shard numbers such as 2 or 1,3, got {text!r}")
+    return tuple(sorted(set(values)))
+
+
+def _checked(parse: Callable[[str], Any]) -> Callable[[str], str]:
+    """Validate at parse time but keep the text, so the re-run command can repeat it."""
+
+    def check(text: str) -> str:
+        parse(text)
+        return text
+
+    return check
+
+
+def run(args: argparse.Namespace) -> int:
+    """Launch (or re-run shards of) a sharded session; the exit code (see the module docstring)."""
+    try:
+        return _launch(args)
+    except (LaunchError, SettingError, RunError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def _launch(args: argparse.Namespace) -> int:
+    plan, folder, indices = _plan(args)
+    _check_executor(args)
+    if args.gate:
+        _check_gate_ref(args.gate, args.storage)
+    try:
+        import submitit  # noqa: F401  (optional: the launch extra)
+    except ImportError:
+        raise LaunchError(MISSING_SUBMITIT) from None
+    if not args.rerun:
+        folder.mkdir(parents=True, exist_ok=True)
+        snapshot_costs(args.storage, folder / COSTS_DIR)
+        plan.write(folder)
+    for index in indices:  # a re-run shard's earlier run (of a failed attempt) must not be merged
+        run_file(folder, index, plan.shards).unlink(missing_ok=True)
+    env: tuple[tuple[str, str | None], ...] = ()
+    if args.executor == "local" and args.gpus_per_task is None:
+        # submitit's local executor hides every GPU unless asked for some: keep what this process sees.
+        env = (("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES")),)
+    tasks = [plan.task(folder, index, env) for index in indices]
+    print(f"launch: shard(s) {_list(indices)} of {plan.shards} on {args.executor}, job folder {folder}", flush=True)
+    print(f"launch: shard {tasks[0].index} runs {shlex.join(tasks[0].command)}", flush=True)
+    outcomes = run_shards(tasks, lambda batch: _submit(args, folder, batch), window=args.max_parallel if args.executor == "local" else None,
+                          cancel=args.executor == "local")
+    failed = [o.index for o in outcomes if not o.ok]
+    if failed:
+        for outcome in (o for o in outcomes if not o.ok):
+            print(f"shard {outcome.index}/{outcome.count} failed: {outcome.reason()}")
+            print(f"  stdout: {outcome.stdout}")
+            print(f"  stderr: {outcome.stderr}")
+            for line in _tail(outcome.stderr) or _tail(outcome.stdout):
+                print(f"  | {line}")
+        sys.stdout.flush()
+        raise LaunchError(f"{len(failed)} of {plan.shards} shard(s) failed ({_list(failed)}); nothing merged. "
+                          f"Re-run them and merge: {rerun_command(args, folder, sorted(failed))}")
+    return collect(plan, folder, args)
+
+
+def _plan(args: argparse.Namespace) -> tuple[LaunchPlan, Path, list[int]]:
+    """The launch record, the job folder and the shards to run, all checked before anything runs."""
+    if args.rerun:
+        if args.folder is None:
+            raise LaunchError("--rerun needs --folder DIR, the job folder of the launch whose shards it re-runs")
+        if args.pytest_args:
+            raise LaunchError(f"--rerun runs the pytest arguments saved in {args.folder / LAUNCH_FILE}; pass none after --")
+        folder = args.folder.resolve()
+        plan = LaunchPlan.read(folder)
+        if args.shards is not None and args.shards != plan.shards:
+            raise LaunchError(f"--shards {args.shards}: the launch in {folder} has {plan.shards} shards")
+        if args.nproc_per_node is not None and args.nproc_per_node != plan.nproc_per_node:
+            raise LaunchError(f"--nproc-per-node {args.nproc_per_node}: the launch in {folder} ran {plan.nproc_per_node or 'plain pytest'}")
+        outside = [k for k in args.rerun if k > plan.shards]
+        if outside:
+            raise LaunchError(f"--rerun {_list(outside)}: the launch in {folder} has shards 1 to {plan.shards}")
+        indices = list(args.rerun)
+        missing = [k for k in range(1, plan.shards + 1) if k not in indices and not has_run_file(run_file(folder, k, plan.shards))]
+        if missing:
+            raise LaunchError(f"shard(s) {_list(missing)} of {folder} have no run either: re-run them too "
+                              f"(--rerun {','.join(str(k) for k in sorted({*indices, *missing}))})")
+        return plan, folder, indices
+    if args.shards is None:
+        raise LaunchError("--shards N is required (or --rerun K with the --folder of an earlier launch)")
+    check_pytest_args(args.pytest_args, args.nproc_per_node)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    folder = (args.folder or Path(".bench-launch") / stamp).resolve()
+    if (folder / LAUNCH_FILE).exists():
+        raise LaunchError(f"{folder} already holds a launch: re-run its shards with --rerun K, or pass another --folder")
+    plan = LaunchPlan(tuple(args.pytest_args), args.shards, args.executor, args.nproc_per_node, str(Path.cwd()), sys.executable,
+                      dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    return plan, folder, list(range(1, args.shards + 1))
+
+
+def _check_executor(args: argparse.Namespace) -> None:
+    if args.executor == "local":
+        given = [f"--{name.replace('_', '-')}" for name in _SLURM_ONLY if getattr(args, name) is not None]
+        if given:
+            raise LaunchError(f"{', '.join(given)}: SLURM option(s), which --executor local would ignore; drop them or use --executor slurm")
+        return
+    missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+    if missing:
+        raise LaunchError(f"--executor slurm: {' and '.join(missing)} not found on PATH; launch from a SLURM login node, or use --executor local")
+
+
+def _check_gate_ref(ref: str, storage: Path) -> None:
+    """Fail before any shard runs when ``--gate`` names no run (the machine is known only after the merge)."""
+    if Path(ref).is_file():
+        return
+    if ref.endswith(".json"):
+        raise LaunchError(f"--gate {ref}: no such file")
+    machines: list[str | None] = [None]  # a <machine>/<id> names its machine folder itself
+    if "/" not in ref:
+        machines = [p.name for p in sorted(storage.iterdir()) if p.is_dir()] if storage.is_dir() else []
+    for machine in machines:
+        try:
+            resolve_run_id(ref, storage, machine=machine)
+            return
+        except RunError:
+            continue
+    try:
+        resolve_run_id(ref, storage)
+    except RunError as exc:
+        raise LaunchError(f"--gate: {exc}") from None
+
+
+def _submit(args: argparse.Namespace, folder: Path, tasks: Sequence[ShardTask]) -> list[Any]:
+    """Submit ``tasks`` as one array job; each submission gets its own submitit folder
+    (local job ids are process ids, which a later submission may reuse)."""
+    import submitit
+
+    jobs_root = folder / "jobs"
+    number = 1 + sum(1 for p in jobs_root.iterdir() if p.is_dir()) if jobs_root.is_dir() else 1
+    executor = submitit.AutoExecutor(folder=jobs_root / f"{number:02d}", cluster=args.executor)
+    parameters: dict[str, Any] = {"name": "backbone-bench", "timeout_min": args.time}
+    if args.executor == "slurm":
+        parameters.update(cpus_per_task=args.cpus_per_task, slurm_partition=args.partition, slurm_gpus_per_task=args.gpus_per_task,
+                          slurm_account=args.account, slurm_qos=args.qos, slurm_array_parallelism=args.max_parallel)
+    else:
+        parameters.update(gpus_per_node=args.gpus_per_task)
+    executor.update_parameters(**{key: value for key, value in parameters.items() if value is not None})
+    return list(executor.map_array(run_shard, tasks))
+
+
+def collect(plan: LaunchPlan, folder: Path, args: argparse.Namespace) -> int:
+    """Merge every shard's run of ``folder``, write ``merged.json``, save (``--save``), write
+    ``--json``, and gate (``--gate``): the gate's exit code, else 1 when a case failed (as pytest), else 0."""
+    from harness.results.merge import merge_runs
+    from harness.results.storage import dumps, save_run, write_atomic
+
+    files = [run_file(folder, k, plan.shards) for k in range(1, plan.shards + 1)]
+    doc = merge_runs([str(path) for path in files], args.storage)
+    try:
+        text = dumps(doc)
+    except ValueError as exc:  # a NaN or Infinity in a shard's run: JSON cannot hold it
+        raise LaunchError(f"the merged run cannot be written as JSON ({exc}); re-run the shard that recorded it") from None
+    merged = folder / MERGED_FILE
+    write_atomic(merged, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    cases = len(doc.get("benchmarks", [])) + len(doc.get("backbone_bench", {}).get("failed", []))
+    print(f"merged {cases} case(s) from {plan.shards} shard(s) into {merged}")
+    key = str(doc["machine_info"]["baseline_key"])
+    if args.save:
+        print(f"saved the merged run to {save_run(args.storage, key, args.save, doc)}")
+    if args.json is not None:
+        write_atomic(args.json, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        print(f"wrote the merged run to {args.json}")
+    code = _gate(doc, key, args) if args.gate else 0
+    failed = [str(f.get("extra_info", {}).get("case_id")) for f in doc.get("backbone_bench", {}).get("failed", [])
+              if f.get("extra_info", {}).get("status") == "failed"]
+    if failed:  # the merged run records them; like pytest, they fail the launch
+        print(f"{len(failed)} case(s) failed: {', '.join(failed)}")
+    return code or (1 if failed else 0)
+
+
+def _gate(doc: dict[str, Any], key: str, args: argparse.Namespace) -> int:
+    from harness.config.options import default_settings
+    from harness.results.gate import NOT_COMPARABLE, gate_run, load_baseline
+
+    try:
+        baseline = load_baseline(args.gate, args.storage, key)
+    except ValueError as exc:
+        print(f"backbone-bench gate: error: {exc}")
+        return NOT_COMPARABLE
+    settings = default_settings(**{o.field: getattr(args, o.field) if o.flag else o.parse(getattr(args, o.field)) for o in GATE_OPTIONS})
+    lines, code = gate_run(baseline, doc, settings, storage=args.storage)
+    for line in lines:
+        print(line)
+    return code
+
+
+def rerun_command(args: argparse.Namespace, folder: Path, shards: Sequence[int]) -> str:
+    """The command that re-runs ``shards`` of ``folder`` with this launch's options and merges them all."""
+    words = ["python", "-m", "harness", "launch", "--executor", args.executor, "--folder", str(folder), "--rerun", ",".join(map(str, shards))]
+    for flag, value in (("--save", args.save), ("--json", args.json), ("--partition", args.partition), ("--gpus-per-task", args.gpus_per_task),
+                        ("--cpus-per-task", args.cpus_per_task), ("--max-parallel", args.max_parallel), ("--account", args.account),
+                        ("--qos", args.qos), ("--gate", args.gate)):
+        if value is not None:
+            words += [flag, str(value)]
+    if args.time != DEFAULT_TIME_MIN:
+        words += ["--time", str(args.time)]
+    if args.storage != DEFAULT_STORAGE:
+        words += ["--storage", str(args.storage)]
+    for option in GATE_OPTIONS if args.gate else ():
+        value = getattr(args, option.field)
+        if option.flag and value:
+            words.append(f"--{option.name}")
+        elif not option.flag and value != option.default:
+            words += [f"--{option.name}", str(value)]
+    return shlex.join(words)
