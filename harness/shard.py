@@ -8,10 +8,10 @@ Kubernetes indexed jobs), each on the same checkout with the same arguments plus
   hash of each case's id (not collection order, not the machine), and the costs come from the
   committed ``baselines/`` folder, which every clone of a commit shares;
 - shards take about the same wall time: a case costs its median ``duration_s`` over the stored
-  runs, or an estimate calibrated on them (:class:`CostModel`) when it never ran;
-- adding a case moves few others: shard K takes the cases whose cost midpoints fall in the K-th
-  N-th of the total cost along the hashed order, so a new case of cost ``d`` shifts the
-  boundaries by at most ``d`` and only cases that close to a boundary change shard.
+  runs, or an estimate calibrated on them (:class:`CostModel`) when it never ran, and
+  :func:`split` spreads the expensive cases first;
+- adding a case moves few others: every case has a home shard (a hash of its id) and stays
+  there unless home is full.
 
 The run of a shard session records :meth:`Plan.record`: the shard, a digest of the whole
 selection (case ids and their settings digests) and a digest of the split, which
@@ -115,29 +115,41 @@ def _digest(lines: Iterable[str]) -> str:
 
 
 def _order_key(key: str) -> str:
-    # A hash spreads each backbone's cases (and each kind's) over the shards instead of handing
-    # one shard all the training cases, and does not depend on collection order.
+    # A hash of the case id: the same on every machine, whatever the collection order, and
+    # spreading each backbone's (and each kind's) cases over the shards.
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+# How far past its fair share of the cost a shard may take a case that belongs there: a little
+# imbalance buys a split that stays put when cases come and go.
+SLACK = 0.05
+
+
 def split(items: Sequence[Item], count: int) -> Plan:
-    """Assign every item to one of ``count`` shards by the midpoint of its cost along the hashed order."""
-    ordered = sorted(items, key=lambda item: (_order_key(item.key), item.key))
-    total = sum(item.cost_s for item in ordered)
-    shards: list[int] = []
-    position = 0.0
-    for index, item in enumerate(ordered):
-        if total > 0:
-            shard = min(count, int((position + item.cost_s / 2) / total * count) + 1)
-        else:
-            shard = index * count // len(ordered) + 1
-        shards.append(shard)
-        position += item.cost_s
-    if len(ordered) >= count and len(set(shards)) < count:
-        # A few cases dominate the cost and a shard's share fell between their midpoints: split
-        # by count instead, so that every shard has work (a shard session with none fails).
-        shards = [index * count // len(ordered) + 1 for index in range(len(ordered))]
-    return Plan(tuple(ordered), tuple(shards), count)
+    """Assign every item to one of ``count`` shards, balancing cost and keeping items at home.
+
+    Each item has a home shard (a hash of its key). Taking items from the most to the least
+    expensive, an item goes home when home stays within the fair share of the total cost (plus
+    :data:`SLACK`), else to the least-loaded shard, as longest-processing-time scheduling does.
+    The expensive items are thus spread first and the cheap ones fill the gaps, so no shard
+    exceeds its share by more than about one case; and since most items sit at home, adding a
+    case moves only the few that overflowed near it, not the whole split.
+    """
+    ordered = sorted(items, key=lambda item: (-item.cost_s, _order_key(item.key), item.key))
+    capacity = sum(item.cost_s for item in ordered) / count * (1 + SLACK)
+    loads = [0.0] * count
+    shard_of: dict[str, int] = {}
+    for item in ordered:
+        home = int(_order_key(item.key), 16) % count
+        target = home if loads[home] + item.cost_s <= capacity else min(range(count), key=lambda k: (loads[k], k))
+        loads[target] += item.cost_s
+        shard_of[item.key] = target + 1
+    by_key = sorted(ordered, key=lambda item: item.key)
+    shards = [shard_of[item.key] for item in by_key]
+    if len(by_key) >= count and len(set(shards)) < count:
+        # Only when nothing costs anything: every shard still gets work (a shard session with none fails).
+        shards = [index * count // len(by_key) + 1 for index in range(len(by_key))]
+    return Plan(tuple(by_key), tuple(shards), count)
 
 
 # --- costs -------------------------------------------------------------------------------------

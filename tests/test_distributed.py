@@ -291,3 +291,17 @@ def _torchrun(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
             out, err = proc.communicate()
             pytest.fail(f"torchrun did not finish in 300 s:\n{out[-2000:]}\n{err[-2000:]}")
     return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def test_a_pass_over_part_of_the_split_is_sized_by_that_part() -> None:
+    # A rank iterates its share of the order: the pass must not run past it into empty batches.
+    from harness.data.batches import Batches
+    from harness.data.types import TensorSplit
+
+    split = TensorSplit(torch.zeros(10, 3, 4, 4, dtype=torch.uint8), torch.arange(10) % 2, ("a", "b"))
+    for on_device in (True, False):
+        batches = Batches(split, torch.device("cpu"), on_device=on_device, num_workers=0)
+        share = torch.tensor([0, 2, 4, 6, 8])
+        assert [labels.tolist() for _, labels in batches.iterate(2, order=share, drop_last=True)] == [[0, 0], [0, 0]]
+        assert [len(labels) for _, labels in batches.iterate(2, order=share)] == [2, 2, 1]
+        assert [len(labels) for _, labels in batches.iterate(4)] == [4, 4, 2]

@@ -58,34 +58,38 @@ def test_every_case_in_exactly_one_shard_whatever_the_input_order() -> None:
 
 
 def test_shards_balance_the_cost_not_the_count() -> None:
-    # 6 training cases of ~100 s among 60 latency cases of ~3 s: 780 s, 260 s per shard.
-    items = [*_items([3.0] * 60), *(Item(f"train/t{i}", "d", 100.0, "stored") for i in range(6))]
+    # The smoke matrix's shape: 3 training cases of ~100 s among 19 latency cases of ~4 s.
+    rng = random.Random(0)
+    items = [*_items([rng.uniform(2, 6) for _ in range(19)]), *(Item(f"train/t{i}", "d", rng.uniform(80, 120), "stored") for i in range(3))]
     p = split(items, 3)
+    # One training case per shard, the latency cases filling the gaps.
+    assert [sum(key.startswith("train/") for key in p.keys_of(k)) for k in (1, 2, 3)] == [1, 1, 1]
     loads = [p.cost_of(k) for k in (1, 2, 3)]
-    assert sum(loads) == pytest.approx(780.0)
-    # Each shard is within one case's cost of its share (the bound of the midpoint rule).
-    assert all(abs(load - 260.0) <= 100.0 for load in loads), loads
-    assert max(loads) / min(loads) < 1.9
-    # By count alone, the shard holding most training cases would take far longer.
+    assert max(loads) / min(loads) < 1.25, loads
+    # By count alone, a shard can draw two training cases.
     by_count = split([Item(i.key, i.digest, 1.0, "estimated") for i in items], 3)
     counted = [sum(i.cost_s for i in items if i.key in set(by_count.keys_of(k))) for k in (1, 2, 3)]
-    assert max(counted) / min(counted) > max(loads) / min(loads)
+    assert max(counted) / min(counted) > 2 * max(loads) / min(loads)
 
 
-def test_adding_a_case_moves_only_cases_at_the_boundaries() -> None:
-    items = _items([10.0] * 60)
-    before = _assignment(items, 3)
-    after = _assignment([*items, Item("inference/new", "d", 10.0, "stored")], 3)
+def test_adding_a_case_moves_few_others() -> None:
+    equal = _items([10.0] * 60)
+    before, after = _assignment(equal, 3), _assignment([*equal, Item("inference/new", "d", 10.0, "stored")], 3)
+    assert [key for key in before if before[key] != after[key]] == []
+    rng = random.Random(0)
+    varied = _items([rng.lognormvariate(0, 1) for _ in range(100)])
+    before, after = _assignment(varied, 4), _assignment([*varied, Item("inference/new", "d", 1.0, "stored")], 4)
     moved = [key for key in before if before[key] != after[key]]
-    # Two boundaries, each shifting by less than two cases' cost.
-    assert len(moved) <= 4, moved
-    assert split(items, 3).plan_digest != split([*items, Item("inference/new", "d", 10.0, "stored")], 3).plan_digest
+    assert len(moved) <= 15, len(moved)  # most cases stay home
+    assert split(varied, 4).plan_digest != split([*varied, Item("inference/new", "d", 1.0, "stored")], 4).plan_digest
 
 
 def test_every_shard_gets_work_when_a_few_cases_dominate() -> None:
     items = [Item("train/huge", "d", 1000.0, "stored"), *_items([1.0, 1.0])]
     p = split(items, 3)
     assert [len(p.keys_of(k)) for k in (1, 2, 3)] == [1, 1, 1]
+    free = split(_items([0.0] * 4), 3)  # nothing costs anything: split by count
+    assert sorted(len(free.keys_of(k)) for k in (1, 2, 3)) == [1, 1, 2]
 
 
 def test_shard_record() -> None:

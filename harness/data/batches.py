@@ -81,18 +81,18 @@ class Batches:
     def __len__(self) -> int:
         return len(self.split)
 
-    def num_batches(self, batch_size: int, drop_last: bool) -> int:
-        """How many batches one pass yields."""
-        n = len(self.split)
+    def num_batches(self, batch_size: int, drop_last: bool, n: int | None = None) -> int:
+        """How many batches one pass over ``n`` images (default: the whole split) yields."""
+        n = len(self.split) if n is None else n
         return n // batch_size if drop_last else -(-n // batch_size)
 
     def iterate(self, batch_size: int, *, order: torch.Tensor | None = None, drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(uint8 images, int64 labels)`` on the device in ``order`` (default: sequential)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        n = len(self.split)
-        idx = torch.arange(n) if order is None else order
-        stop = self.num_batches(batch_size, drop_last) * batch_size
+        idx = torch.arange(len(self.split)) if order is None else order
+        # Sized by the order, which may be a part of the split (a torchrun rank's share).
+        stop = self.num_batches(batch_size, drop_last, len(idx)) * batch_size
         chunks = [idx[i : min(i + batch_size, stop)] for i in range(0, stop, batch_size)]
         if self.on_device:
             for chunk in chunks:

@@ -232,7 +232,8 @@ class _Run:
             torch.manual_seed(derive_seed(r.seed, epoch, rank_stream(2, world)))  # dropout / drop-path inside the model
             synchronize(dev)
             start = time.perf_counter()
-            # islice: Batches sizes a pass by the whole split, and a rank's share is 1/size of it.
+            # Every rank's share yields steps_per_epoch batches of per_rank_batch (rank_share drops
+            # the tail), so the ranks step together; islice states it for the profiled-step count.
             batches = islice(self.train_b.iterate(self.per_rank_batch, order=order, drop_last=True), self.steps_per_epoch)
             for i, (images, labels) in enumerate(batches):
                 global_step = epoch * self.steps_per_epoch + i
