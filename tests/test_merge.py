@@ -4,7 +4,6 @@ the fix, before anything is written."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 
 from harness.__main__ import main
+from harness.config.options import default_settings
 from harness.contract import METRICS
 from harness.results.gate import gate_run, load_baseline
 from harness.results.merge import MergeError, merge_runs
@@ -114,14 +114,6 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@dataclasses.dataclass(frozen=True)
-class GateOptions:
-    fail_on: Any = None
-    fail_on_missing: bool = False
-    force: bool = False
-    no_history: bool = False
-
-
 # ---- the merged run ----------------------------------------------------------------------------
 
 
@@ -181,9 +173,9 @@ def test_the_merged_run_reads_back_in_every_reader(here: Path, capsys: pytest.Ca
     assert main(["report", "merged", "--storage", str(storage), "--out", str(here / "report")]) == 0
     report = (here / "report" / "report.md").read_text()
     assert all(backbone in report for backbone in synth.BACKBONES) and "## Batch plans" in report
-    lines, code = gate_run(load_baseline("whole", storage, KEY), json.loads(path.read_text()), GateOptions(), storage=storage)
+    lines, code = gate_run(load_baseline("whole", storage, KEY), json.loads(path.read_text()), default_settings(), storage=storage)
     assert code == 0 and lines[-1].startswith("OK:")
-    assert gate_run(load_baseline("merged", storage, KEY), whole_run(results), GateOptions(), storage=storage)[1] == 0
+    assert gate_run(load_baseline("merged", storage, KEY), whole_run(results), default_settings(), storage=storage)[1] == 0
     shown = subprocess.run([sys.executable, "-m", "pytest_benchmark", "--storage", f"file://{storage}", "compare", str(path), "--columns=median,rounds"],
                            capture_output=True, text=True, check=True)
     for result in results:
