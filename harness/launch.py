@@ -3,7 +3,7 @@
 ::
 
     python -m harness launch --executor slurm --shards 8 --partition gpu --gpus-per-task 1 \\
-        --time 120 --max-parallel 4 --save main --gate main -- -m train --devices cuda
+        --time 120 --max-parallel 4 --save main --gate main -- benchmarks -m train --devices cuda
 
 One launch is one job folder (``--folder``, default ``.bench-launch/<UTC time>``) holding
 ``launch.json`` (the pytest arguments, the shard count, the executor), submitit's pickles and

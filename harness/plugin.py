@@ -331,6 +331,8 @@ def _shard_items(items: list[pytest.Item], settings: Settings, storage: Path) ->
     from harness.shard import CaseFacts, CostModel, case_facts, plan
 
     shard = settings.shard
+    if not items:
+        raise SettingError(f"--shard {shard}: the selection is empty, nothing to split; check -k/-m and the paths (the cases live in benchmarks/)")
     if len(items) < shard.count:
         raise SettingError(f"--shard {shard}: the selection has {len(items)} test(s), fewer than {shard.count} shards; use at most {max(1, len(items))} shards")
     selected: list[tuple[str, str, CaseFacts | None]] = []
