@@ -18,18 +18,18 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.config.parsers import SettingError
 
 if TYPE_CHECKING:
     import torch
+    from torch.nn.modules.batchnorm import _BatchNorm
 
     from harness.config.settings import Settings
 
-# What every rank records about BatchNorm under DDP: statistics come from the rank's own share of
-# the batch. SyncBatchNorm would pool them, but it runs on CUDA only, and the CPU path must match.
-BATCHNORM_PER_RANK = "per-rank"
+# What a training record says about BatchNorm: its statistics are those of the whole global
+# batch, in one process and (pooled over ranks by pool_batchnorm) under torchrun alike.
 BATCHNORM_WHOLE_BATCH = "whole batch"
 # Whether this module joined the default group (and so may leave it): a group someone else made stays.
 _joined = False
@@ -275,3 +275,65 @@ def main_first(world: World) -> Iterator[None]:
     finally:
         if world.distributed and world.is_main:
             dist.barrier()
+
+
+def pool_batchnorm(model: torch.nn.Module, world: World) -> int:
+    """Make every BatchNorm of ``model`` normalise with the statistics of the whole global batch; the count.
+
+    Under DDP each rank sees batch / world size images, and plain BatchNorm would normalise each
+    share by its own mean and variance: a different model from the single-process run (on 2 CPU
+    ranks, resnet18 on digits lost 0.7 pp of top-1 that way). ``torch.nn.SyncBatchNorm`` pools
+    them on CUDA only; this pools them on any backend. In training, each rank's per-channel sum,
+    sum of squares and count are summed over ranks with the differentiable all-reduce of
+    ``torch.distributed.nn``, so gradients flow through the pooled statistics as they do through
+    one process's; the running statistics are updated from the pooled ones, identically on every
+    rank. timm's ``BatchNormAct2d`` keeps its dropout and activation after the normalisation.
+    Evaluation (or one process) runs each module's own forward.
+    """
+    if not world.distributed:
+        return 0
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    pooled = 0
+    for module in model.modules():
+        if isinstance(module, _BatchNorm) and module.track_running_stats:
+            module.forward = _pooled_forward(module, module.forward)  # type: ignore[method-assign]
+            pooled += 1
+    return pooled
+
+
+def _pooled_forward(module: _BatchNorm, own: Any) -> Any:
+    import torch
+    import torch.distributed.nn.functional as dist_fn
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if not module.training:
+            return own(x)
+        channels = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        xf = x.float()
+        count = torch.full((1,), xf.numel() // channels, dtype=xf.dtype, device=x.device)
+        totals = dist_fn.all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
+        n = totals[-1]
+        mean = totals[:channels] / n
+        var = (totals[channels : 2 * channels] / n - mean * mean).clamp_min(0)
+        tracked, running_mean, running_var = module.num_batches_tracked, module.running_mean, module.running_var
+        assert tracked is not None and running_mean is not None and running_var is not None  # track_running_stats
+        with torch.no_grad():
+            tracked.add_(1)
+            momentum = module.momentum if module.momentum is not None else 1.0 / float(tracked)
+            running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
+            running_var.mul_(1 - momentum).add_(var.detach() * n / (n - 1), alpha=momentum)
+        shape = [1, channels] + [1] * (x.dim() - 2)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + module.eps)
+        if module.affine:
+            y = y * module.weight.view(shape) + module.bias.view(shape)
+        y = y.to(x.dtype)
+        # timm's BatchNormAct2d: normalisation, then its dropout and activation.
+        for after in ("drop", "act"):
+            layer = getattr(module, after, None)
+            if isinstance(layer, torch.nn.Module):
+                y = layer(y)
+        return y
+
+    return forward

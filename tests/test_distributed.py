@@ -190,7 +190,8 @@ shutdown_distributed()
 
 @pytest.mark.xdist_group("distributed")
 def test_two_ranks_train_exactly_the_single_process_steps(tmp_path: Path) -> None:
-    """Without BatchNorm or augmentation, DDP at global batch 32 over 2 ranks is the single-process run at 32."""
+    """Without augmentation, DDP at global batch 32 over 2 ranks is the single-process run at 32, BatchNorm
+    included: its statistics are pooled over the ranks (per-rank statistics of 16 images would differ)."""
     script = tmp_path / "loop.py"
     script.write_text(_LOOP)
     result = _torchrun(tmp_path, str(script), str(tmp_path / "ranks.json"))
@@ -204,7 +205,7 @@ def test_two_ranks_train_exactly_the_single_process_steps(tmp_path: Path) -> Non
 
 
 def equivalence_run() -> dict[str, object]:
-    """Two epochs of a BatchNorm-free MLP on 8 px digits at global batch 32, no augmentation."""
+    """Two epochs of an MLP with BatchNorm on 8 px digits at global batch 32, no augmentation."""
     from harness.measure.recipes import default_recipe
     from harness.measure.training import train
 
@@ -232,7 +233,7 @@ def test_torchrun_trains_one_case_on_two_cpu_processes(tmp_path: Path) -> None:
     assert [p.name for p in runs] == ["0001_ddp.json"]  # rank 0 alone saved
     [case] = [b["extra_info"] for b in json.loads(runs[0].read_text())["benchmarks"]]
     assert case["case_id"] == "train/resnet10t-digits_500-cpu-bs32-32px-fp32-ws2"
-    assert (case["world_size"], case["global_batch"], case["per_rank_batch"], case["backend"], case["batchnorm"]) == (2, 32, 16, "gloo", "per-rank")
+    assert (case["world_size"], case["global_batch"], case["per_rank_batch"], case["backend"], case["batchnorm"]) == (2, 32, 16, "gloo", "whole batch")
     assert case["lr"] == pytest.approx(0.1 * 32 / 256)  # the recipe's rate for the global batch
     assert case["train_ips"] > 0 and case["settings"]["threads"] >= 1
     assert json.loads((tmp_path / "ddp.json").read_text())["benchmarks"][0]["extra_info"]["case_id"] == case["case_id"]
@@ -257,7 +258,7 @@ def _digits(start: int, stop: int):  # type: ignore[no-untyped-def]
 
 def _mlp() -> torch.nn.Sequential:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
 
 
 def _project(path: Path) -> None:

@@ -20,7 +20,7 @@ from harness.config.settings import Settings
 from harness.data.datasets import load_split
 from harness.data.subsets import class_counts, parse_subset, subset_indices
 from harness.data.types import TensorSplit
-from harness.distributed import BATCHNORM_PER_RANK, BATCHNORM_WHOLE_BATCH, World, current_world, device_backend, main_first, per_rank_batch
+from harness.distributed import BATCHNORM_WHOLE_BATCH, World, current_world, device_backend, main_first, per_rank_batch
 from harness.measure.classification import summarize_seeds
 from harness.measure.recipes import Recipe, default_recipe
 from harness.measure.runtimes import int8_accuracy
@@ -192,8 +192,8 @@ def _world_keys(spec: CaseSpec, recipe: Recipe, world_size: int) -> dict[str, An
         "global_batch": recipe.batch_size,
         "per_rank_batch": per_rank_batch(recipe.batch_size, World(size=world_size)),
         "backend": device_backend(spec.device) if distributed else None,
-        # SyncBatchNorm is CUDA-only, so BatchNorm normalises each rank's share of the batch.
-        "batchnorm": BATCHNORM_PER_RANK if distributed else BATCHNORM_WHOLE_BATCH,
+        # Pooled over ranks under torchrun (harness.distributed.pool_batchnorm), as in one process.
+        "batchnorm": BATCHNORM_WHOLE_BATCH,
     }
 
 

@@ -41,6 +41,7 @@ from harness.distributed import (
     broadcast_value,
     current_world,
     per_rank_batch,
+    pool_batchnorm,
     rank_share,
     rank_stream,
     require_group,
@@ -156,6 +157,7 @@ class _Run:
         # gradients of every rank in backward. Evaluation and checkpoints use the bare model.
         self.ddp: DistributedDataParallel | None = None
         if world.distributed:
+            pool_batchnorm(self.model, world)  # the global batch's statistics, as in one process
             index = (torch.cuda.current_device() if device.index is None else device.index) if device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=None if index is None else [index])
         self.net: torch.nn.Module = self.model if self.ddp is None else self.ddp
