@@ -264,7 +264,7 @@ def test_slurm_array_submission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     for flag in ("--array=0-2%2", "--partition=gpu", "--gpus-per-task=1", "--cpus-per-task=8", "--time=60",
                  "--account=vision", "--qos=normal", "--job-name=backbone-bench"):
         assert f"#SBATCH {flag}" in sbatch, script
-    assert "python -u -m submitit.core._submit" in script
+    assert f"{sys.executable} -u -m submitit.core._submit {folder / 'jobs' / '01'}" in script  # this interpreter, whatever its name
     assert (tmp_path / "sbatch-argv.txt").read_text().strip().endswith(".sh")
     record = json.loads((folder / "launch.json").read_text())
     assert record["pytest_args"] == ["-m", "train", "--devices", "cuda"] and record["shards"] == 3 and record["executor"] == "slurm"
