@@ -340,14 +340,13 @@ def _shard_items(items: list[pytest.Item], settings: Settings, storage: Path) ->
         spec = _spec(item)
         if spec is None:
             selected.append((item.nodeid, "", None))
-        else:
-            digested = case_settings(spec, settings)
-            selected.append((spec.case_id, settings_digest(digested), case_facts(spec, settings, digested)))
+            continue
+        digested = case_settings(spec, settings)
+        selected.append((spec.case_id, settings_digest(digested), case_facts(spec, settings, digested)))
     split = plan(selected, shard.count, CostModel.from_storage(storage))
     mine = set(split.keys_of(shard.index))
-    devices = sorted({spec.device for item in items if (spec := _spec(item)) is not None and item.get_closest_marker("skip") is None})
     # Collection order within the shard, as in a serial run.
-    return [item for item, (key, _, _) in zip(items, selected, strict=True) if key in mine], {**split.record(shard), "devices": devices}
+    return [item for item, (key, _, _) in zip(items, selected, strict=True) if key in mine], {**split.record(shard), "devices": sorted(set(_devices(items)))}
 
 
 def _spec(item: pytest.Item) -> CaseSpec | None:

@@ -22,7 +22,6 @@ are never merged into one run.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -201,7 +200,7 @@ class CostModel:
         merged and serial runs count. Unreadable files are skipped: they are reported when they
         are themselves compared, never fatal here.
         """
-        from harness.results.runs import Run, RunError, stored_runs
+        from harness.results.runs import RunError, read_run_file, stored_runs
 
         durations: dict[str, list[float]] = {}
         gmacs: dict[tuple[str, int], float] = {}
@@ -211,11 +210,10 @@ class CostModel:
             paths = []
         for path in paths:
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                if isinstance(data, dict) and isinstance(data.get("backbone_bench"), dict) and "shard" in data["backbone_bench"]:
-                    continue
-                run = Run.from_json(data, source=str(path))
-            except (OSError, ValueError, RunError):
+                run = read_run_file(path)
+            except RunError:
+                continue
+            if run.shard is not None:
                 continue
             for case in run.cases.values():
                 seconds = stored_seconds(case.kind, case.extra, case.stats)
