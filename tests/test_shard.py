@@ -244,3 +244,10 @@ def test_every_shard_writes_a_run_and_they_merge_into_the_serial_selection(suite
     whole = json.loads((suite.path / "serial.json").read_text())
     assert sorted(b["extra_info"]["case_id"] for b in merged["benchmarks"]) == sorted(b["extra_info"]["case_id"] for b in whole["benchmarks"])
     assert merged["machine_info"]["baseline_key"] == whole["machine_info"]["baseline_key"]
+    # An empty part reads back: compare names its cases missing, report refuses it in one line.
+    from harness.__main__ import main
+
+    empty = next(str(suite.path / f"shard{k}.json") for k, doc in zip((1, 2, 3, 4), docs, strict=True) if not doc["benchmarks"])
+    assert main(["compare", str(suite.path / "serial.json"), empty, "--storage", str(suite.path / "baselines")]) == 0
+    assert main(["report", empty, "--out", str(suite.path / "report")]) == 2
+    assert not (suite.path / "report").exists()

@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.contract import kind_metrics
-from harness.results.runs import Run
+from harness.results.runs import Run, RunError
 from harness.results.storage import write_atomic
 
 MIB = 2**20
@@ -239,6 +239,10 @@ def write_report(runs: Sequence[Run], out: Path) -> ReportResult:
     """Write report.md, report.csv and the PNGs for ``runs`` into ``out`` (created if needed)."""
     if not runs:
         raise ValueError("write_report needs at least one run")
+    # Only a shard whose cases all skipped holds no case: it adds nothing to a report.
+    if not any(run.cases for run in runs):
+        raise RunError(f"{', '.join(r.source for r in runs)}: no cases to report (a shard whose cases all skipped); report the merged run")
+    runs = [run for run in runs if run.cases]
     out.mkdir(parents=True, exist_ok=True)
     result = ReportResult()
     frame = cases_frame(runs)
