@@ -1,7 +1,9 @@
-"""Small-data training: backbone × dataset subset × device (× train batch size × precision).
+"""Small-data training: backbone (and weights) × dataset subset × protocol × device (× train batch,
+resolution, precision).
 
-Each case trains from scratch with the family's default recipe on a stratified subset and
-records accuracy (top-1/top-5/macro-F1, per class, across seeds), convergence and cost.
+Each case uses the backbone as its protocol says (from scratch, fine-tuned from pretrained
+weights, a linear probe or k-NN on frozen features) on a stratified subset, and records accuracy
+(top-1/top-5/macro-F1, per class, across seeds), convergence and cost.
 """
 
 from __future__ import annotations

@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from harness import launch
+from harness import launch, weights
 from harness.config.options import GATE_OPTIONS
 from harness.config.parsers import argtype
 from harness.results.compare import compare_runs
-from harness.results.report import write_report
+from harness.results.report import add_report_arguments, report_options, write_report
 from harness.results.runs import RunError, load_run, machine_history
 
 USAGE_ERROR = 2
@@ -59,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", nargs="+", metavar="RUN", help="run files or ids in the storage")
     _storage(rep)
     rep.add_argument("--out", type=Path, required=True, help="folder to write into (created)")
+    add_report_arguments(rep)
     launch.add_parser(sub)
+    weights.add_parser(sub)
     mrg = sub.add_parser("merge", help="join the runs of pytest --shard K/N sessions into one run")
     mrg.add_argument("runs", nargs="+", metavar="RUN", help="every shard's run: files or ids in the storage")
     _storage(mrg)
@@ -95,7 +97,7 @@ def _report(args: argparse.Namespace) -> int:
     runs = [load_run(ref, args.storage) for ref in args.runs]
     if args.out.resolve() == args.storage.resolve() or args.storage.resolve() in args.out.resolve().parents:
         raise _UsageError(f"--out {args.out} is inside the storage {args.storage}; write reports elsewhere")
-    result = write_report(runs, args.out)
+    result = write_report(runs, args.out, report_options(args))
     for path in result.files:
         print(f"wrote {path}")
     for reason in result.skipped:
@@ -142,10 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "launch":
             return launch.run(args)
+        if args.command == "weights":
+            return weights.run(args)
         if args.command == "merge":
             return _merge(args)
         return _compare(args) if args.command == "compare" else _report(args)
-    except (_UsageError, RunError, OSError) as exc:
+    except (_UsageError, RunError, OSError, weights.UnknownWeights, weights.UnknownBackbone) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
 

@@ -7,9 +7,12 @@ identity keys of its JSON record. Nothing else re-derives them: a new axis is on
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from harness.contract import FAMILIES, KINDS
+from harness.contract import FAMILIES, KINDS, PROTOCOLS, unknown
+
+if TYPE_CHECKING:
+    from harness.weights import WeightsRef
 
 Kind = Literal["inference", "train", "plan"]
 
@@ -51,12 +54,23 @@ class CaseSpec:
     smoke: bool = False
     # Processes training the case together (torchrun --nproc-per-node); batch_size stays global.
     world_size: int = 1
+    # Train cases: the pretrained weights the backbone starts from (None: random initialisation)
+    # and how they are used (harness.contract.PROTOCOLS). Inference and plan cases measure the
+    # architecture, whatever its weights: latency and memory do not depend on them.
+    weights: WeightsRef | None = None
+    protocol: str = "scratch"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind {self.kind!r} is not in the contract: {', '.join(KINDS)}")
         if self.kind == "train" and (self.dataset is None or self.subset is None):
             raise ValueError("a train case needs a dataset and a subset")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(unknown("protocol", self.protocol, PROTOCOLS))
+        if self.kind != "train" and (self.weights is not None or self.protocol != "scratch"):
+            raise ValueError(f"{self.kind} cases measure the architecture: weights and protocol belong to train cases")
+        if self.weights is not None and self.weights.arch != self.backbone:
+            raise ValueError(f"weights of {self.weights.arch} given for backbone {self.backbone}")
         if self.world_size < 1 or (self.world_size > 1 and self.kind != "train"):
             raise ValueError(f"world_size {self.world_size}: only train cases run on several processes; use world_size=1 for {self.kind}")
 
@@ -65,10 +79,14 @@ class CaseSpec:
         """The pytest id, e.g. ``convnextv2_tiny-cpu-bs1-32px-fp32`` or ``resnet18-cifar10_5k-cpu-bs128-32px-fp32``.
 
         A train case on several processes ends in ``-ws{N}``; one process adds nothing, so the
-        ids (and the baselines keyed by them) of single-process runs stay as they were.
+        ids (and the baselines keyed by them) of single-process runs stay as they were. A train
+        case names its weights with its backbone (``resnet50.a1_in1k``, ``resnet18@digits04``) and
+        its protocol after the subset, except ``scratch``, which adds nothing for the same reason:
+        ``convnextv2_tiny.fcmae_ft_in1k-cifar10_5k-linear-cuda-bs128-224px-fp32``.
         """
         if self.kind == "train":
-            parts = [self.backbone, f"{self.dataset_label}_{self.subset}", self.device, f"bs{self.batch_size}", f"{self.img_size}px", self.precision]
+            protocol = [] if self.protocol == "scratch" else [self.protocol]
+            parts = [self.backbone_name, f"{self.dataset_label}_{self.subset}", *protocol, self.device, f"bs{self.batch_size}", f"{self.img_size}px", self.precision]
         elif self.kind == "plan":
             parts = [self.backbone, self.device, f"{self.img_size}px", self.precision]
         else:
@@ -80,6 +98,11 @@ class CaseSpec:
         if self.world_size > 1:
             parts.append(f"ws{self.world_size}")
         return "-".join(parts)
+
+    @property
+    def backbone_name(self) -> str:
+        """The backbone with its weights, as ids show it: ``resnet50.a1_in1k``, ``resnet18@digits04``, ``resnet18``."""
+        return self.weights.name if self.weights is not None else self.backbone
 
     @property
     def dataset_label(self) -> str:
@@ -140,7 +163,9 @@ class CaseSpec:
             "runtime": self.runtime,
         }
         if self.kind == "train":
-            keys.update(dataset=self.dataset, subset=self.subset, train_batch_size=self.batch_size, world_size=self.world_size)
+            keys.update(dataset=self.dataset, subset=self.subset, train_batch_size=self.batch_size, world_size=self.world_size,
+                        protocol=self.protocol, weights=self.weights.label if self.weights is not None else None,
+                        backbone_name=self.backbone_name)
         if self.kind == "plan":
             del keys["batch_size"], keys["runtime"]
         return keys

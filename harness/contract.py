@@ -22,9 +22,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-# Version 2 added the per-case ``settings`` and ``settings_digest``; version 1 runs are read by
-# filling in the settings that version 1 ran with (harness.results.runs).
-SCHEMA_VERSION = 2
+# Version 2 added the per-case ``settings`` and ``settings_digest``; version 3 the train setting
+# ``weights_sha256`` (and the identity keys protocol, weights, backbone_name). Older runs are read by
+# filling in the settings they ran with (harness.results.schema).
+SCHEMA_VERSION = 3
 
 # --- vocabularies: each defined here once --------------------------------------------------
 STATUSES = ("ok", "failed")
@@ -34,6 +35,11 @@ RUNTIMES = ("eager", "compile", "onnxruntime", "onnxruntime-int8")
 FAMILIES = ("cnn", "transformer", "hybrid")
 # `standard` is crop + flip; randaugment/mixup/cutmix add to it; `none` turns everything off.
 AUGMENTS = ("standard", "randaugment", "mixup", "cutmix", "none")
+# How a train case uses a backbone: from random weights, the whole network from pretrained weights,
+# a linear head on frozen features, or k-nearest neighbours on those features (no training).
+PROTOCOLS = ("scratch", "finetune", "linear", "knn")
+# The protocols that read a frozen backbone's features (cached on disk, harness.data.features).
+FEATURE_PROTOCOLS = ("linear", "knn")
 
 Better = Literal["higher", "lower"]
 # timed: raw samples exist (or the metric is a clock reading); seeded: repeated over seeds;
@@ -86,7 +92,9 @@ _METRICS = (
     Metric("top5", "%", "higher", "seeded", "top-5 accuracy, mean over seeds", None, None, 1.0),
     Metric("macro_f1", "0-1", "higher", "seeded", "macro-averaged F1, mean over seeds", None, None, 100.0),
     Metric("int8_top1_change_pp", "pp", "higher", "exact", "top-1 change of the trained model as dynamic-int8 ONNX", None, None, 1.0),
-    Metric("train_time_s", "s", "lower", "timed", "training steps' time per seed, device-synchronised"),
+    Metric("train_time_s", "s", "lower", "timed", "training steps' time per seed, device-synchronised (linear: the head's fit; knn: none)"),
+    Metric("eval_time_s", "s", "lower", "timed", "evaluation time per seed: the per-epoch curve on a fixed sample and the final full-split evaluation"),
+    Metric("feature_time_s", "s", "lower", "timed", "linear/knn: extracting both splits' features (read time when cached)"),
     Metric("train_ips", "img/s", "higher", "timed", "training images per second"),
     Metric("peak_train_mem_bytes", "bytes", "lower", "exact", "peak memory of one optimiser step", "5%"),
     Metric("plan_inference_estimated_max_batch", "images", "higher", "exact", "largest inference batch the fit predicts within the budget"),
@@ -123,9 +131,10 @@ _KINDS = (
     Kind("inference", "latency, throughput, params, GMACs and peak memory of one forward", _INFERENCE_METRICS,
          ("num_classes", "threads", "bench_time_s", "edge_profile", "power"), "many"),
     Kind("train", "small-data training: accuracy over seeds, convergence, cost",
-         ("top1", "top5", "macro_f1", "int8_top1_change_pp", "train_time_s", "train_ips", "peak_train_mem_bytes", "duration_s"),
+         ("top1", "top5", "macro_f1", "int8_top1_change_pp", "train_time_s", "eval_time_s", "feature_time_s", "train_ips",
+          "peak_train_mem_bytes", "duration_s"),
          ("threads", "seeds", "epochs", "optimizer", "lr", "weight_decay", "label_smoothing", "augment", "early_stop",
-          "val_fraction", "grad_accum", "clip_grad", "edge_profile"), "once"),
+          "val_fraction", "grad_accum", "clip_grad", "edge_profile", "weights_sha256"), "once"),
     Kind("plan", "largest inference and training batch under a memory budget",
          ("plan_inference_estimated_max_batch", "plan_inference_searched_max_batch",
           "plan_train_estimated_max_batch", "plan_train_searched_max_batch", "duration_s"),

@@ -7,15 +7,20 @@ or an absent row.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from itertools import product
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.cases import CaseSpec, Kind
+from harness.config.parsers import NATIVE
 from harness.config.settings import Settings
 from harness.devices import precision_unsupported_reason, unavailable_reason
 from harness.distributed import current_world
 from harness.models import lookup
+
+if TYPE_CHECKING:
+    from harness.weights import WeightsRef
 
 # The inference smoke: every selected backbone at batch 1, 32 px, fp32, eager, on the CPU — the
 # per-frame latency question, cheap enough to run offline in about a minute.
@@ -35,12 +40,36 @@ class Case:
     skip: str | None = None
 
 
-def _case(kind: Kind, name: str, device: str, precision: str, **fields: Any) -> Case:
+def _case(kind: Kind, name: str, device: str, precision: str, skip: str | None = None, **fields: Any) -> Case:
     entry = lookup(name)
     spec = CaseSpec(kind=kind, backbone=name, family=entry.family, edge=entry.edge, device=device, precision=precision, **fields)
     # Every rank builds the same list (ids and skips), so the ranks run the same cases in step.
     distributed = kind != "train" and current_world().distributed
-    return Case(spec, unavailable_reason(device) or precision_unsupported_reason(device, precision) or (SINGLE_PROCESS_ONLY.format(kind=kind) if distributed else None))
+    return Case(spec, unavailable_reason(device) or precision_unsupported_reason(device, precision)
+                or (SINGLE_PROCESS_ONLY.format(kind=kind) if distributed else None) or skip)
+
+
+@functools.cache
+def backbone_ref(token: str) -> WeightsRef:
+    """The architecture and weights a backbone token names (``resnet50.a1_in1k``, ``resnet18@PATH``)."""
+    from harness.weights import parse_backbone
+
+    return parse_backbone(token)
+
+
+def architectures(settings: Settings) -> list[str]:
+    """The selected backbones without their weights: what inference and plan cases measure."""
+    return list(dict.fromkeys(backbone_ref(token).arch for token in settings.backbones))
+
+
+def finetune_needs_weights(arch: str) -> str:
+    """The skip reason of a fine-tune of random weights, naming the fix."""
+    import timm
+
+    tags = timm.list_pretrained(f"{arch}.*")
+    example = f" (e.g. {tags[0]})" if tags else ""
+    return (f"finetune starts from pretrained weights and {arch} names none: name a timm tag{example} "
+            f"or a checkpoint file ({arch}@PATH) in --backbones; scratch is the random-weights case")
 
 
 def inference_cases(settings: Settings) -> list[Case]:
@@ -53,34 +82,47 @@ def inference_cases(settings: Settings) -> list[Case]:
             smoke=(device, batch, size, precision, runtime, settings.channels_last) == ("cpu", 1, SMOKE_IMG_SIZE, "fp32", "eager", False),
         )
         for name, device, batch, size, precision, runtime in product(
-            settings.backbones, settings.devices, settings.batch_sizes, settings.img_sizes, settings.precisions, runtimes
+            architectures(settings), settings.devices, settings.batch_sizes, settings.img_sizes, settings.precisions, runtimes
         )
     ]
 
 
 def train_cases(settings: Settings) -> list[Case]:
-    """backbone × dataset × subset × device × train batch × precision (at the first img size).
+    """backbone (with weights) × dataset × subset × protocol × device × train batch × resolution × precision.
 
-    The world size is this session's (torchrun's ``WORLD_SIZE``): it is part of a case's identity.
+    ``scratch`` drops a backbone's weights (``resnet50.a1_in1k`` and ``resnet50`` are one scratch
+    case); ``finetune`` of random weights is a skip naming the fix; ``linear``/``knn`` of random
+    weights run (a baseline for the pretrained ones; the record says so). The world size is this
+    session's (torchrun's ``WORLD_SIZE``): it is part of a case's identity.
     """
+    from harness.weights import WeightsRef, preprocess_of
+
     world_size = current_world().size
-    return [
-        _case(
-            "train", name, device, precision, batch_size=batch, img_size=settings.img_sizes[0], dataset=dataset, subset=subset,
+    sizes = settings.train_img_sizes or settings.img_sizes[:1]
+    cases: dict[str, Case] = {}
+    for token, dataset, subset, protocol, device, batch, size, precision in product(
+        settings.backbones, settings.datasets, settings.subsets, settings.protocols, settings.devices,
+        settings.train_batch_sizes, sizes, settings.precisions,
+    ):
+        ref = backbone_ref(token)
+        weights = ref if ref.pretrained and protocol != "scratch" else None
+        img_size = preprocess_of(weights or WeightsRef(ref.arch)).input_size if size == NATIVE else int(size)
+        case = _case(
+            "train", ref.arch, device, precision, batch_size=batch, img_size=img_size, dataset=dataset, subset=subset,
             num_classes=_dataset_classes(dataset), channels_last=settings.channels_last, world_size=world_size,
-            smoke=(dataset, device, precision) == ("digits", "cpu", "fp32") and name in SMOKE_TRAIN_BACKBONES,
+            weights=weights, protocol=protocol,
+            smoke=(dataset, device, precision, protocol) == ("digits", "cpu", "fp32", "scratch") and token in SMOKE_TRAIN_BACKBONES,
+            skip=finetune_needs_weights(ref.arch) if protocol == "finetune" and weights is None else None,
         )
-        for name, dataset, subset, device, batch, precision in product(
-            settings.backbones, settings.datasets, settings.subsets, settings.devices, settings.train_batch_sizes, settings.precisions
-        )
-    ]
+        cases.setdefault(case.spec.id, case)
+    return list(cases.values())
 
 
 def plan_cases(settings: Settings) -> list[Case]:
     """backbone × device × resolution × precision: the batch-size plan of each."""
     return [
         _case("plan", name, device, precision, batch_size=1, img_size=size, num_classes=settings.num_classes)
-        for name, device, size, precision in product(settings.backbones, settings.devices, settings.img_sizes, settings.precisions)
+        for name, device, size, precision in product(architectures(settings), settings.devices, settings.img_sizes, settings.precisions)
     ]
 
 

@@ -87,9 +87,12 @@ def lookup(name: str) -> Backbone:
 
 def resolve_backbones(tokens: list[str]) -> list[str]:
     """Expand registry names, groups (``cnn``, ``transformer``, ``hybrid``, ``edge``, ``all``)
-    and timm model names into a de-duplicated list, in the order given.
+    and timm model names into a de-duplicated list, in the order given. A name may carry weights:
+    a timm pretrained tag (``resnet50.a1_in1k``) or a checkpoint file (``resnet18@ckpt.pt``, kept
+    with its absolute path).
 
-    Raises :class:`UnknownBackbone` naming close matches for anything unknown.
+    Raises :class:`UnknownBackbone` naming close matches for anything unknown, and
+    :class:`harness.weights.UnknownWeights` for an unknown tag or a missing file.
     """
     import timm
 
@@ -104,6 +107,8 @@ def resolve_backbones(tokens: list[str]) -> list[str]:
             names = [b.name for b in _ENTRIES if b.edge]
         elif token in FAMILIES:
             names = [b.name for b in _ENTRIES if b.family == token]
+        elif "." in token or "@" in token:  # weights: timm's arch.tag, or ARCH@PATH for a checkpoint file
+            names = [weights_token(token)]
         elif token in REGISTRY or timm.is_model(token):
             names = [token]
         else:
@@ -114,6 +119,16 @@ def resolve_backbones(tokens: list[str]) -> list[str]:
             )
         out.extend(n for n in names if n not in out)
     return out
+
+
+def weights_token(token: str) -> str:
+    """The canonical spelling of a backbone with weights: ``arch.tag`` or ``arch@/absolute/path``."""
+    from harness.weights import parse_backbone
+
+    ref = parse_backbone(token)
+    if ref.file is not None:
+        return f"{ref.arch}@{ref.file}"
+    return f"{ref.arch}.{ref.tag}" if ref.tag else ref.arch
 
 
 def create_backbone(name: str, *, num_classes: int, img_size: int) -> nn.Module:

@@ -60,3 +60,30 @@ def test_identity_keys_are_flat_and_complete() -> None:
 def test_a_kind_outside_the_contract_is_refused() -> None:
     with pytest.raises(ValueError, match="kind 'export' is not in the contract: inference, train, plan"):
         spec(kind="export")
+
+
+def test_a_train_id_names_weights_with_the_backbone_and_the_protocol_after_the_subset() -> None:
+    from harness.weights import WeightsRef
+
+    weights = WeightsRef("convnextv2_tiny", tag="fcmae_ft_in1k")
+    train = spec(kind="train", device="cuda", batch_size=128, img_size=224, dataset="cifar10", subset="5k", weights=weights, protocol="linear")
+    assert train.id == "convnextv2_tiny.fcmae_ft_in1k-cifar10_5k-linear-cuda-bs128-224px-fp32"  # the example
+    keys = train.identity()
+    assert (keys["backbone"], keys["backbone_name"], keys["weights"], keys["protocol"]) == (
+        "convnextv2_tiny", "convnextv2_tiny.fcmae_ft_in1k", "fcmae_ft_in1k", "linear")
+    scratch = spec(kind="train", batch_size=128, dataset="cifar10", subset="5k")
+    # scratch adds nothing to the id, so every baseline written before protocols keeps its key
+    assert scratch.id == "convnextv2_tiny-cifar10_5k-cpu-bs128-32px-fp32"
+    assert (scratch.identity()["protocol"], scratch.identity()["weights"]) == ("scratch", None)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"kind": "train", "dataset": "digits", "subset": "full", "protocol": "linaer"}, "unknown protocol 'linaer' (did you mean linear?)"),
+        ({"protocol": "linear"}, "inference cases measure the architecture"),
+    ],
+)
+def test_protocols_are_checked(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+        spec(**changes)

@@ -286,7 +286,7 @@ def test_render_text_and_markdown() -> None:
 
 def _v2(bench: dict[str, Any], **settings: Any) -> Run:
     """A schema-2 run of one case whose settings are the synthetic defaults with ``settings`` applied."""
-    return Run.from_json(synth.make_run([synth.with_settings(bench, **settings)], schema=2))
+    return Run.from_json(synth.make_run([synth.with_settings(bench, **settings)], schema=3))
 
 
 RESNET = "inference/resnet18-cpu-bs1-32px-fp32"
@@ -322,8 +322,8 @@ def test_other_epochs_on_a_train_case_are_not_comparable() -> None:
 
 def test_not_comparable_outranks_a_regression_in_the_exit_code() -> None:
     a, b = synth.inference_case("resnet18", [2.0] * 10), synth.inference_case("efficientnet_b0", [6.0] * 10)
-    base = Run.from_json(synth.make_run([a, b], schema=2))
-    cur = Run.from_json(synth.make_run([synth.with_settings(a, power=True), synth.inference_case("efficientnet_b0", [9.0] * 10)], schema=2))
+    base = Run.from_json(synth.make_run([a, b], schema=3))
+    cur = Run.from_json(synth.make_run([synth.with_settings(a, power=True), synth.inference_case("efficientnet_b0", [9.0] * 10)], schema=3))
     comparison = compare_runs(base, cur, DEFAULTS)
     assert comparison.counts()["not comparable"] == 1 and len(comparison.regressions) == 1
     assert comparison.exit_code == 2 and comparison.summary().endswith("; 1 failing; 1 regression, 1 not comparable, 3 within noise")
@@ -344,7 +344,7 @@ def test_a_failed_case_is_failed_whatever_its_settings() -> None:
     bench = synth.inference_case("resnet18", [2.0] * 10)
     broken = synth.with_settings(bench, threads=2)
     broken["extra_info"].update(status="failed", error="out of memory")
-    comparison = compare_runs(_v2(bench), Run.from_json(synth.make_run([], failed=[broken], schema=2)), DEFAULTS)
+    comparison = compare_runs(_v2(bench), Run.from_json(synth.make_run([], failed=[broken], schema=3)), DEFAULTS)
     assert [(r.verdict, r.note) for r in comparison.rows] == [("failed", "out of memory")] and comparison.exit_code == 1
 
 
@@ -359,15 +359,15 @@ class GateOptions:
 def test_the_gate_exits_with_the_comparisons_code() -> None:
     bench = synth.inference_case("resnet18", [2.0] * 10)
     baseline = _v2(bench, threads=1)
-    other = synth.make_run([synth.with_settings(bench, threads=2)], schema=2)
+    other = synth.make_run([synth.with_settings(bench, threads=2)], schema=3)
     lines, code = gate_run(baseline, other, GateOptions())
     assert code == 2 and lines[:2] == ["", "backbone-bench gate"] and lines[-1].startswith("NOT COMPARABLE: 1 case(s)")
     assert gate_run(baseline, other, GateOptions(force=True))[1] == 0
-    slower = synth.make_run([synth.with_settings(synth.inference_case("resnet18", [3.0] * 10), threads=1)], schema=2)
+    slower = synth.make_run([synth.with_settings(synth.inference_case("resnet18", [3.0] * 10), threads=1)], schema=3)
     assert gate_run(baseline, slower, GateOptions())[1] == 1
     assert gate_run(baseline, slower, GateOptions(fail_on="latency_p50_ms:off"))[1] == 0  # a spec string works too
     assert gate_run(baseline, slower, GateOptions(fail_on=parse_tolerances("latency_p50_ms:60%")))[1] == 0
-    gpu = synth.make_run([synth.with_settings(bench, threads=1)], synth.CUDA_KEY, schema=2)
+    gpu = synth.make_run([synth.with_settings(bench, threads=1)], synth.CUDA_KEY, schema=3)
     lines, code = gate_run(baseline, gpu, GateOptions())
     assert code == 2 and lines == [lines[0]] and lines[0].startswith("backbone-bench gate: error: refusing to gate across devices")
 
@@ -491,7 +491,7 @@ def test_cli_runs_as_module_without_traceback(storage: Path) -> None:
 def test_cli_not_comparable_exits_2_and_force_judges(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bench = synth.inference_case("resnet18", [2.0] * 10)
     for name, threads in (("one.json", 1), ("two.json", 2)):
-        (tmp_path / name).write_text(json.dumps(synth.make_run([synth.with_settings(bench, threads=threads)], schema=2)))
+        (tmp_path / name).write_text(json.dumps(synth.make_run([synth.with_settings(bench, threads=threads)], schema=3)))
     one, two = str(tmp_path / "one.json"), str(tmp_path / "two.json")
     assert main(["compare", one, two, "--storage", str(tmp_path)]) == 2
     out = capsys.readouterr().out

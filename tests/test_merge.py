@@ -21,7 +21,7 @@ import pytest
 
 from harness.__main__ import main
 from harness.config.options import default_settings
-from harness.contract import METRICS
+from harness.contract import METRICS, SCHEMA_VERSION
 from harness.results.gate import gate_run, load_baseline
 from harness.results.merge import MergeError, merge_runs
 from harness.results.records import CaseResult, build_run
@@ -138,7 +138,7 @@ def test_three_shards_merge_into_the_run_of_the_whole_selection(here: Path) -> N
     whole = whole_run(results)
     assert list(merged) == list(whole) and merged["benchmarks"] == sorted(whole["benchmarks"], key=lambda b: b["fullname"])
     assert [b["fullname"] for b in merged["benchmarks"]] == sorted(b["fullname"] for b in merged["benchmarks"])
-    assert set(merged["backbone_bench"]) == {"schema", "failed", "merged"} and merged["backbone_bench"]["schema"] == 2
+    assert set(merged["backbone_bench"]) == {"schema", "failed", "merged"} and merged["backbone_bench"]["schema"] == SCHEMA_VERSION
     shard = docs[0]["backbone_bench"]["shard"]
     assert merged["backbone_bench"]["merged"] == {
         "count": 3, "selection": shard["selection"], "plan": shard["plan"],
@@ -165,7 +165,7 @@ def test_the_merged_run_reads_back_in_every_reader(here: Path, capsys: pytest.Ca
     save_run(storage, KEY, "whole", whole_run(results))  # the same cases measured in one session
 
     run = load_run("merged", storage)
-    assert run.source == f"{KEY}/0001_merged" and run.schema == 2 and len(run.cases) == 8
+    assert run.source == f"{KEY}/0001_merged" and run.schema == SCHEMA_VERSION and len(run.cases) == 8
     assert main(["compare", "merged", "merged", "--storage", str(storage)]) == 0
     assert main(["compare", "whole", "merged", "--storage", str(storage)]) == 0
     assert main(["compare", "merged", "whole", "--storage", str(storage)]) == 0

@@ -82,7 +82,7 @@ def _session(seed: int, factor: float, *, threads: int = 4, slow: float = 1.0) -
     """resnet18 alone, schema 2, the whole session ``factor`` times slower, ``threads`` as a setting."""
     rng = np.random.default_rng(seed)
     bench = synth.inference_case("resnet18", synth.latency_samples(rng, 2.1 * factor * slow, 0.03, 40))
-    return Run.from_json(synth.make_run([synth.with_settings(bench, threads=threads)], schema=2), source=f"session {seed}")
+    return Run.from_json(synth.make_run([synth.with_settings(bench, threads=threads)], schema=3), source=f"session {seed}")
 
 
 def test_history_pools_only_runs_with_the_baselines_settings() -> None:

@@ -52,9 +52,9 @@ def test_report_writes_tables_csv_and_plots(cpu: Run, cuda: Run, tmp_path: Path)
     out = tmp_path / "nested" / "report"
     result = write_report([cpu, cuda], out)
     names = sorted(p.name for p in result.files)
-    assert names == ["accuracy_vs_subset.png", "latency_vs_accuracy.png", "peak_memory.png", "report.csv", "report.md"]
+    assert names == ["accuracy_vs_subset_cifar10.png", "deployment.csv", "pareto_cifar10.png", "peak_memory.png", "report.csv", "report.md"]
     assert result.skipped == [] and sorted(p.name for p in out.iterdir()) == names  # no temp files left
-    for png in ("accuracy_vs_subset.png", "latency_vs_accuracy.png", "peak_memory.png"):
+    for png in ("accuracy_vs_subset_cifar10.png", "pareto_cifar10.png", "peak_memory.png"):
         data = (out / png).read_bytes()
         assert data.startswith(PNG) and len(data) > 10_000  # a drawn figure, not an empty canvas
     md = (out / "report.md").read_text()
@@ -64,8 +64,8 @@ def test_report_writes_tables_csv_and_plots(cpu: Run, cuda: Run, tmp_path: Path)
     resnet = cpu.cases["inference/resnet18-cpu-bs1-32px-fp32"].extra
     assert f"| resnet18 | 11.18 | 0.0371 | {resnet['latency_p50_ms']:.2f} | {resnet['throughput_ips']:.0f} | 96.0 |" in md
     top1 = cpu.cases["train/resnet18-cifar10_5k-cpu-bs64-32px-fp32"].extra
-    assert "| Model | 1k | 5k | 10k |" in md and f"{top1['top1']:.1f} ± {top1['top1_std']:.1f}" in md
-    assert "Pareto front (latency p50 lower, top-1 higher; cpu bs1 32px fp32" in md
+    assert "| Model | Protocol | 1k | 5k | 10k |" in md and f"{top1['top1']:.1f} ± {top1['top1_std']:.1f}" in md
+    assert "Latency and memory of each architecture: cpu · batch 1 · fp32 · eager on [M1]" in md  # most cases; cpu first on a tie
     csv = pd.read_csv(out / "report.csv")
     assert len(csv) == len(cpu.cases) + len(cuda.cases)
     assert {"case_id", "machine", "latency_p50_ms", "top1", "train_size"} <= set(csv.columns)
@@ -75,10 +75,11 @@ def test_report_writes_tables_csv_and_plots(cpu: Run, cuda: Run, tmp_path: Path)
 def test_plot_without_data_is_skipped_with_the_reason(cuda: Run, tmp_path: Path) -> None:
     result = write_report([cuda], tmp_path)
     assert result.skipped == [
-        "accuracy_vs_subset.png skipped: no successful train cases in these runs",
-        "latency_vs_accuracy.png skipped: no backbone has both an inference latency and a train top-1",
+        "accuracy_vs_subset_<dataset>.png skipped: no successful train cases in these runs",
+        "pareto_<dataset>.png skipped: no successful train cases in these runs",
+        "deployment.csv skipped: no successful train cases in these runs",
     ]
-    assert not (tmp_path / "accuracy_vs_subset.png").exists() and (tmp_path / "peak_memory.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["peak_memory.png", "report.csv", "report.md"]
     assert "No successful train cases." in (tmp_path / "report.md").read_text()
 
 
@@ -132,7 +133,7 @@ def test_a_plan_only_run_gets_a_real_report(tmp_path: Path) -> None:
     assert "| mobilenetv3_small_100 | 180 | 192 | 51 | 50 |" in budget512 and "| resnet18 | 37 | 40 | 12 | 13 |" in budget512
     assert "### plan · cpu · 32 px · fp32 · budget 128 MiB" in md and "| resnet18 | 9 | 10 | 3 | 3 |" in md
     assert "No successful inference cases." in md and "No successful train cases." in md
-    assert len(result.skipped) == 3 and [p.name for p in result.files] == ["report.md", "report.csv"]
+    assert len(result.skipped) == 4 and [p.name for p in result.files] == ["report.md", "report.csv"]
     csv = pd.read_csv(tmp_path / "report.csv")
     assert list(csv["plan_inference_searched_max_batch"]) == [40, 192, 10] and csv["settings_digest"].notna().all()
 

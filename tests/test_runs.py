@@ -178,7 +178,7 @@ def _broken(change: Any) -> dict[str, Any]:
         (lambda d: d["benchmarks"][0]["extra_info"].update(peak_mem_bytes=True), "peak_mem_bytes must be a number"),
         (lambda d: d["benchmarks"][5]["extra_info"].update(top1_per_seed=[63.5, None]), "top1_per_seed must be a list"),
         (lambda d: d["benchmarks"][0]["extra_info"].update(plan_train_searched_max_batch="64"), "plan_train_searched_max_batch must be a number"),
-        (lambda d: d["backbone_bench"].update(schema=SCHEMA_VERSION + 1), "newer backbone-bench (run schema 3, this one reads up to 2)"),
+        (lambda d: d["backbone_bench"].update(schema=SCHEMA_VERSION + 1), "newer backbone-bench (run schema 4, this one reads up to 3)"),
         (lambda d: d["backbone_bench"].update(schema="2"), "backbone_bench.schema '2' is not a schema version"),
         (lambda d: d["backbone_bench"].update(schema=0), "backbone_bench.schema 0 is not a schema version"),
         (lambda d: d["benchmarks"][0]["extra_info"].update(latency_p50_ms="2.1ms"), "latency_p50_ms must be a number"),
@@ -231,15 +231,15 @@ CHANGED = {"inference": {"threads": 2, "edge_profile": "orin-nano-8gb", "power":
 
 
 @pytest.mark.parametrize("kind", KIND_NAMES)
-def test_a_schema_2_run_of_each_kind_is_written_and_read_back_with_its_settings(kind: str, tmp_path: Path) -> None:
+def test_a_run_of_each_kind_is_written_and_read_back_with_its_settings(kind: str, tmp_path: Path) -> None:
     record = synth.with_settings(RECORDS[kind], **CHANGED[kind])["extra_info"]
     failed = {**record, "case_id": record["case_id"] + "-other", "status": "failed", "error": "out of memory"}
     results = [CaseResult("t", "t", "p", record, (0.002, 0.0021)), CaseResult("f", "f", "q", failed)]
     doc = build_run(results, machine_info={"baseline_key": synth.CPU_KEY}, commit_info={}, options={"bench_time_s": 1.0})
-    assert doc["backbone_bench"]["schema"] == SCHEMA_VERSION == 2
+    assert doc["backbone_bench"]["schema"] == SCHEMA_VERSION == 3
     run = load_run(str(save_run(tmp_path, synth.CPU_KEY, "kinds", doc)), tmp_path)
     expected = {**synth.SETTINGS[kind], **CHANGED[kind]}
-    assert run.schema == 2 and [c.kind for c in run.cases.values()] == [kind, kind]
+    assert run.schema == SCHEMA_VERSION and [c.kind for c in run.cases.values()] == [kind, kind]
     for case in run.cases.values():
         assert dict(case.settings) == expected and list(case.settings) == list(KINDS[kind].settings)
         assert case.settings_digest == settings_digest(expected) == record["settings_digest"]
@@ -257,6 +257,7 @@ def test_a_schema_1_file_loads_with_the_settings_version_1_ran_with() -> None:
     assert dict(train.settings) == {
         "threads": None, "seeds": 3, "epochs": 3, "optimizer": None, "lr": None, "weight_decay": None, "label_smoothing": 0.1,
         "augment": None, "early_stop": None, "val_fraction": None, "grad_accum": 1, "clip_grad": None, "edge_profile": None,
+        "weights_sha256": None,
     }
     smoke = read_run_file(next((ROOT / "baselines").glob("*/0007_smoke.json")))
     recipe = smoke.cases["train/deit_small_patch16_224-digits_full-cpu-bs128-32px-fp32"].settings
@@ -326,3 +327,21 @@ def test_a_schema_2_run_reads_its_settings_regardless_of_key_order() -> None:
 
     case = Run.from_json(_schema2(reorder)).cases["inference/resnet18-cpu-bs1-32px-fp32"]
     assert list(case.settings) == list(KINDS["inference"].settings)  # the contract's order
+
+
+def test_a_schema_2_train_case_reads_as_random_weights_and_stays_comparable_with_a_schema_3_scratch_run() -> None:
+    """Schema 3 added the train setting weights_sha256; a schema-2 case trained from random weights."""
+    old = Run.from_json(synth.make_run([RECORDS["train"]], schema=2)).cases[RECORDS["train"]["extra_info"]["case_id"]]
+    new = Run.from_json(synth.make_run([RECORDS["train"]], schema=3)).cases[RECORDS["train"]["extra_info"]["case_id"]]
+    assert "weights_sha256" not in synth.make_run([RECORDS["train"]], schema=2)["benchmarks"][0]["extra_info"]["settings"]
+    assert old.settings["weights_sha256"] is None and list(old.settings) == list(KINDS["train"].settings)
+    assert old.settings_digest == new.settings_digest
+
+
+def test_a_schema_3_train_case_without_weights_sha256_is_refused() -> None:
+    doc = synth.make_run([RECORDS["train"]], schema=3)
+    extra = doc["benchmarks"][0]["extra_info"]
+    del extra["settings"]["weights_sha256"]
+    extra["settings_digest"] = settings_digest(extra["settings"])
+    with pytest.raises(RunError, match="settings missing weights_sha256"):
+        Run.from_json(doc)

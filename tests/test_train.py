@@ -340,3 +340,80 @@ def test_defaults_and_schedule() -> None:
     assert (vit_r.optimizer, vit_r.lr, vit_r.weight_decay) == ("adamw", pytest.approx(2e-3), 0.05)
     assert lr_factor(0, 100, 4) == 0.25 and lr_factor(4, 100, 4) == 1.0
     assert lr_factor(52, 100, 4) == pytest.approx(0.5) and lr_factor(99, 100, 4) < 1e-3
+
+
+def test_finetune_recipe_and_head_learning_rate() -> None:
+    from harness.measure.recipes import build_optimizer, finetune_recipe
+
+    r = finetune_recipe("cnn", batch_size=512, epochs=8)
+    assert (r.optimizer, r.lr, r.backbone_lr_scale, r.weight_decay, r.warmup_epochs) == ("adamw", pytest.approx(2e-3), 0.1, 0.05, 1.0)
+    assert finetune_recipe("cnn", epochs=2).warmup_epochs == 0.5  # inside the first quarter of a short run
+    import timm
+
+    model = timm.create_model("resnet10t", num_classes=5)
+    groups = build_optimizer(model, r).param_groups
+    head = {id(p) for p in model.get_classifier().parameters()}
+    by_lr: dict[float, set[int]] = {}
+    for g in groups:
+        by_lr.setdefault(round(g["lr"], 9), set()).update(id(p) for p in g["params"])
+    assert set(by_lr) == {0.002, 0.0002} and by_lr[0.002] == head
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    # decay stays off for biases and norm weights in both the head's and the backbone's groups
+    assert {g["weight_decay"] for g in groups if any(p.ndim <= 1 for p in g["params"])} == {0.0}
+
+
+def test_curve_sample_is_fixed_and_stratified() -> None:
+    labels = torch.arange(10).repeat_interleave(torch.tensor([100, 100, 100, 100, 100, 200, 200, 200, 400, 500]))
+    picks = training.curve_sample(labels, 500)
+    assert len(picks) == 500 and torch.equal(picks, training.curve_sample(labels, 500)) and torch.equal(picks, picks.sort().values)
+    counts = torch.bincount(labels[picks], minlength=10)
+    assert counts.tolist() == [25, 25, 25, 25, 25, 50, 50, 50, 100, 125]  # 500 of 2,000: a quarter of each class
+    assert torch.equal(training.curve_sample(labels[:300], 500), torch.arange(300))
+
+
+def test_the_curve_reads_a_sample_and_the_final_test_the_whole_split(splits, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(training, "CURVE_SAMPLE", 40)
+    seen: list[int] = []
+    real = training._Run._predict_at
+
+    def spy(self, batches, batch_size):  # type: ignore[no-untyped-def]
+        seen.append(len(batches))
+        return real(self, batches, batch_size)
+
+    monkeypatch.setattr(training._Run, "_predict_at", spy)
+    res = run(cnn(), splits, small(epochs=2))
+    assert seen == [40, 40, 160] and res.curve_images == 40
+    assert res.eval_time_s > 0 and res.train_time_s > 0
+
+
+def test_an_eval_batch_that_does_not_fit_is_halved(splits, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    real = training._Run._predict_at
+    sizes: list[int] = []
+
+    def tight(self, batches, batch_size):  # type: ignore[no-untyped-def]
+        sizes.append(batch_size)
+        if batch_size > 64:
+            raise torch.OutOfMemoryError("no room")
+        return real(self, batches, batch_size)
+
+    monkeypatch.setattr(training._Run, "_predict_at", tight)
+    reference = run(cnn(), splits, small(epochs=1))
+    assert sizes[:3] == [256, 128, 64] and set(sizes[3:]) == {64}
+    monkeypatch.setattr(training._Run, "_predict_at", real)
+    assert run(cnn(), splits, small(epochs=1)).top1 == reference.top1  # the batch does not change the answer
+
+
+def test_batches_are_resized_on_the_device_and_normalised_with_the_weights_statistics(splits, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from harness.data.augment import normalize, prepare
+
+    images = splits[0].images[:4]
+    assert torch.equal(prepare(images), normalize(images))  # the scratch defaults change nothing
+    big = prepare(images, size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    assert big.shape == (4, 3, 32, 32)
+    up = torch.nn.functional.interpolate(images.float(), size=(32, 32), mode="bilinear", align_corners=False)
+    assert torch.allclose(big[:, 0], (up[:, 0] / 255 - 0.485) / 0.229)
+    shapes: list[tuple[int, ...]] = []
+    model = cnn()
+    model.register_forward_pre_hook(lambda m, args: shapes.append(tuple(args[0].shape)))
+    run(model, splits, small(epochs=1, img_size=24))
+    assert {s[-2:] for s in shapes} == {(24, 24)}  # training and evaluation batches alike; the split stays 8 px

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from harness.config import parsers as p
 from harness.config.parsers import SettingError
 from harness.config.settings import Settings
-from harness.contract import PRECISIONS, RUNTIMES
+from harness.contract import PRECISIONS, PROTOCOLS, RUNTIMES
 from harness.shard import parse_shard
 
 
@@ -59,7 +59,7 @@ def _int(what: str) -> Callable[[str], int]:
 
 OPTIONS: tuple[Option, ...] = (
     # The matrix: every value is a case axis.
-    Option("backbones", "backbones", p.parse_backbones, "all", "NAMES", "registry names, groups (cnn, transformer, hybrid, edge, all) or any timm model name"),
+    Option("backbones", "backbones", p.parse_backbones, "all", "NAMES", "registry names, groups (cnn, transformer, hybrid, edge, all) or any timm model name; training cases also take weights: a timm pretrained tag (resnet50.a1_in1k) or a checkpoint file (resnet18@PATH)"),
     Option("img-sizes", "img_sizes", p.int_list("img-sizes"), "32", "PX", "input resolutions; 32 is CIFAR-native, 224 the deployment size; training uses the first"),
     Option("batch-sizes", "batch_sizes", p.int_list("batch-sizes"), "1,32", "N", "inference batch sizes"),
     Option("devices", "devices", p.parse_devices, "auto", "DEVICES", "cpu, cuda, cuda:N, mps, or auto (every available one)"),
@@ -69,7 +69,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("compile", "compile", p.flag, "false", "", "add the torch.compile runtime to the matrix (same as --runtimes eager,compile)", flag=True),
     Option("dataset", "datasets", p.datasets, "digits", "NAMES", "training datasets: digits (embedded), cifar10, cifar100, svhn, mnist, fashion_mnist, stl10, flowers102, imagefolder:PATH"),
     Option("subsets", "subsets", p.subsets, "full", "SIZES", "training subset sizes: 500, 5k, 10k, 50k, full, or per class: 50pc"),
-    Option("train-batch-sizes", "train_batch_sizes", p.int_list("train-batch-sizes"), "128", "N", "training batch sizes"),
+    Option("train-batch-sizes", "train_batch_sizes", p.int_list("train-batch-sizes"), "128", "N", "training batch sizes (a subset smaller than the batch trains at its own size, recorded as train_batch_used)"),
+    Option("train-img-sizes", "train_img_sizes", p.train_img_sizes, None, "PX", "training resolutions, or native (each weights' pretrained input size); images are resized on the device (unset: the first of --img-sizes)"),
+    Option("protocols", "protocols", p.choice_list("protocol", PROTOCOLS), "scratch", "P", "how train cases use the backbone: scratch (random weights), finetune (all layers from pretrained weights), linear (a linear head on frozen features), knn (k-nearest neighbours on them)"),
     # Settings that change results without being an axis: recorded per case and digested, so a
     # run with other settings is "not comparable" with the baseline, never a regression.
     # 1 thread, like torch.utils.benchmark: multi-threaded CPU latency on a shared machine moves
@@ -96,7 +98,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("data-root", "data_root", p.path, None, "PATH", "dataset root (unset: ~/.cache/backbone-bench/data)", env="BACKBONE_BENCH_DATA"),
     Option("checkpoint-dir", "checkpoint_dir", p.path, ".bench-checkpoints", "PATH", "where training cases keep checkpoints for --resume", env="BACKBONE_BENCH_CHECKPOINTS"),
     Option("skip-checksums", "skip_checksums", p.flag, "false", "", "read dataset files without checking their official md5 sums (your own re-packed copies)", flag=True),
-    Option("download", "download", p.flag, "false", "", "download missing datasets through torchvision", flag=True),
+    Option("download", "download", p.flag, "false", "", "download missing datasets (torchvision) and pretrained weights (Hugging Face hub); without it nothing is fetched", flag=True),
+    Option("feature-cache", "feature_cache", p.path, ".bench-features", "PATH", "where linear and knn cases keep the frozen backbones' features, reused by every case that needs the same ones", env="BACKBONE_BENCH_FEATURES"),
     Option("resume", "resume", p.flag, "false", "", "resume interrupted training cases from their last checkpoint", flag=True),
     # Scale-out: which part of the selection this session runs (see harness/shard.py).
     Option("shard", "shard", parse_shard, None, "K/N", "run only shard K of N: a deterministic part of the selected cases (after -k/-m), balanced by the stored durations; merge the N runs with python -m harness merge", env="BACKBONE_BENCH_SHARD"),

@@ -96,14 +96,31 @@ def parse_devices(text: str) -> list[str]:
 def parse_backbones(text: str) -> list[str]:
     """Registry names, groups and timm model names (see :func:`harness.models.resolve_backbones`)."""
     from harness.models import UnknownBackbone, resolve_backbones
+    from harness.weights import UnknownWeights, WeightsMismatch, check_fits, parse_backbone
 
     try:
         names = resolve_backbones(split_list(text))
-    except UnknownBackbone as exc:
+        for name in names:
+            check_fits(parse_backbone(name))  # a checkpoint of another architecture: refused before any case runs
+    except (UnknownBackbone, UnknownWeights, WeightsMismatch) as exc:
         raise SettingError(str(exc)) from None
     if not names:
         raise SettingError("backbones needs at least one name or group (cnn, transformer, hybrid, edge, all)")
     return names
+
+
+def train_img_sizes(text: str) -> list[int | str]:
+    """Training resolutions: pixels, or ``native`` for the input size of each backbone's weights
+    (its pretrained config: 224 for most ImageNet weights)."""
+    values: list[int | str] = []
+    for part in split_list(text):
+        values.append(NATIVE if part.lower() == NATIVE else positive_int(part, "train-img-sizes entry (or native)"))
+    if not values:
+        raise SettingError("train-img-sizes needs at least one size, e.g. 32,224 or native")
+    return list(dict.fromkeys(values))
+
+
+NATIVE = "native"
 
 
 def parse_threads(text: str) -> int | None:

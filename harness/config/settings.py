@@ -31,6 +31,8 @@ class Settings:
     datasets: list[str]
     subsets: list[str]
     train_batch_sizes: list[int]
+    train_img_sizes: list[int | str] | None
+    protocols: list[str]
     threads: int | None
     num_classes: int
     bench_time_s: float
@@ -52,6 +54,7 @@ class Settings:
     checkpoint_dir: Path
     skip_checksums: bool
     download: bool
+    feature_cache: Path
     resume: bool
     shard: Any
     gate: str | None

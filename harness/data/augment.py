@@ -23,9 +23,41 @@ MEAN = 0.5
 STD = 0.5
 
 
+# The normalisation of a model trained from scratch here: [0, 1] -> [-1, 1] on every channel.
+SCRATCH_MEAN: tuple[float, float, float] = (MEAN, MEAN, MEAN)
+SCRATCH_STD: tuple[float, float, float] = (STD, STD, STD)
+
+
 def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:
     """``uint8`` (or float in [0, 255]) images to float ``(x / 255 - 0.5) / 0.5``."""
     x = images.to(dtype).div_(255.0).sub_(MEAN).div_(STD)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def prepare(
+    images: torch.Tensor,
+    *,
+    size: int | None = None,
+    mean: tuple[float, float, float] = SCRATCH_MEAN,
+    std: tuple[float, float, float] = SCRATCH_STD,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """A ``uint8`` batch as a model's float input, on the batch's device: resized to ``size`` x
+    ``size`` (bilinear; antialiased when shrinking) when its side differs, then normalised with
+    the model's per-channel ``mean``/``std`` (in [0, 1] units, as timm's pretrained configs give them).
+
+    Splits are held at their stored resolution (32 px for CIFAR) and resized here, per batch,
+    so a 224 px fine-tune keeps a 50k-image split at 150 MB on the device instead of 7.5 GB.
+    With the defaults it equals :func:`normalize`.
+    """
+    x = images.float()
+    if size is not None and (x.shape[-2], x.shape[-1]) != (size, size):
+        shrink = size < min(x.shape[-2], x.shape[-1])
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+        x = x.clamp_(0.0, 255.0)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    x = x.div_(255.0).sub_(m).div_(s)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 

@@ -56,18 +56,21 @@ def _policy() -> tuple[tuple[type[BaseException], Outcome, str], ...]:
     from harness.measure.flops import FlopCountError
     from harness.measure.runtimes import ParityError, RuntimeUnsupported
     from harness.models import BackboneUnsupported
+    from harness.weights import WeightsMismatch, WeightsUnavailable
 
     return (
         # The case cannot run here: a skip with the reason (and the fix, where the message has one).
         (BackboneUnsupported, "skip", ""),
         (RuntimeUnsupported, "skip", ""),
         (DatasetUnavailable, "skip", ""),
+        (WeightsUnavailable, "skip", ""),
         # The case ran and failed: recorded as failed with the reason; the session goes on.
         *((oom, "fail", "out of memory") for oom in OUT_OF_MEMORY),
         (ParityError, "fail", "output parity against eager failed"),
         (MemoryBudgetExceeded, "fail", ""),
         (PlanningError, "fail", "batch-size planning"),
         (DatasetCorrupt, "fail", "corrupt dataset"),
+        (WeightsMismatch, "fail", "weights"),
         (SubsetError, "fail", "subset"),
         (FlopCountError, "fail", "counting GMACs"),
         (PowerUnavailable, "fail", "power sampling"),

@@ -19,6 +19,7 @@ import torch
 from timm.optim import param_groups_weight_decay
 
 from harness.contract import AUGMENTS, FAMILIES, PRECISIONS, unknown
+from harness.data.augment import SCRATCH_MEAN, SCRATCH_STD
 from harness.devices import DTYPES
 from harness.models import Family
 
@@ -92,6 +93,14 @@ class Recipe:
     seed: int = 0
     channels_last: bool = False
     deterministic: bool = True
+    # The head's lr is ``lr``; every other parameter's is ``lr * backbone_lr_scale`` (fine-tuning
+    # keeps pretrained features close to where they were; 1.0 trains everything alike).
+    backbone_lr_scale: float = 1.0
+    # What the model sees: batches are resized on the device to ``img_size`` (None: as the split
+    # holds them) and normalised with the weights' ``mean``/``std`` (harness.data.augment.prepare).
+    img_size: int | None = None
+    mean: tuple[float, float, float] = SCRATCH_MEAN
+    std: tuple[float, float, float] = SCRATCH_STD
 
     def __post_init__(self) -> None:
         _choice("optimizer", self.optimizer, _OPTIMIZERS)
@@ -123,6 +132,12 @@ class Recipe:
                 raise ValueError(f"augment includes {name}, so Recipe.{name}_alpha must be > 0, got {alpha}")
         if ("mixup" in self.augment or "cutmix" in self.augment) and self.batch_size % 2:
             raise ValueError("augment mixup/cutmix pairs each image with another in its batch: make batch_size even")
+        if not 0 < self.backbone_lr_scale <= 1:
+            raise ValueError(f"Recipe.backbone_lr_scale must be in (0, 1], got {self.backbone_lr_scale}")
+        if self.img_size is not None and self.img_size < 1:
+            raise ValueError(f"Recipe.img_size must be a positive side in pixels or None, got {self.img_size}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
 
     @property
     def micro_batch_size(self) -> int:
@@ -191,12 +206,68 @@ def default_recipe(family: Family, **overrides: Any) -> Recipe:
     return Recipe(**base)
 
 
+def finetune_recipe(family: Family, **overrides: Any) -> Recipe:
+    """The fine-tuning default: the whole network from pretrained weights, with ``overrides`` applied.
+
+    If ``lr`` is not overridden it is scaled to the (possibly overridden) ``batch_size``.
+    """
+    if family not in FAMILIES:
+        raise ValueError(unknown("family", family, FAMILIES))
+    _check_keys(overrides)
+    batch_size = int(overrides.get("batch_size", 128))
+    base: dict[str, Any] = dict(
+        # AdamW for every family: the optimiser of timm's and BiT/DeiT-style fine-tuning recipes,
+        # and one setting that behaves across CNN and ViT features alike.
+        optimizer="adamw",
+        # 1e-3 at batch 128 for the new head, square-root scaled like the from-scratch AdamW rule.
+        lr=1e-3 * math.sqrt(batch_size / 128),
+        # The pretrained layers learn 10x slower than the head: fast enough to adapt to a new
+        # domain, slow enough not to wash out the features in the first epochs (a common 0.1).
+        backbone_lr_scale=0.1,
+        # 0.05, the DeiT/timm fine-tune decay (decoupled, so it does not scale with lr).
+        weight_decay=0.05,
+        momentum=0.9,  # unused by AdamW
+        # One epoch of warm-up: the random head's first gradients would otherwise kick the
+        # pretrained layers; short, because fine-tuning runs are short.
+        warmup_epochs=1.0,
+        epochs=30,
+        batch_size=batch_size,
+        label_smoothing=0.1,
+    )
+    base.update(overrides)
+    if "warmup_epochs" not in overrides:
+        base["warmup_epochs"] = min(base["warmup_epochs"], base["epochs"] / 4)
+    return Recipe(**base)
+
+
 def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """The recipe's optimiser; biases and norm weights (1-D params) get no weight decay (timm convention)."""
+    """The recipe's optimiser; biases and norm weights (1-D params) get no weight decay (timm
+    convention). With ``backbone_lr_scale < 1`` the classifier (timm's ``get_classifier()``) keeps
+    ``lr`` and every other parameter gets ``lr * backbone_lr_scale``."""
     groups = param_groups_weight_decay(model, recipe.weight_decay)
+    if recipe.backbone_lr_scale != 1.0:
+        groups = _split_head(model, groups, recipe)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
     return torch.optim.AdamW(groups, lr=recipe.lr)
+
+
+def _split_head(model: torch.nn.Module, groups: list[dict[str, Any]], recipe: Recipe) -> list[dict[str, Any]]:
+    """Each weight-decay group split into its head and backbone parameters, with their lr."""
+    get_classifier = getattr(model, "get_classifier", None)
+    if get_classifier is None:
+        raise ValueError(f"backbone_lr_scale={recipe.backbone_lr_scale} needs a timm model (get_classifier() names the head)")
+    head = {id(p) for p in get_classifier().parameters()}
+    if not head:
+        raise ValueError("the model has no classifier parameters to train at the head's lr; build it with num_classes > 0")
+    out = []
+    for group in groups:
+        params = list(group["params"])
+        for is_head, lr in ((True, recipe.lr), (False, recipe.lr * recipe.backbone_lr_scale)):
+            chosen = [p for p in params if (id(p) in head) == is_head]
+            if chosen:
+                out.append({**group, "params": chosen, "lr": lr})
+    return out
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:

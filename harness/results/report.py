@@ -1,55 +1,50 @@
-"""Turn one or more runs into report.md, report.csv and three plots, written atomically into a folder.
+"""Turn one or more runs into report.md, report.csv, deployment.csv and plots, written atomically into a folder.
 
 One section per kind of the contract: inference tables, accuracy by training-subset size, and
-batch plans. Runs from several machines merge: every table has one column group per machine
+batch plans; then the transfer sections (:mod:`harness.results.transfer`): data efficiency per
+dataset and the deployment table joining each trained model's top-1 with its architecture's
+latency and memory under the ``--max-latency-ms``/``--max-memory``/``--min-top1`` constraints.
+Runs from several machines merge: the per-kind tables have one column group per machine
 (``baseline_key``, labelled M1, M2, … with a legend). A plot without data is skipped with a
 reason, never drawn empty.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+import argparse
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from harness.config.parsers import SettingError, argtype, byte_size, positive_float, positive_int
 from harness.contract import kind_metrics
+from harness.results import transfer
 from harness.results.runs import Run, RunError
 from harness.results.storage import write_atomic
+from harness.results.transfer import MIB, ReportOptions, md_table, num, pareto_front, save_png, top1_text
 
-MIB = 2**20
+__all__ = ["ReportOptions", "ReportResult", "add_report_arguments", "cases_frame", "pareto_front", "report_options", "write_report"]
 _CONFIG = ["device", "batch_size", "img_size", "precision", "runtime"]
 _PLAN_CONFIG = ["device", "img_size", "precision", "plan_budget_bytes"]
 _PLANNED = ("inference", "train")  # what a plan case sizes: plan_<what>_{estimated,searched}_max_batch
 # Columns the tables and plots read; a run without e.g. train cases still gets them (empty).
 _COLUMNS = list(dict.fromkeys([
-    "kind", *_CONFIG, *_PLAN_CONFIG, "case_id", "backbone", "status", "error", "dataset", "subset", "train_size", "top1_std",
+    "kind", *_CONFIG, *_PLAN_CONFIG, "case_id", "backbone", "backbone_name", "protocol", "weights", "status", "error", "dataset", "subset",
+    "train_size", "top1_std",
     *(m.key for m in kind_metrics()),
 ]))
 
 
 @dataclass
 class ReportResult:
-    """What :func:`write_report` wrote, and the plots it skipped with the reason."""
+    """What :func:`write_report` wrote, and the files (plots, deployment.csv) it skipped with the reason."""
 
     files: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-
-
-def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
-    """Names of points ``(latency, accuracy)`` not dominated by another (lower latency, higher accuracy).
-
-    A point is dominated when another is at least as good on both axes and strictly better on one;
-    identical points do not dominate each other. Returned in order of increasing latency.
-    """
-    front = [
-        name for name, (lat, acc) in points.items()
-        if not any(lo <= lat and ao >= acc and (lo < lat or ao > acc) for lo, ao in points.values())
-    ]
-    return sorted(front, key=lambda name: points[name])
 
 
 def cases_frame(runs: Sequence[Run]) -> pd.DataFrame:
@@ -67,26 +62,13 @@ def cases_frame(runs: Sequence[Run]) -> pd.DataFrame:
     # A missing text key would be NA, and NA never equals itself when selecting a config group.
     text = ["device", "precision", "runtime"]
     frame[text] = frame[text].astype("string").fillna("-")
+    # Keys absent from every record (runs before weights and protocols) would otherwise read as Int64.
+    frame[["backbone_name", "protocol", "weights"]] = frame[["backbone_name", "protocol", "weights"]].astype("string")
     return frame.drop_duplicates(["machine", "case_id"], keep="last").reset_index(drop=True)
-
-
-def _save(fig: Figure, path: Path) -> None:
-    FigureCanvasAgg(fig)
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
-
-
-def _md_table(frame: pd.DataFrame) -> str:
-    cells = frame.astype(object).where(frame.notna(), "–").astype(str)
-    head = "| " + " | ".join(map(str, frame.columns)) + " |\n|" + "---|" * len(frame.columns)
-    return "\n".join([head, *("| " + " | ".join(row) + " |" for row in cells.to_numpy().tolist())])
 
 
 def _text(value: object) -> str:
     return "failed (no error message)" if value is None or pd.isna(value) else str(value).splitlines()[0]
-
-
-def _num(value: object, digits: int) -> str:
-    return "–" if value is None or pd.isna(value) else f"{float(value):.{digits}f}"  # type: ignore[arg-type]
 
 
 def _mib(value: object) -> str:
@@ -98,15 +80,15 @@ def _inference_tables(ok: pd.DataFrame, labels: dict[str, str]) -> list[str]:
     inf = ok[ok["kind"] == "inference"]
     for (device, bs, size, precision, runtime), group in inf.groupby(_CONFIG, sort=True, dropna=False):
         table = group.groupby("backbone")[["params", "gmacs"]].first()
-        columns = {"Params (M)": table["params"].map(lambda v: _num(v / 1e6, 2)), "GMACs": table["gmacs"].map(lambda v: _num(v, 4))}
+        columns = {"Params (M)": table["params"].map(lambda v: num(v / 1e6, 2)), "GMACs": table["gmacs"].map(lambda v: num(v, 4))}
         for machine, sub in group.groupby("machine"):
             sub = sub.set_index("backbone").reindex(table.index)
             tag = labels[str(machine)]
-            columns[f"Latency p50 (ms) {tag}"] = sub["latency_p50_ms"].map(lambda v: _num(v, 2))
-            columns[f"Throughput (img/s) {tag}"] = sub["throughput_ips"].map(lambda v: _num(v, 0))
-            columns[f"Peak memory (MiB) {tag}"] = sub["peak_mem_bytes"].map(lambda v: _num(v / MIB, 1))
+            columns[f"Latency p50 (ms) {tag}"] = sub["latency_p50_ms"].map(lambda v: num(v, 2))
+            columns[f"Throughput (img/s) {tag}"] = sub["throughput_ips"].map(lambda v: num(v, 0))
+            columns[f"Peak memory (MiB) {tag}"] = sub["peak_mem_bytes"].map(lambda v: num(v / MIB, 1))
         frame = pd.DataFrame(columns).rename_axis("Model").reset_index()
-        out += [f"### inference · {device} · batch {bs} · {size} px · {precision} · {runtime}", "", _md_table(frame), ""]
+        out += [f"### inference · {device} · batch {bs} · {size} px · {precision} · {runtime}", "", md_table(frame), ""]
     return out
 
 
@@ -123,25 +105,32 @@ def _plan_tables(ok: pd.DataFrame, labels: dict[str, str]) -> list[str]:
             tag = labels[str(machine)]
             for what in _PLANNED:
                 for how in ("estimated", "searched"):
-                    columns[f"{what.capitalize()} max batch, {how} {tag}"] = sub[f"plan_{what}_{how}_max_batch"].map(lambda v: _num(v, 0))
+                    columns[f"{what.capitalize()} max batch, {how} {tag}"] = sub[f"plan_{what}_{how}_max_batch"].map(lambda v: num(v, 0))
         frame = pd.DataFrame(columns, index=models).reset_index()
-        out += [f"### plan · {device} · {size} px · {precision} · budget {_mib(budget)}", "", _md_table(frame), ""]
+        out += [f"### plan · {device} · {size} px · {precision} · budget {_mib(budget)}", "", md_table(frame), ""]
     return out
 
 
 def _accuracy_tables(ok: pd.DataFrame, labels: dict[str, str]) -> list[str]:
+    """Per dataset: top-1 ± std per (model, protocol) in one column per subset (and machine, when several)."""
     out: list[str] = []
-    train = ok[ok["kind"] == "train"]
+    train = transfer.train_cases(ok)
     for dataset, group in train.groupby("dataset"):
-        group = group.sort_values("train_size")
-        cell = group.apply(lambda r: f"{r['top1']:.1f} ± {r.get('top1_std', 0) or 0:.1f}", axis=1)
+        group = group.sort_values("train_size", kind="stable")
         many = group["machine"].nunique() > 1
         col = group["subset"] + (" " + group["machine"].map(labels) if many else "")
-        frame = pd.DataFrame({"Model": group["backbone"], "col": col, "cell": cell})
+        show_px = transfer.px_ambiguous(group)
+        frame = pd.DataFrame({
+            "Model": [transfer.model_label(n, px, show_px) for n, px in zip(group["backbone_name"], group["train_px"], strict=True)],
+            "Protocol": group["protocol"], "col": col,
+            "cell": [top1_text(t, s) for t, s in zip(group["top1"], group["top1_std"], strict=True)],
+        })
         order = list(dict.fromkeys(col))  # subsets in increasing train_size
-        wide = frame.pivot(index="Model", columns="col", values="cell")[order].reset_index()
+        # Two cases in one cell (e.g. trained on two devices of one machine) show both, never one silently.
+        wide = frame.pivot_table(index=["Model", "Protocol"], columns="col", values="cell", aggfunc=" / ".join)[order].reset_index()
+        wide = wide.sort_values(["Model", "Protocol"], key=lambda c: c.map(transfer.PROTOCOL_ORDER).fillna(len(transfer.PROTOCOL_ORDER)) if c.name == "Protocol" else c)
         wide.columns.name = None
-        out += [f"### {dataset}: top-1 % (mean ± std over seeds) by training-subset size", "", _md_table(wide), ""]
+        out += [f"### {dataset}: top-1 % (mean ± std over seeds) by training-subset size", "", md_table(wide), ""]
     return out
 
 
@@ -162,58 +151,6 @@ def _describe(ref: pd.DataFrame) -> str:
     return f"{r['device']} bs{r['batch_size']} {r['img_size']}px {r['precision']} on {r['machine']}"
 
 
-def _best_top1(ok: pd.DataFrame) -> pd.Series:
-    """Top-1 per backbone at the largest subset of the dataset most backbones trained on."""
-    train = ok[ok["kind"] == "train"].dropna(subset=["top1"])
-    if train.empty:
-        return pd.Series(dtype=float)
-    dataset = train.groupby("dataset")["backbone"].nunique().idxmax()
-    train = train[train["dataset"] == dataset]
-    largest = train[train["train_size"] == train.groupby("backbone")["train_size"].transform("max")]
-    return largest.groupby("backbone")["top1"].mean()
-
-
-def _plot_accuracy(ok: pd.DataFrame, path: Path) -> str | None:
-    train = ok[ok["kind"] == "train"].dropna(subset=["top1", "train_size"])
-    if train.empty:
-        return "accuracy_vs_subset.png skipped: no successful train cases in these runs"
-    datasets = sorted(train["dataset"].unique())
-    fig = Figure(figsize=(6.5 * len(datasets), 4.5))
-    for ax, dataset in zip(fig.subplots(1, len(datasets), squeeze=False)[0], datasets, strict=True):
-        sub = train[train["dataset"] == dataset]
-        for backbone, g in sub.groupby("backbone"):
-            g = g.groupby("train_size")[["top1", "top1_std"]].mean().reset_index()
-            ax.errorbar(g["train_size"], g["top1"], yerr=g.get("top1_std"), marker="o", capsize=3, label=str(backbone))
-        ax.set(xscale="log", xlabel="training images (log)", ylabel="top-1 (%)", title=f"Sample efficiency: {dataset}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    _save(fig, path)
-    return None
-
-
-def _plot_pareto(ok: pd.DataFrame, path: Path, lines: list[str]) -> str | None:
-    ref, top1 = _reference(ok), _best_top1(ok)
-    lat = ref.set_index("backbone")["latency_p50_ms"].dropna() if not ref.empty else pd.Series(dtype=float)
-    both = sorted(set(lat.index) & set(top1.index))
-    if not both:
-        return "latency_vs_accuracy.png skipped: no backbone has both an inference latency and a train top-1"
-    points = {b: (float(lat[b]), float(top1[b])) for b in both}
-    front = pareto_front(points)
-    where = _describe(ref)
-    fig = Figure(figsize=(7, 5))
-    ax = fig.subplots()
-    for name, (x, y) in points.items():
-        ax.scatter(x, y, s=60 if name in front else 30, color="tab:red" if name in front else "tab:gray", zorder=3)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.step([points[n][0] for n in front], [points[n][1] for n in front], where="post", color="tab:red", label="Pareto front")
-    ax.set(xlabel=f"latency p50 (ms), {where}", ylabel="top-1 (%) at largest subset", title="Latency vs accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    _save(fig, path)
-    lines += [f"Pareto front (latency p50 lower, top-1 higher; {where}): " + ", ".join(front), ""]
-    return None
-
-
 def _plot_memory(ok: pd.DataFrame, path: Path) -> str | None:
     ref = _reference(ok)
     inf = ref.set_index("backbone")["peak_mem_bytes"].dropna() / MIB if not ref.empty else pd.Series(dtype=float)
@@ -231,33 +168,82 @@ def _plot_memory(ok: pd.DataFrame, path: Path) -> str | None:
     ax.set_xticks([x + width * (len(bars.columns) - 1) / 2 for x in range(len(bars))], bars.index, rotation=30, ha="right")
     ax.set(ylabel="peak memory (MiB)", title="Peak memory per backbone")
     ax.legend()
-    _save(fig, path)
+    save_png(fig, path)
     return None
 
 
-def write_report(runs: Sequence[Run], out: Path) -> ReportResult:
-    """Write report.md, report.csv and the PNGs for ``runs`` into ``out`` (created if needed)."""
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the deployment options (:class:`ReportOptions`) to the ``report`` command; bad values are
+    usage errors at parse time."""
+    group = parser.add_argument_group("deployment", "the inference configuration joined to the trained models, and the constraints")
+    group.add_argument("--device", metavar="DEVICE", help="inference device whose latency and memory are joined (default: the device with most inference cases)")
+    group.add_argument("--batch-size", metavar="N", type=argtype(lambda t: positive_int(t, "--batch-size")),
+                       help="inference batch size joined (default: the smallest measured on that device)")
+    group.add_argument("--img-size", metavar="PX", type=argtype(lambda t: positive_int(t, "--img-size")),
+                       help="inference resolution joined where a model's training resolution was not measured (default: the measured one nearest to it)")
+    group.add_argument("--max-latency-ms", metavar="MS", type=argtype(positive_float("--max-latency-ms")), help="largest latency p50 in ms (default: no limit)")
+    group.add_argument("--max-memory", dest="max_memory_bytes", metavar="SIZE", type=argtype(_memory),
+                       help="largest peak inference memory: 512MiB, 2GiB or bytes (default: no limit)")
+    group.add_argument("--min-top1", metavar="PCT", type=argtype(_percent), help="smallest top-1 in %%, in (0, 100] (default: none)")
+    group.add_argument("--target-top1", metavar="PCT", type=argtype(_percent),
+                       help="top-1 in %% that the data-efficiency table asks each curve to reach (default: 90%% of the curve's own best)")
+
+
+def report_options(args: argparse.Namespace) -> ReportOptions:
+    """The :class:`ReportOptions` of parsed arguments; options the namespace lacks take their defaults."""
+    return ReportOptions(**{f.name: getattr(args, f.name, None) for f in fields(ReportOptions)})
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 100:  # NaN fails too
+        raise SettingError(f"must be a percentage in (0, 100], got {text!r}")
+    return value
+
+
+def _memory(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else byte_size(text)  # a bare number is bytes
+    if value <= 0:
+        raise SettingError(f"must be a size above zero (512MiB, 2GiB or bytes), got {text!r}")
+    return value
+
+
+def write_report(runs: Sequence[Run], out: Path, options: ReportOptions | None = None) -> ReportResult:
+    """Write report.md, report.csv, deployment.csv and the PNGs for ``runs`` into ``out`` (created if needed).
+
+    ``options`` pick the inference configuration joined to the trained models and the constraints
+    (default: none). A device or batch size in them that no successful inference case has is a
+    :class:`RunError` naming those that exist, raised before anything is written.
+    """
+    options = options or ReportOptions()
     if not runs:
         raise ValueError("write_report needs at least one run")
     # Only a shard whose cases all skipped holds no case: it adds nothing to a report.
     if not any(run.cases for run in runs):
         raise RunError(f"{', '.join(r.source for r in runs)}: no cases to report (a shard whose cases all skipped); report the merged run")
     runs = [run for run in runs if run.cases]
-    out.mkdir(parents=True, exist_ok=True)
     result = ReportResult()
     frame = cases_frame(runs)
     labels = {m: f"[M{i + 1}]" for i, m in enumerate(dict.fromkeys(frame["machine"]))}
     ok = frame[frame["status"] == "ok"]
+    choice = transfer.choose_inference(ok, options, labels)
+    points = transfer.train_points(ok, runs)
+    deployment = transfer.deployment_frame(points, choice, options)
+    out.mkdir(parents=True, exist_ok=True)
     lines = ["# backbone-bench report", "", "Runs: " + ", ".join(f"`{r.source}`" for r in runs), "", "Machines:", ""]
     lines += [f"- {tag} `{m}`" for m, tag in labels.items()] + ["", "## Inference", ""]
     lines += _inference_tables(ok, labels) or ["No successful inference cases.", ""]
     lines += ["## Accuracy by training-subset size", ""] + (_accuracy_tables(ok, labels) or ["No successful train cases.", ""])
+    lines += ["## Data efficiency", ""] + transfer.efficiency_tables(points, options)
+    lines += ["## Deployment: top-1 within the latency and memory budget", ""] + transfer.deployment_tables(deployment, choice, options)
     lines += ["## Batch plans", "", "Largest batch within the memory budget: estimated from two probe batches, and found by search.", ""]
     lines += _plan_tables(ok, labels) or ["No successful plan cases.", ""]
     lines += ["## Plots", ""]
-    plots: dict[str, Callable[[Path], str | None]] = {"accuracy_vs_subset.png": lambda p: _plot_accuracy(ok, p), "latency_vs_accuracy.png": lambda p: _plot_pareto(ok, p, lines),
-             "peak_memory.png": lambda p: _plot_memory(ok, p)}
-    for name, plot in plots.items():
+    plots = [*transfer.curve_plots(points), *transfer.pareto_plots(deployment, choice, options), ("peak_memory.png", lambda p: _plot_memory(ok, p))]
+    for name, plot in plots:
         reason = plot(out / name)
         if reason:
             result.skipped.append(reason)
@@ -268,7 +254,9 @@ def write_report(runs: Sequence[Run], out: Path) -> ReportResult:
     failed = frame[frame["status"] == "failed"]
     if not failed.empty:
         lines += ["## Failed cases", ""] + [f"- `{r['case_id']}` on {labels[r['machine']]}: {_text(r['error'])}" for _, r in failed.iterrows()]
+    skipped_csv = transfer.write_deployment_csv(deployment, out / "deployment.csv")
+    result.skipped += [skipped_csv] if skipped_csv else []
     write_atomic(out / "report.csv", lambda tmp: frame.to_csv(tmp, index=False))
     write_atomic(out / "report.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8"))
-    result.files[:0] = [out / "report.md", out / "report.csv"]
+    result.files[:0] = [out / "report.md", out / "report.csv", *([] if skipped_csv else [out / "deployment.csv"])]
     return result

@@ -99,12 +99,23 @@ V1_SETTINGS: Mapping[str, Mapping[str, V1Fact]] = {
         "grad_accum": _fixed(1),
         "clip_grad": _fixed(None),
         "edge_profile": _v1_profile,
+        "weights_sha256": _fixed(None),  # every case trained from random weights
     },
     "plan": {
         "num_classes": _key("num_classes", 10),
         "plan_budget_bytes": _key("plan_budget_bytes"),
         "edge_profile": _v1_profile,
     },
+}
+
+
+# Settings added after schema 2, with the value every schema-2 case ran with. HISTORICAL AND
+# FROZEN, like V1_SETTINGS: a schema-2 case gets exactly these, so it stays comparable with a new
+# run that ran the same way.
+ADDED_AFTER_V2: Mapping[str, Mapping[str, object]] = {
+    "inference": {},
+    "train": {"weights_sha256": None},  # schema 2 trained from random weights only
+    "plan": {},
 }
 
 
@@ -165,6 +176,8 @@ def case_settings(record: Record, kind: str, schema: int, options: Record) -> di
     settings = record.get("settings")
     if not isinstance(settings, dict):
         raise RecordError(f"no 'settings' (schema {schema} records every case's settings): {_EDITED}")
+    added = ADDED_AFTER_V2[kind] if schema == 2 else {}
+    expected = tuple(key for key in expected if key not in added)
     missing, extra = [k for k in expected if k not in settings], [k for k in settings if k not in expected]
     if missing or extra:
         wrong = "; ".join(part for part in (f"missing {', '.join(missing)}" if missing else "", f"unknown {', '.join(extra)}" if extra else "") if part)
@@ -172,7 +185,8 @@ def case_settings(record: Record, kind: str, schema: int, options: Record) -> di
     digest = settings_digest(settings)
     if record.get("settings_digest") != digest:
         raise RecordError(f"settings_digest {record.get('settings_digest')!r} is not the digest of its settings ({digest}): {_EDITED}")
-    return {key: settings[key] for key in expected}
+    filled = {**settings, **added}
+    return {key: filled[key] for key in KINDS[kind].settings}
 
 
 _EDITED = "the file was hand-edited or written by another version of backbone-bench; restore it from git or re-run the suite"

@@ -114,24 +114,27 @@ def plan_case(backbone: str, inference: tuple[int, int], train: tuple[int, int],
             "params": {"case": cid}, "param": cid, "extra_info": extra, "options": {}, "stats": _stats([12.0])}
 
 
-# Schema 2: the settings each kind records (harness.contract.KINDS[kind].settings), as a default
+# Schema 3: the settings each kind records (harness.contract.KINDS[kind].settings), as a default
 # session on the Xeon resolves them: 4 threads, 1 s of rounds, no edge profile, no power sampling.
 SETTINGS: dict[str, dict[str, Any]] = {
     "inference": {"num_classes": 10, "threads": 4, "bench_time_s": 1.0, "edge_profile": None, "power": False},
     "train": {"threads": 4, "seeds": 3, "epochs": 3, "optimizer": "sgd", "lr": 0.025, "weight_decay": 5e-5, "label_smoothing": 0.1,
-              "augment": ["standard"], "early_stop": None, "val_fraction": None, "grad_accum": 1, "clip_grad": None, "edge_profile": None},
+              "augment": ["standard"], "early_stop": None, "val_fraction": None, "grad_accum": 1, "clip_grad": None, "edge_profile": None,
+              "weights_sha256": None},
     "plan": {"num_classes": 10, "plan_budget_bytes": 512 * 2**20, "edge_profile": None},
 }
 
 
-def with_settings(bench: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    """A copy of ``bench`` whose record carries schema 2's settings (the kind's defaults, ``changes``
-    applied) and their digest."""
+def with_settings(bench: dict[str, Any], *, schema: int = 3, **changes: Any) -> dict[str, Any]:
+    """A copy of ``bench`` whose record carries the settings of ``schema`` (2 or 3: the kind's
+    defaults, ``changes`` applied) and their digest."""
     from harness.contract import settings_digest  # imported here: `python synth.py` runs without the package
+    from harness.results.schema import ADDED_AFTER_V2
 
     bench = copy.deepcopy(bench)
     extra = bench["extra_info"]
-    extra["settings"] = {**SETTINGS[extra["kind"]], **changes}
+    added = ADDED_AFTER_V2[extra["kind"]] if schema == 2 else {}
+    extra["settings"] = {k: v for k, v in {**SETTINGS[extra["kind"]], **changes}.items() if k not in added}
     extra["settings_digest"] = settings_digest(extra["settings"])
     return bench
 
@@ -140,10 +143,11 @@ def make_run(benchmarks: list[dict[str, Any]], key: str = CPU_KEY, failed: list[
              **machine: Any) -> dict[str, Any]:
     """A run document as the plugin writes it: ``machine`` overrides machine_info keys; ``failed``
     entries (benchmark dicts) go under ``backbone_bench.failed`` without stats, as failed cases do.
-    ``schema=2`` gives every record without settings the defaults of :data:`SETTINGS`."""
+    ``schema >= 2`` gives every record without settings the defaults of :data:`SETTINGS` (without
+    the keys schema 3 added, for 2)."""
     if schema >= 2:
-        benchmarks = [b if "settings" in b["extra_info"] else with_settings(b) for b in benchmarks]
-        failed = [f if "settings" in f["extra_info"] else with_settings(f) for f in failed or []]
+        benchmarks = [b if "settings" in b["extra_info"] else with_settings(b, schema=schema) for b in benchmarks]
+        failed = [f if "settings" in f["extra_info"] else with_settings(f, schema=schema) for f in failed or []]
     cuda = key == CUDA_KEY
     info = {
         "node": "bench-01", "processor": "x86_64", "machine": "x86_64", "python_implementation": "CPython",

@@ -1,0 +1,185 @@
+"""The frozen-feature protocols of the train kind: ``linear`` (a linear head) and ``knn`` (k-nearest
+neighbours) on a backbone's features.
+
+Features of each whole split are extracted once per (backbone and weights, dataset, split,
+resolution, precision, device type) and cached on disk (:mod:`harness.data.features`); a case's
+subset indexes into them, so every other subset, seed and protocol that needs the same features
+reads them back instead of running the backbone again. Pretrained weights give one set of features
+for every seed; random weights (a baseline, said so in the record) give one per seed, since the
+initialisation is the seed's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from harness.cases import CaseSpec
+from harness.config.settings import Settings
+from harness.data.augment import SCRATCH_MEAN, SCRATCH_STD
+from harness.data.features import FeatureCache, FeatureKey, Features
+from harness.data.subsets import class_counts, parse_subset, subset_indices
+from harness.data.types import TensorSplit
+from harness.devices import synchronize
+from harness.measure.classification import macro_f1, per_class_accuracy, summarize_seeds, topk_accuracy
+from harness.measure.probes import KNN_K, KNN_TEMPERATURE, LINEAR_L2, LINEAR_MAX_ITER, fit_linear, knn_scores
+from harness.measure.recipes import autocast_dtype
+from harness.measure.training import EVAL_BATCH, TrainResult
+from harness.weights import WeightsRef, create_model, locate, preprocess_of
+
+RANDOM_WEIGHTS_NOTE = "{protocol} on random weights: a baseline for pretrained features, not a transfer"
+
+
+def probe_settings(protocol: str) -> dict[str, object]:
+    """The train kind's recipe settings for a frozen-feature protocol: the probe's fixed choices
+    (in ``optimizer`` and ``weight_decay``), nothing of a network's training."""
+    if protocol == "linear":
+        optimizer, decay = f"lbfgs max_iter={LINEAR_MAX_ITER}", LINEAR_L2
+    elif protocol == "knn":
+        optimizer, decay = f"knn k={KNN_K} T={KNN_TEMPERATURE}", None
+    else:
+        raise ValueError(f"{protocol!r} is not a frozen-feature protocol (linear, knn)")
+    return {"epochs": None, "optimizer": optimizer, "lr": None, "weight_decay": decay, "label_smoothing": None, "augment": None,
+            "early_stop": None, "val_fraction": None, "grad_accum": None, "clip_grad": None}
+
+
+def dataset_identity(spec: CaseSpec, options: Settings) -> str:
+    """What the cached features were read from: a registered name, or an image folder's resolved path."""
+    from harness.data.imagefolder import resolve_folder
+    from harness.data.registry import IMAGEFOLDER_PREFIX, default_data_root
+
+    name = str(spec.dataset)
+    if not name.startswith(IMAGEFOLDER_PREFIX):
+        return name
+    base = options.data_root if options.data_root is not None else default_data_root()
+    return IMAGEFOLDER_PREFIX + str(resolve_folder(name[len(IMAGEFOLDER_PREFIX):], base).resolve())
+
+
+class _Extractor:
+    """The features of one split for one set of weights: from the cache, or by running the backbone once."""
+
+    def __init__(self, spec: CaseSpec, options: Settings, held_size: int) -> None:
+        self.spec, self.options = spec, options
+        self.device = torch.device(spec.device)
+        self.cache = FeatureCache(options.feature_cache)
+        self.ref = spec.weights or WeightsRef(spec.backbone)
+        stats = preprocess_of(self.ref)
+        self.mean, self.std = (stats.mean, stats.std) if spec.weights is not None else (SCRATCH_MEAN, SCRATCH_STD)
+        self.resolved = locate(self.ref, download=options.download) if spec.weights is not None else None
+        self.dataset = dataset_identity(spec, options)
+        self.held_size = held_size
+        self.amp = autocast_dtype(spec.precision, self.device)
+        self._model: torch.nn.Module | None = None
+        self._model_seed: int | None = None
+
+    def key(self, split: str, init_seed: int | None) -> FeatureKey:
+        return FeatureKey(
+            backbone=self.spec.backbone_name, weights_sha256=self.resolved.sha256 if self.resolved else None, init_seed=init_seed,
+            dataset=self.dataset, split=split, held_size=self.held_size, img_size=self.spec.img_size, mean=self.mean, std=self.std,
+            precision=self.spec.precision, device_type=self.device.type,
+        )
+
+    def features(self, split_name: str, split: TensorSplit, init_seed: int | None) -> Features:
+        key = self.key(split_name, init_seed)
+        cached = self.cache.get(key, labels=split.labels.cpu())
+        if cached is not None:
+            return cached
+        return self.cache.get_or_extract(key, self._backbone(init_seed), split, device=self.device, batch_size=EVAL_BATCH, autocast_dtype=self.amp)
+
+    def _backbone(self, init_seed: int | None) -> torch.nn.Module:
+        """The pooled-feature model (``num_classes=0``), built only when some split is not cached."""
+        if self._model is None or self._model_seed != init_seed:
+            torch.manual_seed(0 if init_seed is None else init_seed)
+            model, _ = create_model(self.ref, num_classes=0, img_size=self.spec.img_size, download=self.options.download)
+            self._model, self._model_seed = model.to(self.device).eval(), init_seed
+        return self._model
+
+
+def run_frozen_case(spec: CaseSpec, options: Settings, train_split: TensorSplit, test_split: TensorSplit) -> dict[str, Any]:
+    """Every seed of a ``linear`` or ``knn`` case on cached features; the flat record of the train kind.
+
+    Raises ``WeightsUnavailable`` (a skip) before any feature is extracted when the weights are not
+    cached offline.
+    """
+    extractor = _Extractor(spec, options, held_size=int(train_split.images.shape[-1]))
+    subset = parse_subset(str(spec.subset))
+    pretrained = spec.weights is not None
+    results: list[TrainResult] = []
+    cache_use: dict[str, list[str]] = {"train": [], "test": []}
+    feature_s: list[float] = []
+    fit_s: list[float] = []
+    counts: dict[str, int] = {}
+    wall = time.perf_counter()
+    for seed in range(options.seeds):
+        init_seed = None if pretrained else seed
+        if pretrained and seed > 0:  # one set of features serves every seed
+            seed_feature_s = 0.0
+        else:
+            train_f, test_f = extractor.features("train", train_split, init_seed), extractor.features("test", test_split, init_seed)
+            cache_use["train"].append("hit" if train_f.hit else "miss")
+            cache_use["test"].append("hit" if test_f.hit else "miss")
+            seed_feature_s = train_f.seconds + test_f.seconds
+        feature_s.append(seed_feature_s)
+        indices = subset_indices(train_split.labels, subset, seed=seed, num_classes=train_split.num_classes, dataset=str(spec.dataset))
+        counts = class_counts(train_split.labels, indices, train_split.classes)
+        x, y = train_f.take(indices)
+        device = extractor.device
+        start = time.perf_counter()
+        if spec.protocol == "linear":
+            probe = fit_linear(x, y, train_split.num_classes, device=device)
+            fit_s.append(probe.seconds)
+            start = time.perf_counter()
+            scores = probe.logits(test_f.features.to(device)).float().cpu()
+        else:
+            scores = knn_scores(x.to(device), y.to(device), test_f.features.to(device), train_split.num_classes).float().cpu()
+        synchronize(device)
+        eval_s = time.perf_counter() - start
+        labels = test_f.labels
+        results.append(TrainResult(
+            top1=topk_accuracy(scores, labels, k=1), top5=topk_accuracy(scores, labels, k=5), macro_f1=macro_f1(scores, labels),
+            per_class_acc=per_class_accuracy(scores, labels), curve=[], curve_split="test", epochs_to_target=None,
+            train_time_s=fit_s[-1] if fit_s else 0.0, train_ips=0.0, peak_train_mem_bytes=0, epochs_run=0, best_epoch=0,
+            eval_time_s=eval_s,
+        ))
+    wall = time.perf_counter() - wall
+    summary = summarize_seeds(results)
+    record: dict[str, Any] = {
+        **spec.identity(),
+        "num_classes": train_split.num_classes,
+        "status": "ok",
+        "train_size": int(sum(counts.values())),
+        "test_size": len(test_split),
+        "class_counts": counts,
+        "seeds": list(range(options.seeds)),
+        "top1": summary["top1_mean"],
+        "top5": summary["top5_mean"],
+        "macro_f1": summary["macro_f1_mean"],
+        "top1_std": summary["top1_std"],
+        "top1_per_seed": summary["top1_per_seed"],
+        "per_class_acc": results[-1].per_class_acc,
+        "probe": _probe_keys(spec.protocol),
+        "pretrained": pretrained,
+        "feature_dim": int(train_f.features.shape[1]),
+        "feature_cache": cache_use,
+        "feature_files": [str(train_f.path), str(test_f.path)],
+        "feature_time_s": sum(feature_s) / len(feature_s),
+        "eval_time_s": sum(r.eval_time_s for r in results) / len(results),
+        "held_img_size": extractor.held_size,
+        "case_wall_s": wall,
+    }
+    if fit_s:
+        record["train_time_s"] = sum(fit_s) / len(fit_s)
+    if extractor.resolved is not None:
+        r = extractor.resolved
+        record.update(weights_file=str(r.path), weights_source=r.source, weights_sha256=r.sha256)
+    else:
+        record["note"] = RANDOM_WEIGHTS_NOTE.format(protocol=spec.protocol)
+    return record
+
+
+def _probe_keys(protocol: str) -> dict[str, object]:
+    if protocol == "linear":
+        return {"head": "multinomial logistic regression on standardised features", "solver": "lbfgs", "l2": LINEAR_L2, "max_iter": LINEAR_MAX_ITER}
+    return {"head": "weighted k-NN on L2-normalised features (cosine)", "k": KNN_K, "temperature": KNN_TEMPERATURE}

@@ -1,0 +1,408 @@
+"""Pretrained weights for backbone names: timm tags (``resnet50.a1_in1k``) and own checkpoints (``resnet18@PATH``).
+
+Offline first: a tag's file is looked up, never fetched, in the Hugging Face hub cache (``$HF_HUB_CACHE``,
+else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``, read at call time), then in timm's torch-hub
+cache; ``download=True`` opts in to fetching. An own checkpoint (``.safetensors``, ``.pth``, ``.pt``,
+``.bin``) is read by timm's ``load_state_dict``: ``state_dict``/``model`` wrappers and ``module.``
+prefixes are fine, EMA weights win when present. The sha256 of the file loaded is part of comparability.
+Transfer always starts from a fresh classifier; every other tensor comes from the file.
+Preprocessing: a tag's pretrained cfg; an own file the architecture's default cfg, overridden key by key
+by a sidecar ``PATH.json`` (``{"mean": [..], "std": [..], "input_size": 32, "interpolation": "bilinear"}``);
+random weights the suite's from-scratch 0.5/0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from harness.contract import suggest, unknown
+from harness.models import BackboneUnsupported, UnknownBackbone, check_runs, create_backbone
+
+FILE_SEP = "@"
+SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+# timm's and huggingface_hub's order: safetensors (no pickle) first, then the legacy pickle.
+HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+SIDECAR_KEYS = ("mean", "std", "input_size", "interpolation")
+SIDECAR_FORMAT = '{"mean": [r, g, b], "std": [r, g, b] > 0, "input_size": N > 0, "interpolation": "bilinear" | "bicubic" | "nearest"}'
+_SHOWN_TAGS = 8  # tags shown for an unknown tag: enough to see the naming scheme, few enough for one line
+_SHOWN_KEYS = 3  # keys shown per kind in a mismatch: enough to recognise the architecture the file was trained as
+
+
+class UnknownWeights(ValueError):
+    """An unknown tag, a missing or unreadable own file, or a name that cannot be read; the message has the fix."""
+
+
+class WeightsUnavailable(RuntimeError):
+    """A valid tag not cached offline (a skip): the message names every place looked and the fetch command."""
+
+
+class WeightsMismatch(ValueError):
+    """A checkpoint whose tensors do not fit the architecture, counted."""
+
+
+@dataclass(frozen=True)
+class WeightsRef:
+    """What weights a backbone starts from: a timm tag, an own file (absolute), or neither (random)."""
+
+    arch: str
+    tag: str | None = None
+    file: Path | None = None
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether any weights are loaded."""
+        return self.tag is not None or self.file is not None
+
+    @property
+    def label(self) -> str | None:
+        """The tag, or the file's stem as ``[A-Za-z0-9_]+``; ``None`` for random weights."""
+        if self.file is not None:
+            return re.sub(r"[^A-Za-z0-9_]+", "_", self.file.stem).strip("_") or "file"
+        return self.tag
+
+    @property
+    def name(self) -> str:
+        """``resnet50.a1_in1k``, ``resnet18@digits04`` or ``resnet18``: safe in a test id."""
+        return f"{self.arch}{FILE_SEP}{self.label}" if self.file else f"{self.arch}.{self.tag}" if self.tag else self.arch
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The normalisation, training side and resize interpolation the weights expect."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: int
+    interpolation: str
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """The file a :class:`WeightsRef` loads, its sha256 and where it was found."""
+
+    ref: WeightsRef
+    path: Path
+    sha256: str
+    source: str  # "hf-cache" | "timm-cache" | "file" | "download"
+
+
+def parse_backbone(token: str) -> WeightsRef:
+    """``resnet50`` (random), ``resnet50.a1_in1k`` (timm tag) or ``resnet18@PATH`` (own checkpoint).
+
+    Raises :class:`~harness.models.UnknownBackbone` for an unknown architecture, :class:`UnknownWeights`
+    for an unknown tag, a missing file or a name that cannot be read."""
+    import timm
+
+    head, sep, path = token.strip().partition(FILE_SEP)
+    arch, dot, tag = head.partition(".")  # timm architectures hold no '.': the first one starts the tag
+    if not arch or (sep and not path.strip()) or (dot and not tag):
+        raise UnknownWeights(f"cannot read backbone {token!r}: write ARCH, ARCH.TAG (a timm pretrained tag) or ARCH{FILE_SEP}PATH (own checkpoint)")
+    if not timm.is_model(arch):
+        raise UnknownBackbone(f"unknown backbone {arch!r}{suggest(arch, timm.list_models())}; valid: any timm model (timm.list_models())")
+    if sep and dot:
+        raise UnknownWeights(f"{token!r} names a tag and a file; the file replaces the tag: write {arch}{FILE_SEP}{path.strip()}")
+    if sep:
+        # Absolute and normalised, symlinks kept: timm picks its safetensors reader by the suffix,
+        # and a link (`latest.safetensors`, an HF snapshot) may resolve to a blob without one.
+        file = Path(os.path.normpath(Path(path.strip()).expanduser().absolute()))
+        if file.suffix not in SUFFIXES:
+            raise UnknownWeights(f"{file}: a checkpoint file ends in {', '.join(SUFFIXES)}; write {arch}{FILE_SEP}PATH with one")
+        if not file.is_file():
+            raise UnknownWeights(f"no checkpoint file {file}; write {arch}{FILE_SEP}PATH with an existing checkpoint file")
+        return WeightsRef(arch, file=file)
+    if not dot:
+        return WeightsRef(arch)
+    known = timm.list_pretrained(f"{arch}.*")
+    if not known:
+        raise UnknownWeights(f"unknown pretrained tag '{arch}.{tag}': timm has no pretrained weights for {arch}; "
+                             f"write {arch} (random weights) or {arch}{FILE_SEP}PATH (own checkpoint)")
+    if f"{arch}.{tag}" not in known:
+        shown = ", ".join(known[:_SHOWN_TAGS]) + (", …" if len(known) > _SHOWN_TAGS else "")
+        raise UnknownWeights(f"unknown pretrained tag '{arch}.{tag}'{suggest(f'{arch}.{tag}', timm.list_pretrained())}; "
+                             f"timm lists {len(known)} tags for {arch}: {shown}")
+    return WeightsRef(arch, tag=tag)
+
+
+def preprocess_of(ref: WeightsRef) -> Preprocess:
+    """The mean/std, side and interpolation ``ref``'s weights were trained with (see the module docstring)."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    from timm.models import get_pretrained_cfg
+
+    from harness.data.augment import SCRATCH_MEAN, SCRATCH_STD
+
+    cfg = get_pretrained_cfg(f"{ref.arch}.{ref.tag}" if ref.tag else ref.arch)
+    side = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224  # 224: timm's own default cfg side
+    if not ref.pretrained:  # resized by the suite's own (bilinear) harness.data.augment.prepare
+        return Preprocess(SCRATCH_MEAN, SCRATCH_STD, side, "bilinear")
+    mean, std = (cfg.mean, cfg.std) if cfg is not None else (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    base = Preprocess(_rgb(mean), _rgb(std), side, cfg.interpolation if cfg is not None else "bicubic")
+    return _with_sidecar(base, ref.file) if ref.file is not None else base
+
+
+def _rgb(values: Sequence[float]) -> tuple[float, float, float]:
+    red, green, blue = values
+    return float(red), float(green), float(blue)
+
+
+def _with_sidecar(base: Preprocess, file: Path) -> Preprocess:
+    sidecar = file.with_name(file.name + ".json")
+    if not sidecar.is_file():
+        return base
+    try:
+        data = json.loads(sidecar.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        changes: dict[str, Any] = {key: _sidecar_value(key, value) for key, value in data.items()}
+    except (OSError, ValueError) as exc:
+        raise UnknownWeights(f"{sidecar}: {exc}; it holds some of {SIDECAR_FORMAT}") from exc
+    return dataclasses.replace(base, **changes)
+
+
+def _sidecar_value(key: str, value: Any) -> Any:
+    numbers = isinstance(value, list) and len(value) == 3 and all(type(x) in (int, float) for x in value)
+    if (key == "mean" and numbers) or (key == "std" and numbers and min(value) > 0):
+        return _rgb(value)
+    if (key == "input_size" and type(value) is int and value > 0) or (key == "interpolation" and value in INTERPOLATIONS):
+        return value
+    raise ValueError(f"{key} {value!r} is not valid" if key in SIDECAR_KEYS else unknown("key", key, SIDECAR_KEYS))
+
+
+def _hf_cache_dir() -> Path:
+    # huggingface_hub freezes its cache constants at import; read the same variables now instead.
+    env = os.environ
+    home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface")
+    return Path(os.path.expanduser(env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE") or os.path.join(home, "hub")))
+
+
+def _sources(ref: WeightsRef) -> tuple[str, tuple[str, ...], str, Path | None]:
+    """A tag's HF repo (or ""), the files to look for in it, its url (or "") and that url's torch-hub cache path."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(f"{ref.arch}.{ref.tag}")
+    if cfg is None:
+        raise UnknownWeights(f"unknown pretrained tag '{ref.arch}.{ref.tag}'; see timm.list_pretrained('{ref.arch}.*')")
+    files = ((cfg.hf_hub_filename,) if cfg.hf_hub_filename else HF_FILENAMES) if cfg.hf_hub_id else ()
+    # A custom_load url holds a foreign format (JAX .npz) only the model's own loader reads; every such
+    # tag is on the HF hub in native form too (timm 1.0.31), so only that one is looked for.
+    url = cfg.url if isinstance(cfg.url, str) and not cfg.custom_load else ""
+    return cfg.hf_hub_id or "", files, url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path) if url else None
+
+
+def find_cached(ref: WeightsRef) -> ResolvedWeights | None:
+    """``ref``'s file if it is here (HF cache, then torch-hub cache, or the own file), else ``None``
+    (also for random weights). Offline: never downloads."""
+    if ref.file is not None:
+        return _resolved(ref, ref.file, "file") if ref.file.is_file() else None
+    if ref.tag is None:
+        return None
+    import huggingface_hub
+
+    repo, files, _, hub = _sources(ref)
+    for filename in files:
+        found = huggingface_hub.try_to_load_from_cache(repo, filename, cache_dir=_hf_cache_dir())
+        if isinstance(found, str):  # neither None nor the cache's "known to be absent" marker
+            return _resolved(ref, Path(found), "hf-cache")
+    return _resolved(ref, hub, "timm-cache") if hub is not None and hub.is_file() else None
+
+
+def places_looked(ref: WeightsRef) -> list[str]:
+    """Where :func:`find_cached` looks for ``ref``'s file, for a person to check by hand."""
+    if ref.file is not None or ref.tag is None:
+        return [str(ref.file)] if ref.file else []
+    repo, files, _, hub = _sources(ref)
+    places = [f"{_hf_cache_dir() / ('models--' + repo.replace('/', '--'))} ({', '.join(files)})"] if repo else []
+    return places + ([str(hub)] if hub else [])
+
+
+def fetch_command(ref: WeightsRef) -> str:
+    """The one command that downloads a tag's file into the cache :func:`find_cached` reads."""
+    if ref.tag is None:
+        raise ValueError(f"{ref.name} names no pretrained tag: only a timm tag can be fetched")
+    return f"python -m harness weights --download {ref.name}"
+
+
+def locate(ref: WeightsRef, *, download: bool = False) -> ResolvedWeights:
+    """``ref``'s file: cached, own, or (``download=True`` only) downloaded. Raises :class:`WeightsUnavailable`
+    for a tag not cached, :class:`UnknownWeights` for a missing own file."""
+    if not ref.pretrained:
+        raise ValueError(f"{ref.name} has random weights: there is no file to locate")
+    found = find_cached(ref)
+    if found is not None:
+        return found
+    if ref.file is not None:
+        raise UnknownWeights(f"no checkpoint file {ref.file}; write {ref.arch}{FILE_SEP}PATH with an existing checkpoint file")
+    if download:
+        return _download(ref)
+    raise WeightsUnavailable(f"{ref.name}: not cached; looked in {', '.join(places_looked(ref))}; fetch: {fetch_command(ref)}")
+
+
+def _download(ref: WeightsRef) -> ResolvedWeights:
+    import huggingface_hub
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    repo, files, url, hub = _sources(ref)
+    try:
+        for filename in files:
+            try:
+                path = huggingface_hub.hf_hub_download(repo, filename, cache_dir=_hf_cache_dir())
+            except RemoteEntryNotFoundError:  # the repo holds the other format
+                continue
+            return _resolved(ref, Path(path), "download")
+        if hub is not None and not repo:
+            hub.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(hub), progress=False)
+            return _resolved(ref, hub, "download")
+    except OSError as exc:  # huggingface_hub's HTTP and offline errors are OSErrors too
+        raise WeightsUnavailable(f"{ref.name}: download failed ({exc}); looked in {', '.join(places_looked(ref))}") from exc
+    raise WeightsUnavailable(f"{ref.name}: none of {', '.join(places_looked(ref))} could be downloaded")
+
+
+def _resolved(ref: WeightsRef, path: Path, source: str) -> ResolvedWeights:
+    return ResolvedWeights(ref, path, sha256_file(path), source)
+
+
+def sha256_file(path: Path) -> str:
+    """The file's sha256, hashed once per (resolved path, size, mtime): a rewritten file is hashed again."""
+    real = Path(path).resolve()
+    stat = real.stat()
+    return _sha256(str(real), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)  # a session loads a few dozen checkpoints: 256 never evicts a live one
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def create_model(ref: WeightsRef, *, num_classes: int, img_size: int, download: bool = False) -> tuple[nn.Module, ResolvedWeights | None]:
+    """Build ``ref`` for ``img_size`` with a fresh ``num_classes`` head (0: pooled features), in eval mode.
+
+    Weights load through timm, so its checkpoint filters run (a ViT's position embedding is resampled to
+    ``img_size``); an own file's keys are checked first. Raises WeightsUnavailable, WeightsMismatch,
+    UnknownWeights or BackboneUnsupported."""
+    if not ref.pretrained:
+        return create_backbone(ref.arch, num_classes=num_classes, img_size=img_size), None
+    resolved = locate(ref, download=download)
+    if ref.file is not None:
+        _check_keys(_build(ref, None, num_classes, img_size), resolved.path, ref.arch)
+    model = _build(ref, resolved.path, num_classes, img_size)
+    model.eval()
+    check_runs(model, ref.arch, img_size)
+    return model, resolved
+
+
+def _build(ref: WeightsRef, path: Path | None, num_classes: int, img_size: int) -> nn.Module:
+    import timm
+
+    kwargs: dict[str, Any] = {"num_classes": num_classes}
+    if path is not None:
+        # With `file` set, timm loads that file and touches no network (_resolve_pretrained_source).
+        # num_classes=-1 (timm's "unknown") equals no head size, so load_pretrained always drops the
+        # checkpoint's classifier, even when the class counts agree: transfer starts from a fresh head.
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path), "num_classes": -1})
+    name = f"{ref.arch}.{ref.tag}" if ref.tag else ref.arch
+    try:
+        try:
+            model: nn.Module = timm.create_model(name, img_size=img_size, **kwargs)
+        except TypeError as exc:  # resolution-agnostic models refuse img_size, as in create_backbone
+            if "img_size" not in str(exc):
+                raise
+            model = timm.create_model(name, **kwargs)
+    except (AssertionError, ValueError, RuntimeError) as exc:
+        if path is not None and isinstance(exc, RuntimeError) and "loading state_dict" in str(exc):
+            raise WeightsMismatch(_load_error(ref, path, exc)) from exc
+        raise BackboneUnsupported(f"{ref.arch} cannot be built for {img_size}px input: {_first_line(exc)}") from exc
+    return model
+
+
+def check_fits(ref: WeightsRef) -> None:
+    """Refuse an own checkpoint whose keys are not ``ref.arch``'s (:class:`WeightsMismatch` with the
+    counts), without building real weights: the option parser calls it, so a file for another
+    architecture stops the session before any case runs. Tags and random weights pass."""
+    if ref.file is None:
+        return
+    import timm
+
+    try:
+        with torch.device("meta"):  # the keys only: no memory, no initialisation cost
+            model = timm.create_model(ref.arch, num_classes=1)
+    except Exception:  # a model whose __init__ computes on real tensors: build it for real (the check is the same)
+        model = timm.create_model(ref.arch, num_classes=1)
+    _check_keys(model, ref.file, ref.arch)
+
+
+def _check_keys(model: nn.Module, path: Path, arch: str) -> None:
+    from timm.models import load_state_dict
+
+    try:
+        state = load_state_dict(str(path))
+    except Exception as exc:  # each reader fails its own way (pickle, zip, safetensors header): not a checkpoint
+        raise UnknownWeights(f"{path} is not a readable checkpoint ({_first_line(exc)}); "
+                             f"write {arch}{FILE_SEP}PATH with a state dict saved by torch.save or safetensors") from exc
+    names = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
+    heads = {f"{n}.{p}" for n in ((names,) if isinstance(names, str) else names) for p in ("weight", "bias")}
+    want, have = set(model.state_dict()) - heads, set(state) - heads
+    if want != have:
+        def count(keys: set[str], what: str) -> str:  # sorted: a file keeps no meaningful order
+            return f"{len(keys)} {what} keys" + (f" (e.g. {', '.join(sorted(keys)[:_SHOWN_KEYS])})" if keys else "")
+
+        raise WeightsMismatch(f"{path} does not fit {arch}: {count(want - have, 'missing')}, {count(have - want, 'unexpected')}; "
+                              f"name the architecture it was trained as: ARCH{FILE_SEP}{path}")
+
+
+def _load_error(ref: WeightsRef, path: Path, exc: RuntimeError) -> str:
+    # torch's first line names the class; the reasons follow, one a line: count the shape ones, show the first.
+    reasons = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()] or [_first_line(exc)]
+    sizes = [line for line in reasons if line.startswith("size mismatch for ")]
+    detail = f"{len(sizes)} tensors differ in shape ({sizes[0].rstrip('.')})" if sizes else reasons[0][:200]  # 200: one line
+    fix = (f"name the architecture it was trained as: ARCH{FILE_SEP}{path}" if ref.file is not None
+           else f"the cached file is not {ref.name}'s: delete it and run {fetch_command(ref)}")
+    return f"{path} does not fit {ref.arch}: {detail}; {fix}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``weights`` verb to ``python -m harness``'s subparsers."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "weights", help="show where pretrained weights are cached (fetch them with --download)",
+        description="One line per NAME: where its weights file is and its sha256, or where it was looked for and how to fetch it.")
+    parser.add_argument("names", nargs="+", metavar="NAME", help=f"ARCH.TAG (a timm pretrained tag) or ARCH{FILE_SEP}PATH (own checkpoint)")
+    parser.add_argument("--download", action="store_true", help="fetch tags that are not cached (default: look offline only)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """One line per name; 0 when every file is here (or was downloaded), 1 when some is not. Bad names raise ValueError."""
+    refs = [parse_backbone(name) for name in args.names]  # every name is checked before any is looked up
+    for ref in refs:
+        if not ref.pretrained:
+            raise UnknownWeights(f"{ref.name} names no weights: write {ref.arch}.TAG (see timm.list_pretrained('{ref.arch}.*')) "
+                                 f"or {ref.arch}{FILE_SEP}PATH")
+    missing = 0
+    for ref in refs:
+        try:
+            found = locate(ref, download=args.download)
+            print(f"{ref.name}: {found.source} {found.path} sha256 {found.sha256[:12]}…")  # 12 hex tell files apart by eye
+        except WeightsUnavailable as exc:
+            print(exc)
+            missing += 1
+    return 1 if missing else 0
