@@ -19,9 +19,10 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
+from harness.results.deployment import choose_inference, deployment_frame, deployment_tables
 from harness.results.report import ReportOptions, add_report_arguments, cases_frame, pareto_front, report_options, write_report
 from harness.results.runs import Run, RunError, read_run_file
-from harness.results.transfer import choose_inference, deployment_frame, deployment_tables, mean_over_log_size, train_points
+from harness.results.transfer import mean_over_log_size, train_points
 
 DATA = Path(__file__).parent / "data"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -291,7 +292,7 @@ def test_report_options_default_when_the_namespace_lacks_them() -> None:
 
 
 def test_dataset_file_names_are_sanitised_and_never_clash() -> None:
-    from harness.results.transfer import _stems
+    from harness.results.transfer import file_stems
 
-    assert _stems(["a/b", "a:b", "cifar10", "imagefolder:/data/bins", "../"]) == {
+    assert file_stems(["a/b", "a:b", "cifar10", "imagefolder:/data/bins", "../"]) == {
         "../": "dataset", "a/b": "a_b", "a:b": "a_b-2", "cifar10": "cifar10", "imagefolder:/data/bins": "imagefolder_data_bins"}

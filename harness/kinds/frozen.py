@@ -23,7 +23,8 @@ from harness.data.features import FeatureCache, FeatureKey, Features
 from harness.data.subsets import class_counts, parse_subset, subset_indices
 from harness.data.types import TensorSplit
 from harness.devices import synchronize
-from harness.measure.classification import macro_f1, per_class_accuracy, summarize_seeds, topk_accuracy
+from harness.kinds.train import case_keys, seed_keys
+from harness.measure.classification import macro_f1, per_class_accuracy, topk_accuracy
 from harness.measure.probes import KNN_K, KNN_TEMPERATURE, LINEAR_L2, LINEAR_MAX_ITER, fit_linear, knn_scores
 from harness.measure.recipes import autocast_dtype
 from harness.measure.training import EVAL_BATCH, TrainResult
@@ -144,21 +145,9 @@ def run_frozen_case(spec: CaseSpec, options: Settings, train_split: TensorSplit,
             eval_time_s=eval_s,
         ))
     wall = time.perf_counter() - wall
-    summary = summarize_seeds(results)
     record: dict[str, Any] = {
-        **spec.identity(),
-        "num_classes": train_split.num_classes,
-        "status": "ok",
-        "train_size": int(sum(counts.values())),
-        "test_size": len(test_split),
-        "class_counts": counts,
-        "seeds": list(range(options.seeds)),
-        "top1": summary["top1_mean"],
-        "top5": summary["top5_mean"],
-        "macro_f1": summary["macro_f1_mean"],
-        "top1_std": summary["top1_std"],
-        "top1_per_seed": summary["top1_per_seed"],
-        "per_class_acc": results[-1].per_class_acc,
+        **case_keys(spec, train_split, test_split, counts, options.seeds),
+        **seed_keys(results),
         "probe": _probe_keys(spec.protocol),
         "pretrained": pretrained,
         "feature_dim": int(train_f.features.shape[1]),

@@ -212,13 +212,7 @@ def _train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, te
     wall = time.perf_counter() - wall
     last = results[-1]
     return {
-        **spec.identity(),
-        "num_classes": train_split.num_classes,
-        "status": "ok",
-        "train_size": int(sum(counts.values())),
-        "test_size": len(test_split),
-        "class_counts": counts,
-        "seeds": list(range(options.seeds)),
+        **case_keys(spec, train_split, test_split, counts, options.seeds),
         "epochs": recipe.epochs,
         "optimizer": recipe.optimizer,
         "lr": recipe.lr,
@@ -229,8 +223,7 @@ def _train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, te
         "held_img_size": int(train_split.images.shape[-1]),
         **loaded,
         **_world_keys(spec, recipe, world.size),
-        **_contract_keys(summarize_seeds(results)),
-        "per_class_acc": last.per_class_acc,
+        **seed_keys(results),
         "epochs_to_target": last.epochs_to_target,
         "epochs_run": last.epochs_run,
         "train_time_s": sum(r.train_time_s for r in results) / len(results),
@@ -242,6 +235,33 @@ def _train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, te
         "curve_images": last.curve_images,
         "case_wall_s": wall,
         **int8,
+    }
+
+
+def case_keys(spec: CaseSpec, train: TensorSplit, test: TensorSplit, counts: dict[str, int], seeds: int) -> dict[str, Any]:
+    """The record keys every protocol's case starts with: identity, data, seeds."""
+    return {
+        **spec.identity(),
+        "num_classes": train.num_classes,
+        "status": "ok",
+        "train_size": int(sum(counts.values())),
+        "test_size": len(test),
+        "class_counts": counts,
+        "seeds": list(range(seeds)),
+    }
+
+
+def seed_keys(results: list[TrainResult]) -> dict[str, Any]:
+    """The seed summary under the JSON contract's names (``top1`` is the mean over seeds), and the
+    last seed's per-class accuracy."""
+    summary = summarize_seeds(results)
+    return {
+        "top1": summary["top1_mean"],
+        "top5": summary["top5_mean"],
+        "macro_f1": summary["macro_f1_mean"],
+        "top1_std": summary["top1_std"],
+        "top1_per_seed": summary["top1_per_seed"],
+        "per_class_acc": results[-1].per_class_acc,
     }
 
 
@@ -278,15 +298,4 @@ def _world_keys(spec: CaseSpec, recipe: Recipe, world_size: int) -> dict[str, An
         "backend": device_backend(spec.device) if distributed else None,
         # Pooled over ranks under torchrun (harness.distributed.pool_batchnorm), as in one process.
         "batchnorm": BATCHNORM_WHOLE_BATCH,
-    }
-
-
-def _contract_keys(summary: dict[str, Any]) -> dict[str, Any]:
-    """The seed summary under the JSON contract's names (``top1`` is the mean over seeds)."""
-    return {
-        "top1": summary["top1_mean"],
-        "top5": summary["top5_mean"],
-        "macro_f1": summary["macro_f1_mean"],
-        "top1_std": summary["top1_std"],
-        "top1_per_seed": summary["top1_per_seed"],
     }

@@ -167,12 +167,7 @@ def default_recipe(family: Family, **overrides: Any) -> Recipe:
 
     If ``lr`` is not overridden it is scaled to the (possibly overridden) ``batch_size``.
     """
-    if family not in FAMILIES:
-        raise ValueError(unknown("family", family, FAMILIES))
-    _check_keys(overrides)
-    # 128 images per step: 1-4 GPU robotics setups and <300k-image sets; keeps >= 10 steps per
-    # epoch even on the 1347-image digits split so the per-step schedule is not too coarse.
-    batch_size = int(overrides.get("batch_size", 128))
+    batch_size = _batch_size(family, overrides)
     base: dict[str, Any]
     if family == "cnn":
         base = dict(
@@ -199,6 +194,20 @@ def default_recipe(family: Family, **overrides: Any) -> Recipe:
         )
     # 100 epochs: small sets need many passes from scratch; benchmarks override per dataset.
     base.update(epochs=100, batch_size=batch_size, label_smoothing=0.1)  # 0.1 = Szegedy et al. 2016 / timm default
+    return _with_overrides(base, overrides)
+
+
+def _batch_size(family: Family, overrides: dict[str, Any]) -> int:
+    """The recipe's batch (the overrides' or 128), once ``family`` and the override names are checked."""
+    if family not in FAMILIES:
+        raise ValueError(unknown("family", family, FAMILIES))
+    _check_keys(overrides)
+    # 128 images per step: 1-4 GPU robotics setups and <300k-image sets; keeps >= 10 steps per
+    # epoch even on the 1347-image digits split so the per-step schedule is not too coarse.
+    return int(overrides.get("batch_size", 128))
+
+
+def _with_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> Recipe:
     base.update(overrides)
     if "warmup_epochs" not in overrides:
         # Short runs (smoke, --epochs 2) keep the warm-up inside the first quarter of training.
@@ -211,10 +220,7 @@ def finetune_recipe(family: Family, **overrides: Any) -> Recipe:
 
     If ``lr`` is not overridden it is scaled to the (possibly overridden) ``batch_size``.
     """
-    if family not in FAMILIES:
-        raise ValueError(unknown("family", family, FAMILIES))
-    _check_keys(overrides)
-    batch_size = int(overrides.get("batch_size", 128))
+    batch_size = _batch_size(family, overrides)
     base: dict[str, Any] = dict(
         # AdamW for every family: the optimiser of timm's and BiT/DeiT-style fine-tuning recipes,
         # and one setting that behaves across CNN and ViT features alike.
@@ -234,10 +240,7 @@ def finetune_recipe(family: Family, **overrides: Any) -> Recipe:
         batch_size=batch_size,
         label_smoothing=0.1,
     )
-    base.update(overrides)
-    if "warmup_epochs" not in overrides:
-        base["warmup_epochs"] = min(base["warmup_epochs"], base["epochs"] / 4)
-    return Recipe(**base)
+    return _with_overrides(base, overrides)
 
 
 def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:

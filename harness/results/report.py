@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from harness.config.parsers import SettingError, argtype, byte_size, positive_float, positive_int
 from harness.contract import kind_metrics
-from harness.results import transfer
+from harness.results import deployment, transfer
 from harness.results.runs import Run, RunError
 from harness.results.storage import write_atomic
 from harness.results.transfer import MIB, ReportOptions, md_table, num, pareto_front, save_png, top1_text
@@ -229,20 +229,20 @@ def write_report(runs: Sequence[Run], out: Path, options: ReportOptions | None =
     frame = cases_frame(runs)
     labels = {m: f"[M{i + 1}]" for i, m in enumerate(dict.fromkeys(frame["machine"]))}
     ok = frame[frame["status"] == "ok"]
-    choice = transfer.choose_inference(ok, options, labels)
+    choice = deployment.choose_inference(ok, options, labels)
     points = transfer.train_points(ok, runs)
-    deployment = transfer.deployment_frame(points, choice, options)
+    rows = deployment.deployment_frame(points, choice, options)
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# backbone-bench report", "", "Runs: " + ", ".join(f"`{r.source}`" for r in runs), "", "Machines:", ""]
     lines += [f"- {tag} `{m}`" for m, tag in labels.items()] + ["", "## Inference", ""]
     lines += _inference_tables(ok, labels) or ["No successful inference cases.", ""]
     lines += ["## Accuracy by training-subset size", ""] + (_accuracy_tables(ok, labels) or ["No successful train cases.", ""])
     lines += ["## Data efficiency", ""] + transfer.efficiency_tables(points, options)
-    lines += ["## Deployment: top-1 within the latency and memory budget", ""] + transfer.deployment_tables(deployment, choice, options)
+    lines += ["## Deployment: top-1 within the latency and memory budget", ""] + deployment.deployment_tables(rows, choice, options)
     lines += ["## Batch plans", "", "Largest batch within the memory budget: estimated from two probe batches, and found by search.", ""]
     lines += _plan_tables(ok, labels) or ["No successful plan cases.", ""]
     lines += ["## Plots", ""]
-    plots = [*transfer.curve_plots(points), *transfer.pareto_plots(deployment, choice, options), ("peak_memory.png", lambda p: _plot_memory(ok, p))]
+    plots = [*transfer.curve_plots(points), *deployment.pareto_plots(rows, choice, options), ("peak_memory.png", lambda p: _plot_memory(ok, p))]
     for name, plot in plots:
         reason = plot(out / name)
         if reason:
@@ -254,7 +254,7 @@ def write_report(runs: Sequence[Run], out: Path, options: ReportOptions | None =
     failed = frame[frame["status"] == "failed"]
     if not failed.empty:
         lines += ["## Failed cases", ""] + [f"- `{r['case_id']}` on {labels[r['machine']]}: {_text(r['error'])}" for _, r in failed.iterrows()]
-    skipped_csv = transfer.write_deployment_csv(deployment, out / "deployment.csv")
+    skipped_csv = deployment.write_deployment_csv(rows, out / "deployment.csv")
     result.skipped += [skipped_csv] if skipped_csv else []
     write_atomic(out / "report.csv", lambda tmp: frame.to_csv(tmp, index=False))
     write_atomic(out / "report.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8"))
