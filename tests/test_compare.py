@@ -310,6 +310,15 @@ def test_other_threads_are_not_comparable_and_get_no_metric_verdict() -> None:
     assert all(r.note.startswith("settings differ (threads 1 → 2)") for r in forced.rows)
 
 
+def test_other_weights_under_the_same_tag_are_not_comparable() -> None:
+    """The same id (tag) with another file: the sha256 setting differs, so no accuracy verdict."""
+    base = _v2(_train([63.5, 64.1, 63.8]), weights_sha256="a" * 64)
+    cur = _v2(_train([51.6, 52.0, 51.7]), weights_sha256="b" * 64)
+    comparison = compare_runs(base, cur, DEFAULTS)
+    assert [(r.verdict, r.note) for r in comparison.rows] == [("not comparable", f"weights_sha256 {'a' * 64} → {'b' * 64}")]
+    assert comparison.exit_code == 2
+
+
 def test_other_epochs_on_a_train_case_are_not_comparable() -> None:
     base = _v2(_train([63.5, 64.1, 63.8]), epochs=10)
     cur = _v2(_train([61.6, 62.0, 61.7]), epochs=2, lr=0.05)

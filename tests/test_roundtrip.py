@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from harness.contract import KIND_NAMES, RUNTIMES
+from tests.projects import write_project
 
 # One worker builds the project once: with `pytest -n 2 --dist loadgroup` (pytest.ini) the whole
 # module runs in the same xdist worker instead of each worker re-running the minute-long setup.
 pytestmark = pytest.mark.xdist_group("roundtrip")
 ROOT = Path(__file__).resolve().parents[1]
-CONFTEST = 'pytest_plugins = ["harness.plugin", "fixtures.recording", "fixtures.inference", "fixtures.train", "fixtures.plan"]\n'
 # resnet10t at 32 px is the smallest registry-shaped CNN timm has: every runtime, a training
 # case on 500 digits and a 64 MiB batch plan run in about a minute on 2 cores.
 MATRIX = (
@@ -55,11 +55,7 @@ class Project:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    path = tmp_path_factory.mktemp("roundtrip")
-    (path / "conftest.py").write_text(CONFTEST)
-    (path / "pytest.ini").write_text("[pytest]\naddopts = --strict-markers --benchmark-storage=file://baselines\n")
-    for source in (ROOT / "benchmarks").glob("test_*.py"):
-        (path / source.name).write_text(source.read_text())
+    path = write_project(tmp_path_factory.mktemp("roundtrip"))
     project = Project(path)
     first = project.pytest(*MATRIX, "--benchmark-save=every", "--benchmark-json=every.json")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]

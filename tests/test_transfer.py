@@ -26,10 +26,10 @@ from harness.data.registry import held_size
 from harness.distributed import World
 from harness.kinds.train import batch_for
 from harness.matrix import train_cases
+from tests.projects import write_project
 
 pytestmark = pytest.mark.xdist_group("transfer")
 ROOT = Path(__file__).resolve().parents[1]
-CONFTEST = 'pytest_plugins = ["harness.plugin", "fixtures.recording", "fixtures.inference", "fixtures.train", "fixtures.plan"]\n'
 TAG = "resnet10t.c3_in1k"  # a real timm tag of the architecture; the test's own weights stand in for it
 
 
@@ -117,11 +117,7 @@ MATRIX = ("-m", "train", "--protocols", "scratch,finetune,linear,knn", "--subset
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    path = tmp_path_factory.mktemp("transfer")
-    (path / "conftest.py").write_text(CONFTEST)
-    (path / "pytest.ini").write_text("[pytest]\naddopts = --strict-markers --benchmark-storage=file://baselines\n")
-    for source in (ROOT / "benchmarks").glob("test_*.py"):
-        (path / source.name).write_text(source.read_text())
+    path = write_project(tmp_path_factory.mktemp("transfer"))
     project = Project(path)
     _digits_folders(project.target)
     _pretrain(project.weights)
