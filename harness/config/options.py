@@ -60,7 +60,7 @@ def _int(what: str) -> Callable[[str], int]:
 OPTIONS: tuple[Option, ...] = (
     # The matrix: every value is a case axis.
     Option("backbones", "backbones", p.parse_backbones, "all", "NAMES", "registry names, groups (cnn, transformer, hybrid, edge, all) or any timm model name; training cases also take weights: a timm pretrained tag (resnet50.a1_in1k) or a checkpoint file (resnet18@PATH)"),
-    Option("img-sizes", "img_sizes", p.int_list("img-sizes"), "32", "PX", "input resolutions; 32 is CIFAR-native, 224 the deployment size; training uses the first"),
+    Option("img-sizes", "img_sizes", p.int_list("img-sizes"), "32", "PX", "input resolutions; 32 is CIFAR-native, 224 the deployment size; training uses the first unless --train-img-sizes is given"),
     Option("batch-sizes", "batch_sizes", p.int_list("batch-sizes"), "1,32", "N", "inference batch sizes"),
     Option("devices", "devices", p.parse_devices, "auto", "DEVICES", "cpu, cuda, cuda:N, mps, or auto (every available one)"),
     Option("precisions", "precisions", p.choice_list("precision", PRECISIONS), "fp32", "P", f"{', '.join(PRECISIONS)} (where the device supports them)"),
