@@ -92,7 +92,8 @@ def resolve_backbones(tokens: list[str]) -> list[str]:
     with its absolute path).
 
     Raises :class:`UnknownBackbone` naming close matches for anything unknown, and
-    :class:`harness.weights.UnknownWeights` for an unknown tag or a missing file.
+    :class:`harness.weights.UnknownWeights` for an unknown tag or a missing file (`WeightsMismatch` for a
+    checkpoint of another architecture).
     """
     import timm
 
@@ -122,10 +123,15 @@ def resolve_backbones(tokens: list[str]) -> list[str]:
 
 
 def weights_token(token: str) -> str:
-    """The canonical spelling of a backbone with weights: ``arch.tag`` or ``arch@/absolute/path``."""
-    from harness.weights import parse_backbone
+    """The canonical spelling of a backbone with weights: ``arch.tag`` or ``arch@/absolute/path``.
+
+    A checkpoint file whose keys are not the architecture's raises
+    :class:`harness.weights.WeightsMismatch` here, so the option parser refuses it before any case runs.
+    """
+    from harness.weights import check_fits, parse_backbone
 
     ref = parse_backbone(token)
+    check_fits(ref)
     if ref.file is not None:
         return f"{ref.arch}@{ref.file}"
     return f"{ref.arch}.{ref.tag}" if ref.tag else ref.arch

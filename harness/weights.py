@@ -298,8 +298,7 @@ def create_model(ref: WeightsRef, *, num_classes: int, img_size: int, download: 
     if not ref.pretrained:
         return create_backbone(ref.arch, num_classes=num_classes, img_size=img_size), None
     resolved = locate(ref, download=download)
-    if ref.file is not None:
-        _check_keys(_build(ref, None, num_classes, img_size), resolved.path, ref.arch)
+    check_fits(ref)  # an own file's keys, on a weightless (meta) copy of the architecture
     model = _build(ref, resolved.path, num_classes, img_size)
     model.eval()
     check_runs(model, ref.arch, img_size)

@@ -96,12 +96,10 @@ def parse_devices(text: str) -> list[str]:
 def parse_backbones(text: str) -> list[str]:
     """Registry names, groups and timm model names (see :func:`harness.models.resolve_backbones`)."""
     from harness.models import UnknownBackbone, resolve_backbones
-    from harness.weights import UnknownWeights, WeightsMismatch, check_fits, parse_backbone
+    from harness.weights import UnknownWeights, WeightsMismatch
 
     try:
         names = resolve_backbones(split_list(text))
-        for name in names:
-            check_fits(parse_backbone(name))  # a checkpoint of another architecture: refused before any case runs
     except (UnknownBackbone, UnknownWeights, WeightsMismatch) as exc:
         raise SettingError(str(exc)) from None
     if not names:
