@@ -58,6 +58,7 @@ __all__ = [
     "DatasetUnavailable",
     "clear_cache",
     "dataset_names",
+    "dataset_source",
     "default_data_root",
     "load_split",
 ]
@@ -81,6 +82,19 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
+def dataset_source(name: str, root: Path | None = None) -> str:
+    """What ``name`` reads: a registered name as it is, ``imagefolder:PATH`` as the folder's resolved
+    path (a relative PATH is under ``root``, default ``default_data_root()``), so two spellings of
+    one folder are one source."""
+    if not name.startswith(IMAGEFOLDER_PREFIX):
+        return name
+    path_text = name[len(IMAGEFOLDER_PREFIX) :]
+    if not path_text:
+        raise ValueError(f"{name!r} names no folder; write '{IMAGEFOLDER_PREFIX}PATH' (e.g. imagefolder:/data/robot_images)")
+    base = Path(root).expanduser() if root is not None else default_data_root()
+    return IMAGEFOLDER_PREFIX + str(resolve_folder(path_text, base).resolve())
+
+
 def load_split(
     name: str,
     split: Literal["train", "test"],
@@ -101,16 +115,15 @@ def load_split(
     split = check_split(split)  # type: ignore[assignment]
     check_img_size(img_size)
     base = Path(root).expanduser() if root is not None else default_data_root()
-    is_folder = name.startswith(IMAGEFOLDER_PREFIX)
+    source = dataset_source(name, base)
+    is_folder = source.startswith(IMAGEFOLDER_PREFIX)
     if is_folder:
         path_text = name[len(IMAGEFOLDER_PREFIX) :]
-        if not path_text:
-            raise ValueError(f"{name!r} names no folder; write '{IMAGEFOLDER_PREFIX}PATH' (e.g. imagefolder:/data/robot_images)")
-        where = str(resolve_folder(path_text, base).resolve())
+        where = source[len(IMAGEFOLDER_PREFIX) :]
     else:
         info = dataset_info(name)
         where = str(base.resolve())
-    key: _CacheKey = (name if not is_folder else IMAGEFOLDER_PREFIX + where, split, where, img_size, verify_checksums)
+    key: _CacheKey = (source, split, where, img_size, verify_checksums)
     if key in _CACHE:
         return _CACHE[key]
     if is_folder:

@@ -248,13 +248,18 @@ class FeatureCache:
                        batch_size: int, autocast_dtype: torch.dtype | None) -> Features:
         """The features of ``split`` under ``key``: read from the cache when a matching file exists,
         else extracted with :func:`extract` and saved atomically (replacing any bad file)."""
-        labels = split.labels.cpu()
-        cached = self.get(key, labels=labels)
+        cached = self.get(key, labels=split.labels.cpu())
         if cached is not None:
             return cached
+        return self.extract_and_save(key, model, split, device=device, batch_size=batch_size, autocast_dtype=autocast_dtype)
+
+    def extract_and_save(self, key: FeatureKey, model: torch.nn.Module, split: TensorSplit, *, device: torch.device,
+                         batch_size: int, autocast_dtype: torch.dtype | None) -> Features:
+        """Extract ``split`` with :func:`extract` and save it under ``key`` atomically (replacing any
+        file there); for a caller that already looked the key up with :meth:`get`."""
         features, used, seconds = extract(model, split, key, device=device, batch_size=batch_size, autocast_dtype=autocast_dtype)
         path = self.path_for(key)
-        labels = labels.clone()  # not a view of the split's tensor
+        labels = split.labels.cpu().clone()  # not a view of the split's tensor
         payload = {"features": features, "labels": labels, "key": key.describe(), "batch_size": used, "seconds": seconds}
         write_atomic(path, lambda tmp: torch.save(payload, tmp))
         return Features(features, labels, key, False, seconds, path, used)

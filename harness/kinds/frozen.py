@@ -18,7 +18,7 @@ import torch
 
 from harness.cases import CaseSpec
 from harness.config.settings import Settings
-from harness.data.augment import SCRATCH_MEAN, SCRATCH_STD
+from harness.data.datasets import dataset_source
 from harness.data.features import FeatureCache, FeatureKey, Features
 from harness.data.subsets import class_counts, parse_subset, subset_indices
 from harness.data.types import TensorSplit
@@ -46,18 +46,6 @@ def probe_settings(protocol: str) -> dict[str, object]:
             "early_stop": None, "val_fraction": None, "grad_accum": None, "clip_grad": None}
 
 
-def dataset_identity(spec: CaseSpec, options: Settings) -> str:
-    """What the cached features were read from: a registered name, or an image folder's resolved path."""
-    from harness.data.imagefolder import resolve_folder
-    from harness.data.registry import IMAGEFOLDER_PREFIX, default_data_root
-
-    name = str(spec.dataset)
-    if not name.startswith(IMAGEFOLDER_PREFIX):
-        return name
-    base = options.data_root if options.data_root is not None else default_data_root()
-    return IMAGEFOLDER_PREFIX + str(resolve_folder(name[len(IMAGEFOLDER_PREFIX):], base).resolve())
-
-
 class _Extractor:
     """The features of one split for one set of weights: from the cache, or by running the backbone once."""
 
@@ -66,10 +54,10 @@ class _Extractor:
         self.device = torch.device(spec.device)
         self.cache = FeatureCache(options.feature_cache)
         self.ref = spec.weights or WeightsRef(spec.backbone)
-        stats = preprocess_of(self.ref)
-        self.mean, self.std = (stats.mean, stats.std) if spec.weights is not None else (SCRATCH_MEAN, SCRATCH_STD)
+        stats = preprocess_of(self.ref)  # random weights: the suite's from-scratch normalisation
+        self.mean, self.std = stats.mean, stats.std
         self.resolved = locate(self.ref, download=options.download) if spec.weights is not None else None
-        self.dataset = dataset_identity(spec, options)
+        self.dataset = dataset_source(str(spec.dataset), options.data_root)  # a folder by its resolved path
         self.held_size = held_size
         self.amp = autocast_dtype(spec.precision, self.device)
         self._model: torch.nn.Module | None = None
@@ -84,10 +72,10 @@ class _Extractor:
 
     def features(self, split_name: str, split: TensorSplit, init_seed: int | None) -> Features:
         key = self.key(split_name, init_seed)
-        cached = self.cache.get(key, labels=split.labels.cpu())
+        cached = self.cache.get(key, labels=split.labels.cpu())  # looked up before the backbone is built
         if cached is not None:
             return cached
-        return self.cache.get_or_extract(key, self._backbone(init_seed), split, device=self.device, batch_size=EVAL_BATCH, autocast_dtype=self.amp)
+        return self.cache.extract_and_save(key, self._backbone(init_seed), split, device=self.device, batch_size=EVAL_BATCH, autocast_dtype=self.amp)
 
     def _backbone(self, init_seed: int | None) -> torch.nn.Module:
         """The pooled-feature model (``num_classes=0``), built only when some split is not cached."""

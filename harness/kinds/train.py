@@ -19,7 +19,6 @@ import torch
 from harness.cases import CaseSpec
 from harness.config.settings import Settings
 from harness.contract import FEATURE_PROTOCOLS
-from harness.data.augment import SCRATCH_MEAN, SCRATCH_STD
 from harness.data.datasets import load_split
 from harness.data.registry import held_size
 from harness.data.subsets import SubsetError, class_counts, parse_subset, split_validation, subset_indices
@@ -52,7 +51,7 @@ def recipe_for(spec: CaseSpec, options: Settings, seed: int, batch_size: int | N
     from harness.weights import WeightsRef, preprocess_of
 
     dataset = str(spec.dataset)
-    preprocess = preprocess_of(spec.weights or WeightsRef(spec.backbone))
+    preprocess = preprocess_of(spec.weights or WeightsRef(spec.backbone))  # random weights: the from-scratch 0.5/0.5
     finetune = spec.protocol == "finetune"
     chosen: dict[str, Any] = {
         "batch_size": spec.batch_size if batch_size is None else batch_size,
@@ -61,8 +60,8 @@ def recipe_for(spec: CaseSpec, options: Settings, seed: int, batch_size: int | N
         "seed": seed,
         "hflip": dataset not in NO_HFLIP,
         "img_size": spec.img_size,
-        "mean": preprocess.mean if spec.weights is not None else SCRATCH_MEAN,
-        "std": preprocess.std if spec.weights is not None else SCRATCH_STD,
+        "mean": preprocess.mean,
+        "std": preprocess.std,
     }
     epochs = options.epochs or DEFAULT_EPOCHS.get(dataset)
     if epochs is not None or not finetune:
