@@ -24,7 +24,7 @@ from harness.cases import CaseSpec
 from harness.config.options import default_settings
 from harness.data.registry import held_size
 from harness.distributed import World
-from harness.kinds.train import batch_for
+from harness.kinds.train import batch_for, recipe_for
 from harness.matrix import train_cases
 from tests.projects import write_project
 
@@ -244,12 +244,13 @@ def test_splits_are_held_small_and_resized_on_the_device(dataset: str, img_size:
 
 def test_a_subset_smaller_than_the_batch_trains_at_its_own_size() -> None:
     spec = next(c.spec for c in train_cases(default_settings(backbones=["resnet18"], subsets=["full"], devices=["cpu"])))
-    settings = default_settings()
-    assert batch_for(spec, settings, 1347, World()) == 128 and batch_for(spec, settings, 100, World()) == 100
-    assert batch_for(spec, settings, 101, World(rank=0, size=2)) == 100  # two ranks split it evenly
-    assert batch_for(spec, default_settings(augment=("standard", "mixup")), 25, World()) == 24  # mixup pairs images
+    recipe = recipe_for(spec, default_settings(), seed=0)
+    assert batch_for(recipe, 1347, World(), "full") == 128 and batch_for(recipe, 100, World(), "full") == 100
+    assert batch_for(recipe, 101, World(rank=0, size=2), "full") == 100  # two ranks split it evenly
+    mixup = recipe_for(spec, default_settings(augment=("standard", "mixup")), seed=0)
+    assert batch_for(mixup, 25, World(), "full") == 24  # mixup pairs images
     from harness.data.subsets import SubsetError
 
     with pytest.raises(SubsetError, match="use a larger subset"):
-        batch_for(spec, settings, 1, World(rank=0, size=2))
+        batch_for(recipe, 1, World(rank=0, size=2), "full")
     assert isinstance(spec, CaseSpec)

@@ -123,19 +123,18 @@ def load_case_splits(spec: CaseSpec, options: Settings, world: World) -> tuple[T
     return train_split, test_split
 
 
-def batch_for(spec: CaseSpec, options: Settings, train_images: int, world: World) -> int:
-    """The global batch the case trains at: its own, or, for a subset smaller than it, the largest
-    batch the subset fills that the ranks, gradient accumulation and mixing can split.
+def batch_for(recipe: Recipe, train_images: int, world: World, subset: str) -> int:
+    """The global batch a case trains at: the recipe's, or, for a subset smaller than it, the
+    largest batch the subset fills that the ranks, gradient accumulation and mixing can split.
 
     Raises :class:`SubsetError` when the subset cannot fill even the smallest such batch.
     """
-    if train_images >= spec.batch_size:
-        return spec.batch_size
-    recipe = recipe_for(spec, options, seed=0)
+    if train_images >= recipe.batch_size:
+        return recipe.batch_size
     step = world.size * recipe.grad_accum_steps * (2 if {"mixup", "cutmix"} & set(recipe.augment) else 1)
     batch = train_images // step * step
     if batch < 1:
-        raise SubsetError(f"{spec.subset} leaves {train_images} training image(s), fewer than one step of {step} "
+        raise SubsetError(f"{subset} leaves {train_images} training image(s), fewer than one step of {step} "
                           f"({world.size} process(es) x grad_accum {recipe.grad_accum_steps}); use a larger subset")
     return batch
 
@@ -185,7 +184,7 @@ def _train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, te
         counts = class_counts(train_split.labels, indices, train_split.classes)
         recipe = recipe_for(spec, options, seed)
         kept = split_validation(indices, train_split.labels, fraction=recipe.val_fraction, seed=seed)[0] if recipe.val_fraction else indices
-        batch = batch_for(spec, options, len(kept), world)
+        batch = batch_for(recipe, len(kept), world, str(spec.subset))
         if batch != recipe.batch_size:
             recipe = recipe_for(spec, options, seed, batch_size=batch)
         torch.manual_seed(seed)  # the model's random initialisation (the new head's, from pretrained weights), per seed
