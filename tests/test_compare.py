@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
 import json
 import math
 import subprocess
@@ -23,11 +22,7 @@ from harness.results.compare import Tolerance, compare_runs, parse_tolerances
 from harness.results.gate import gate_run
 from harness.results.noise import ALPHA
 from harness.results.runs import Run, RunError
-
-_spec = importlib.util.spec_from_file_location("bb_synth", Path(__file__).parent / "data" / "synth.py")
-assert _spec is not None and _spec.loader is not None
-synth = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(synth)
+from tests.data import synth
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parents[1]

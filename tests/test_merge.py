@@ -5,7 +5,6 @@ the fix, before anything is written."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
 import shutil
@@ -27,12 +26,9 @@ from harness.results.merge import MergeError, merge_runs
 from harness.results.records import CaseResult, build_run
 from harness.results.runs import Run, RunError, load_run
 from harness.results.storage import dumps, save_run
+from tests.data import synth
 
 DATA = Path(__file__).parent / "data"
-_spec = importlib.util.spec_from_file_location("bb_synth_merge", DATA / "synth.py")
-assert _spec is not None and _spec.loader is not None
-synth = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(synth)
 KEY = synth.CPU_KEY
 FAILED_ID = "inference/mobilevit_xxs-cpu-bs8-32px-fp32"
 

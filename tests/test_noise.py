@@ -3,9 +3,7 @@ a latency change must clear."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,11 +11,8 @@ import pytest
 from harness.results.compare import compare_runs, parse_tolerances
 from harness.results.noise import HISTORY_MIN, RunNoise, run_noise
 from harness.results.runs import Run
+from tests.data import synth
 
-_spec = importlib.util.spec_from_file_location("bb_synth_noise", Path(__file__).parent / "data" / "synth.py")
-assert _spec is not None and _spec.loader is not None
-synth = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(synth)
 DEFAULTS = parse_tolerances(None)
 
 

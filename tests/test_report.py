@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,13 +12,10 @@ import pytest
 from harness.__main__ import main
 from harness.results.report import cases_frame, pareto_front, write_report
 from harness.results.runs import Run, read_run_file
+from tests.data import synth
 
 DATA = Path(__file__).parent / "data"
 PNG = b"\x89PNG\r\n\x1a\n"
-_spec = importlib.util.spec_from_file_location("bb_synth_report", DATA / "synth.py")
-assert _spec is not None and _spec.loader is not None
-synth = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(synth)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import re
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,10 @@ from harness.results.deployment import choose_inference, deployment_frame, deplo
 from harness.results.report import ReportOptions, add_report_arguments, cases_frame, pareto_front, report_options, write_report
 from harness.results.runs import Run, RunError, read_run_file
 from harness.results.transfer import mean_over_log_size, train_points
+from tests.data import synth
 
 DATA = Path(__file__).parent / "data"
 PNG = b"\x89PNG\r\n\x1a\n"
-_spec = importlib.util.spec_from_file_location("bb_synth_transfer", DATA / "synth.py")
-assert _spec is not None and _spec.loader is not None
-synth = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(synth)
 
 RESNET, MOBILE = "resnet18.a1_in1k", "mobilenetv3_small_100.lamb_in1k"
 SUBSETS = (("1k", 1000), ("2k", 2000), ("8k", 8000))

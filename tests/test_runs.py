@@ -4,7 +4,6 @@ carry their settings, schema 1 runs are read with the settings version 1 ran wit
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -19,13 +18,10 @@ from harness.results.records import CaseResult, build_run
 from harness.results.runs import Run, RunError, load_run, read_run_file, resolve_run_id
 from harness.results.schema import V1_SETTINGS
 from harness.results.storage import save_run
+from tests.data import synth
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("bb_synth_runs", DATA / "synth.py")
-assert _spec is not None and _spec.loader is not None
-synth = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(synth)
 CPU = "Linux-CPython-3.11-64bit-cpu-intel-xeon-platinum-8481c"
 CUDA = "Linux-CPython-3.11-64bit-cuda-nvidia-h100-80gb-hbm3"
 
