@@ -113,3 +113,63 @@ def test_plan_on_a_tiny_cnn_with_the_memory_probe() -> None:
     assert 10 <= searched <= 40
     assert 0.8 <= estimate.max_batch / searched <= 1.25
     assert measure(searched) <= budget < measure(searched + 1)
+
+
+class _StaysPut(nn.Linear):
+    """A model whose ``.to(...)`` is a no-op, so a "cuda" spec runs on a machine without one."""
+
+    def to(self, *args: object, **kwargs: object) -> _StaysPut:
+        return self
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_plan_batches_releases_the_inference_model_before_training_probes(monkeypatch: pytest.MonkeyPatch, device: str) -> None:
+    # On CUDA the training probes read max_memory_allocated, which counts every live
+    # allocation: an inference model still alive would add a copy of the weights to each.
+    import weakref
+
+    from harness.cases import CaseSpec
+    from harness.kinds import plan
+
+    built: list[weakref.ref[nn.Module]] = []
+
+    def create_backbone(name: str, **kwargs: object) -> nn.Module:
+        model = _StaysPut(4, 2)
+        built.append(weakref.ref(model))
+        return model
+
+    inference_models: list[weakref.ref[nn.Module]] = []
+
+    def inference_peak(spec: CaseSpec, batch: int, model: nn.Module | None = None) -> int:
+        assert model is not None
+        inference_models.append(weakref.ref(model))
+        return linear(batch)
+
+    alive_at_train: list[bool] = []
+    emptied: list[str] = []
+    emptied_at_train: list[bool] = []
+
+    def train_peak(spec: CaseSpec, batch: int) -> int:
+        alive_at_train.append(any(ref() is not None for ref in inference_models))
+        emptied_at_train.append(bool(emptied))
+        return linear(batch)
+
+    monkeypatch.setattr(plan, "create_backbone", create_backbone)
+    monkeypatch.setattr(plan, "inference_peak", inference_peak)
+    monkeypatch.setattr(plan, "train_peak", train_peak)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append("empty_cache"))
+    spec = CaseSpec("plan", "fake", "cnn", False, device, 1, 32, "fp32")
+    record = plan.plan_batches(spec, 10_000)
+    assert len(built) == 1 and inference_models  # one model, built for the inference probes
+    # no gc.collect() in the fake: plan_batches itself must leave the model unreferenced
+    assert alive_at_train and not any(alive_at_train), "the inference model was alive during a training probe"
+    # on CUDA the allocator's cache is emptied once, before the first training probe
+    assert emptied == (["empty_cache"] if device == "cuda" else [])
+    assert all(emptied_at_train) == (device == "cuda")
+    # the plan itself is unchanged: linear() fits batch 30 exactly, the estimate plans for 90%
+    for what, least in (("inference", 1), ("train", 2)):
+        assert record[f"plan_{what}_searched_max_batch"] == 30
+        assert record[f"plan_{what}_estimate_fits"] is True
+        assert record[f"plan_{what}_estimated_max_batch"] == 26  # floor((9000 - 1000) / 300)
+        assert record[f"plan_{what}_per_sample_bytes"] == pytest.approx(300.0)
+        assert record[f"plan_{what}_probe_batches"][0] >= least

@@ -214,3 +214,99 @@ def test_polled_sampler_and_energy_per_image() -> None:
     assert energy_per_image_mj(PowerReading(2.0, 0.5, 0.25, "x", 3), 100) == pytest.approx(5.0)
     with pytest.raises(ValueError, match="positive"):
         energy_per_image_mj(reading, 0)
+
+
+# Four GPUs on PCI buses 17, 3B, 86, AF: NVML numbers them in bus order (0..3); CUDA numbers
+# them fastest first (here AF, 86, 17, 3B), and CUDA_VISIBLE_DEVICES picks among CUDA's numbers.
+_NVML_BUSES = ("00000000:17:00.0", "00000000:3B:00.0", "00000000:86:00.0", "00000000:AF:00.0")
+_CUDA_ORDER_BUSES = (0xAF, 0x86, 0x17, 0x3B)
+
+
+def _fake_gpus(monkeypatch: pytest.MonkeyPatch, current: int, visible: str | None, *, bus_ids: bool = True) -> SimpleNamespace:
+    """A fake pynvml (energy per GPU) and fake torch.cuda device queries, installed."""
+    import sys
+
+    import torch
+
+    nvml = _fake_nvml(energy_supported=True)
+    energy_mj = {f"gpu{i}": 1_000_000 * (i + 1) for i in range(len(_NVML_BUSES))}
+    nvml.nvmlDeviceGetHandleByIndex = lambda index: f"gpu{index}"
+    nvml.nvmlDeviceGetTotalEnergyConsumption = lambda handle: energy_mj[handle]
+
+    def by_bus(bus_id: str) -> str:
+        if bus_id not in _NVML_BUSES:
+            raise nvml.NVMLError("Not Found")
+        return f"gpu{_NVML_BUSES.index(bus_id)}"
+
+    nvml.nvmlDeviceGetHandleByPciBusId = by_bus
+    nvml.nvmlDeviceGetIndex = lambda handle: int(handle[3:])
+    nvml.energy_mj = energy_mj
+    ordinals = [int(v) for v in visible.split(",")] if visible is not None else list(range(len(_CUDA_ORDER_BUSES)))
+
+    def properties(index: int) -> SimpleNamespace:
+        bus = _CUDA_ORDER_BUSES[ordinals[index]]
+        return SimpleNamespace(pci_domain_id=0, pci_bus_id=bus, pci_device_id=0) if bus_ids else SimpleNamespace()
+
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
+    return nvml
+
+
+def _energy_read(sampler: object, nvml: SimpleNamespace) -> float:
+    """Energy the sampler reads while every fake GPU spends a different amount (GPU i: i + 1 J)."""
+    assert isinstance(sampler, NvmlSampler)
+    sampler.start()
+    for handle in nvml.energy_mj:
+        nvml.energy_mj[handle] += 1000 * (int(handle[3:]) + 1)
+    return sampler.stop().energy_j
+
+
+def test_pick_sampler_cuda_without_index_reads_the_current_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under xdist the plugin calls torch.cuda.set_device(N) and the case's device stays "cuda".
+    nvml = _fake_gpus(monkeypatch, current=1, visible=None)
+    sampler, reason = pick_sampler("cuda", None)
+    # no CUDA_VISIBLE_DEVICES: torch 1 is CUDA ordinal 1, bus 86, NVML GPU 2 (bus order)
+    assert _energy_read(sampler, nvml) == pytest.approx(3.0), reason
+    assert "torch cuda:1 is NVML GPU 2 (PCI 00000000:86:00.0)" in reason
+
+
+def test_pick_sampler_maps_torch_index_to_nvml_by_pci_bus_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    # NVML ignores CUDA_VISIBLE_DEVICES: torch cuda:2 is CUDA ordinal 0 here, bus AF, NVML GPU 3
+    # (not 2, the torch index, nor 0, the visible ordinal, which holds only in PCI order).
+    nvml = _fake_gpus(monkeypatch, current=0, visible="3,1,0")
+    sampler, reason = pick_sampler("cuda:2", None)
+    assert _energy_read(sampler, nvml) == pytest.approx(4.0), reason
+    assert "torch cuda:2 is NVML GPU 3 (PCI 00000000:AF:00.0)" in reason
+    sampler, reason = pick_sampler("cuda", None)  # current device 0: CUDA ordinal 3, bus 3B, NVML 1
+    assert _energy_read(sampler, nvml) == pytest.approx(2.0), reason
+    with pytest.raises(ValueError, match="cuda:N"):
+        pick_sampler("cuda:x", None)
+
+
+def test_pick_sampler_without_bus_ids_falls_back_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    nvml = _fake_gpus(monkeypatch, current=1, visible="3,1,0", bus_ids=False)
+    # torch's own CUDA_VISIBLE_DEVICES mapping, where this torch has it: torch 1 -> ordinal 1
+    monkeypatch.setattr(torch.cuda, "_get_nvml_device_index", lambda index: [3, 1, 0][index], raising=False)
+    sampler, reason = pick_sampler("cuda", None)
+    assert _energy_read(sampler, nvml) == pytest.approx(2.0), reason
+    assert "no PCI bus id" in reason and "NVML GPU 1 by CUDA_VISIBLE_DEVICES" in reason
+    # neither mapping: the torch index stands for the NVML index, and the reason says so
+    monkeypatch.delattr(torch.cuda, "_get_nvml_device_index", raising=False)
+    sampler, reason = pick_sampler("cuda:2", None)
+    assert _energy_read(sampler, nvml) == pytest.approx(3.0), reason
+    assert "NVML GPU 2 assumed to be torch cuda:2" in reason
+
+    def no_cuda() -> int:
+        raise RuntimeError("Found no NVIDIA driver on your system")
+
+    monkeypatch.setattr(torch.cuda, "current_device", no_cuda)
+    sampler, reason = pick_sampler("cuda", None)
+    assert _energy_read(sampler, nvml) == pytest.approx(1.0), reason
+    assert "Found no NVIDIA driver" in reason and "cuda:0" in reason

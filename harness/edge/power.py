@@ -269,11 +269,63 @@ class RaplSampler:
         return PowerReading(energy_j / duration if duration > 0 else 0.0, energy_j, duration, self.source, 2)
 
 
-def _cuda_index(device: str) -> int:
+def _torch_cuda_index(device: str) -> tuple[int, str]:
+    """The torch index of ``cuda`` / ``cuda:N``, and a note when it had to be assumed.
+
+    ``cuda`` without an index is torch's current device: under xdist the plugin gives each
+    worker its GPU with ``torch.cuda.set_device(N)`` and leaves the case's device ``cuda``.
+    """
     _, _, index = device.partition(":")
     if index and not index.isdigit():
         raise ValueError(f"device {device!r}: write cuda or cuda:N with N a GPU index")
-    return int(index or 0)
+    if index:
+        return int(index), ""
+    try:
+        import torch
+
+        return int(torch.cuda.current_device()), ""
+    except Exception as error:  # a torch without CUDA (AssertionError), no driver (RuntimeError)
+        return 0, f"torch's current device unknown ({type(error).__name__}: {error}); cuda taken as cuda:0"
+
+
+def _pci_bus_id(torch_index: int) -> str:
+    """The PCI bus id of a torch CUDA device, as NVML writes it (``domain:bus:device.function``)."""
+    import torch
+
+    props: Any = torch.cuda.get_device_properties(torch_index)  # pci_* fields: recent torch only, not in its stubs
+    return f"{props.pci_domain_id:08X}:{props.pci_bus_id:02X}:{props.pci_device_id:02X}.0"
+
+
+def nvml_index(device: str, nvml: Any = None) -> tuple[int, str]:
+    """The NVML index of the GPU torch calls ``device``, and how it was found.
+
+    NVML numbers GPUs in PCI bus order and ignores ``CUDA_VISIBLE_DEVICES``; torch numbers the
+    visible GPUs in CUDA's order (fastest first by default). The PCI bus id names the same GPU in
+    both. Without it, torch's own ``CUDA_VISIBLE_DEVICES`` mapping (right when CUDA's order is the
+    bus order), else the torch index itself, and the note says which. ``nvml``: the pynvml
+    module (imported when absent).
+    """
+    index, note = _torch_cuda_index(device)
+    if nvml is None:
+        import pynvml
+
+        nvml = pynvml
+    notes = [note] if note else []
+    try:
+        bus_id = _pci_bus_id(index)
+        nvml.nvmlInit()
+        found = int(nvml.nvmlDeviceGetIndex(nvml.nvmlDeviceGetHandleByPciBusId(bus_id)))
+        return found, "; ".join([*notes, f"torch cuda:{index} is NVML GPU {found} (PCI {bus_id})"])
+    except Exception as error:  # old torch (no pci_* fields), no CUDA, or NVML without this bus id
+        notes.append(f"no PCI bus id match for torch cuda:{index} ({type(error).__name__}: {error})")
+    try:
+        import torch
+
+        mapped = int(torch.cuda._get_nvml_device_index(index))  # private; absent in older torch
+        return mapped, "; ".join([*notes, f"torch cuda:{index} is NVML GPU {mapped} by CUDA_VISIBLE_DEVICES"])
+    except Exception as error:
+        notes.append(f"no CUDA_VISIBLE_DEVICES mapping ({type(error).__name__}: {error})")
+    return index, "; ".join([*notes, f"NVML GPU {index} assumed to be torch cuda:{index}"])
 
 
 def pick_sampler(
@@ -293,7 +345,8 @@ def pick_sampler(
     kind = device.split(":", 1)[0]
     if kind == "cuda":
         try:
-            return NvmlSampler(_cuda_index(device)), "NVML GPU energy (GPU board only, not the host CPU)"
+            index, how = nvml_index(device)
+            return NvmlSampler(index), f"NVML GPU energy (GPU board only, not the host CPU); {how}"
         except (PowerUnavailable, ImportError) as error:
             return None, f"NVML unavailable: {error}"
     if kind == "cpu":
@@ -306,5 +359,5 @@ def pick_sampler(
 
 __all__ = [
     "PowerReading", "PowerSampler", "PowerUnavailable", "PolledSampler", "TegrastatsSampler", "JtopSampler",
-    "NvmlSampler", "RaplSampler", "pick_sampler", "energy_per_image_mj", "integrate", "input_power_mw",
+    "NvmlSampler", "RaplSampler", "pick_sampler", "nvml_index", "energy_per_image_mj", "integrate", "input_power_mw",
 ]

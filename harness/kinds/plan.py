@@ -12,6 +12,7 @@ batch (``harness.edge.planning``).
 from __future__ import annotations
 
 import functools
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -101,30 +102,38 @@ def plan_batches(spec: CaseSpec, budget_bytes: int) -> dict[str, Any]:
     """The plan record: estimate, its check by running it, and the searched maximum, for
     inference and training."""
     record: dict[str, Any] = {**spec.identity(), "status": "ok", "plan_budget_bytes": budget_bytes}
+    device = torch.device(spec.device)
     model = create_backbone(spec.backbone, num_classes=spec.num_classes, img_size=spec.img_size)
-    model = model.to(device=torch.device(spec.device), dtype=DTYPES[spec.precision])
-    peaks: tuple[tuple[str, Callable[[int], int]], ...] = (
-        ("inference", lambda batch: inference_peak(spec, batch, model)),
-        # Training changes the weights: every probed batch trains a freshly built model.
-        ("train", functools.partial(train_peak, spec)),
-    )
-    for what, peak in peaks:
-        measure = functools.cache(peak)  # every batch is measured once
-        least = FIRST_PROBE[what]  # the smallest batch that runs at all (training: 2, for batch norm)
-        probes = growing_probes(measure, least, budget_bytes)
-        fit = estimate_max_batch(measure, int(budget_bytes * HEADROOM), probe_batches=probes)
-        estimate = min(fit.max_batch, BATCH_LIMIT)
-        fits = estimate >= least and measure(estimate) <= budget_bytes  # the estimate, run
-        searched = search_max_batch(measure, budget_bytes, start=max(least, estimate), limit=BATCH_LIMIT, least=least)
-        record.update(
-            {
-                f"plan_{what}_estimated_max_batch": estimate,
-                f"plan_{what}_estimate_fits": fits,
-                f"plan_{what}_searched_max_batch": searched,
-                f"plan_{what}_searched_over_estimate": searched / estimate if estimate else None,
-                f"plan_{what}_per_sample_bytes": fit.per_sample_bytes,
-                f"plan_{what}_fixed_bytes": fit.fixed_bytes,
-                f"plan_{what}_probe_batches": list(probes),
-            }
-        )
+    model = model.to(device=device, dtype=DTYPES[spec.precision])
+    record.update(_plan_one("inference", functools.partial(inference_peak, spec, model=model), budget_bytes))
+    # The training probes read the device's peak of every live allocation (on CUDA,
+    # max_memory_allocated): the inference model must be gone by then, or each probe counts
+    # a second copy of the weights and the training plan comes out low. _plan_one keeps no
+    # reference once it returns (its measure cache dies with it); this drops the last one.
+    del model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    # Training changes the weights: every probed batch trains a freshly built model.
+    record.update(_plan_one("train", functools.partial(train_peak, spec), budget_bytes))
     return record
+
+
+def _plan_one(what: str, peak: Callable[[int], int], budget_bytes: int) -> dict[str, Any]:
+    """The ``plan_{what}_*`` keys: estimate, its check by running it, and the searched maximum."""
+    measure = functools.cache(peak)  # every batch is measured once
+    least = FIRST_PROBE[what]  # the smallest batch that runs at all (training: 2, for batch norm)
+    probes = growing_probes(measure, least, budget_bytes)
+    fit = estimate_max_batch(measure, int(budget_bytes * HEADROOM), probe_batches=probes)
+    estimate = min(fit.max_batch, BATCH_LIMIT)
+    fits = estimate >= least and measure(estimate) <= budget_bytes  # the estimate, run
+    searched = search_max_batch(measure, budget_bytes, start=max(least, estimate), limit=BATCH_LIMIT, least=least)
+    return {
+        f"plan_{what}_estimated_max_batch": estimate,
+        f"plan_{what}_estimate_fits": fits,
+        f"plan_{what}_searched_max_batch": searched,
+        f"plan_{what}_searched_over_estimate": searched / estimate if estimate else None,
+        f"plan_{what}_per_sample_bytes": fit.per_sample_bytes,
+        f"plan_{what}_fixed_bytes": fit.fixed_bytes,
+        f"plan_{what}_probe_batches": list(probes),
+    }
