@@ -25,7 +25,10 @@ from typing import Literal
 # Version 2 added the per-case ``settings`` and ``settings_digest``; version 3 the train setting
 # ``weights_sha256`` (and the identity keys protocol, weights, backbone_name). Older runs are read by
 # filling in the settings they ran with (harness.results.schema).
-SCHEMA_VERSION = 3
+# Version 4 counts training in optimiser steps: the train setting ``epochs`` became ``schedule`` (the
+# rule that sets the steps), ``tune`` (the hyperparameter search) and ``hflip`` (a dataset's flips,
+# an image folder's from its dataset.json) were added.
+SCHEMA_VERSION = 4
 
 # --- vocabularies: each defined here once --------------------------------------------------
 STATUSES = ("ok", "failed")
@@ -133,8 +136,8 @@ _KINDS = (
     Kind("train", "small-data training: accuracy over seeds, convergence, cost",
          ("top1", "top5", "macro_f1", "int8_top1_change_pp", "train_time_s", "eval_time_s", "feature_time_s", "train_ips",
           "peak_train_mem_bytes", "duration_s"),
-         ("threads", "seeds", "epochs", "optimizer", "lr", "weight_decay", "label_smoothing", "augment", "early_stop",
-          "val_fraction", "grad_accum", "clip_grad", "edge_profile", "weights_sha256"), "once"),
+         ("threads", "seeds", "schedule", "optimizer", "lr", "weight_decay", "label_smoothing", "augment", "hflip",
+          "early_stop", "val_fraction", "grad_accum", "clip_grad", "tune", "edge_profile", "weights_sha256"), "once"),
     Kind("plan", "largest inference and training batch under a memory budget",
          ("plan_inference_estimated_max_batch", "plan_inference_searched_max_batch",
           "plan_train_estimated_max_batch", "plan_train_searched_max_batch", "duration_s"),

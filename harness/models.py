@@ -172,3 +172,21 @@ def check_runs(model: nn.Module, name: str, img_size: int) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def feature_map_side(name: str, img_size: int) -> int | None:
+    """The side of ``name``'s final feature map at ``img_size`` px (``None`` for a token model).
+
+    A stride-32 network at 32 px (mobilenetv3, resnet) leaves a 1×1 map: its global pool has one
+    position to pool, and what a larger input would resolve spatially is gone. The map is read off
+    one forward of a zero image through timm's ``forward_features`` (NCHW, or NHWC for swin-style models).
+    """
+    model = create_backbone(name, num_classes=0, img_size=img_size).eval()
+    forward_features = getattr(model, "forward_features", None)
+    if not callable(forward_features):
+        return None
+    with torch.no_grad():
+        out = forward_features(torch.zeros(1, 3, img_size, img_size))
+    if not isinstance(out, torch.Tensor) or out.ndim != 4:
+        return None
+    return int(out.shape[2] if out.shape[1] >= out.shape[3] else out.shape[1])

@@ -268,10 +268,11 @@ def _take_over_saving(config: pytest.Config) -> tuple[str | None, Path | None]:
         save = run_name(save)
     raw_json = getattr(option, "benchmark_json", None)
     json_path: Path | None = None
-    if raw_json is not None:
-        json_path = Path(getattr(raw_json, "name", raw_json))
-        if hasattr(raw_json, "close"):
-            raw_json.close()
+    if isinstance(raw_json, (str, os.PathLike)):  # pytest-benchmark >= 5.3: the path itself
+        json_path = Path(raw_json)
+    elif raw_json is not None:  # before 5.3: a file opened for writing; its .name is the path as given
+        json_path = Path(raw_json.name)
+        raw_json.close()
     for name, off in (("benchmark_save", None), ("benchmark_autosave", False), ("benchmark_json", None)):
         if hasattr(option, name):
             setattr(option, name, off)

@@ -302,21 +302,29 @@ def case_facts(spec: Any, settings: Any, digested: Mapping[str, Any]) -> CaseFac
         backbone=spec.backbone,
         img_size=spec.img_size,
         images=images,
-        epochs=int(digested.get("epochs") or 1),
+        epochs=_passes(digested, images, spec.batch_size),
         seeds=int(digested.get("seeds") or 1),
         bench_time_s=float(settings.bench_time_s),
     )
 
 
-def _training_images(dataset: str, subset: str) -> int:
-    from harness.data.registry import IMAGEFOLDER_PREFIX, dataset_info
-    from harness.data.subsets import parse_subset
+def _passes(digested: Mapping[str, Any], images: int, batch_size: int) -> int:
+    """Passes over the training images the case's schedule makes (its steps x batch / images)."""
+    from harness.measure.schedule import planned_steps
 
-    spec = parse_subset(subset)
-    if dataset.startswith(IMAGEFOLDER_PREFIX):
-        # Its size is known once the folder is read; a folder's subset is usually its point.
+    schedule = digested.get("schedule")
+    if not schedule or not images:
+        return 1
+    steps = planned_steps(str(schedule), images, batch_size)
+    return max(1, round(steps * min(batch_size, images) / images))
+
+
+def _training_images(dataset: str, subset: str) -> int:
+    from harness.data.subsets import parse_subset, planned_size
+
+    size = planned_size(dataset, subset)
+    if size is None:
+        # A folder's size is known once it is read; a folder's subset is usually its point.
+        spec = parse_subset(subset)
         return spec.value if spec.kind == "count" and spec.value else 1000
-    info = dataset_info(dataset)
-    if spec.kind == "full" or not spec.value:
-        return info.train_size
-    return spec.value * info.num_classes if spec.kind == "per_class" else spec.value
+    return size

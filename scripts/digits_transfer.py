@@ -11,8 +11,14 @@
 4. Prints top-1 mean ± std per backbone, protocol and subset, each case's wall time, and which
    feature files each linear/knn case read from the cache.
 
+The transfer cases run the suite's defaults: schedules in optimiser steps by the subset size
+(harness.measure.schedule), LP-FT fine-tuning, and each protocol's hyperparameter chosen on a
+validation split of the subset (harness.measure.selection). They train at batch 32: at 25-300
+images batch 128 is the whole subset, one step an epoch.
+
     python scripts/digits_transfer.py --out /tmp/transfer
-    python scripts/digits_transfer.py --out /tmp/transfer --backbones resnet18 --epochs 10
+    python scripts/digits_transfer.py --out /tmp/transfer --backbones resnet18 --pretrain-epochs 10
+    python scripts/digits_transfer.py --out /tmp/transfer2 --reuse /tmp/transfer   # same folders and weights
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ def write_folders(out: Path) -> None:
                 folder = out / name / split / str(label)
                 folder.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(image[0].numpy()).save(folder / f"{i:04d}.png")  # grey: the loader replicates it to RGB
+        (out / name / "dataset.json").write_text(json.dumps({"hflip": False}))  # a mirrored digit is no digit
 
 
 def pytest(args: list[str]) -> float:
@@ -83,7 +90,7 @@ def latest_run(storage: Path, name: str) -> dict[str, Any]:
 def table(run: dict[str, Any]) -> None:
     rows: dict[tuple[str, str], dict[int, str]] = {}
     sizes: set[int] = set()
-    print("\n| case | wall s | train s | eval s | feature s | feature cache |\n|---|---|---|---|---|---|")
+    print("\n| case | wall s | steps | train s | eval s | feature s | feature cache | chosen per seed |\n|---|---|---|---|---|---|---|---|")
     for bench in run["benchmarks"]:
         e = bench["extra_info"]
         if e["kind"] != "train":
@@ -93,8 +100,10 @@ def table(run: dict[str, Any]) -> None:
             f"{statistics.fmean(seeds):.1f} ± {statistics.stdev(seeds) if len(seeds) > 1 else 0.0:.1f}")
         sizes.add(e["train_size"])
         cache = e.get("feature_cache")
-        print(f"| {e['case_id']} | {e['case_wall_s']:.1f} | {e.get('train_time_s', 0):.2f} | {e.get('eval_time_s', 0):.2f} | "
-              f"{e.get('feature_time_s', 0) or 0:.2f} | {cache or '–'} |")
+        chosen = [{part: c[part]["chosen"] for part in ("head_l2", "lr") if part in c} if "param" not in c else c["chosen"]
+                  for c in e.get("tuning") or []]
+        print(f"| {e['case_id']} | {e['case_wall_s']:.1f} | {e.get('steps', '–')} | {e.get('train_time_s', 0):.2f} | "
+              f"{e.get('eval_time_s', 0):.2f} | {e.get('feature_time_s', 0) or 0:.2f} | {cache or '–'} | {chosen or '–'} |")
     order = sorted(sizes)
     print("\ntop-1 % on digits 5-9 (test: unseen by the pretraining), mean ± std over seeds\n\n| backbone | protocol | "
           + " | ".join(f"{n} images" for n in order) + " |\n|---|---|" + "---|" * len(order))
@@ -106,24 +115,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--backbones", default="resnet18,mobilenetv3_large_100")
-    parser.add_argument("--epochs", type=int, default=20, help="epochs of pretraining, scratch and finetune alike")
+    parser.add_argument("--pretrain-epochs", type=int, default=20, help="epochs of the pretraining on digits 0-4")
     parser.add_argument("--subsets", default="5pc,20pc,60pc", help="digits59 training subsets (per class: 5, 20, 60 images)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--train-batch-size", type=int, default=32)
+    parser.add_argument("--reuse", type=Path, help="an earlier --out: take its image folders and pretrained weights instead of pretraining again")
+    parser.add_argument("--extra", default="", help="more pytest options for the transfer session, e.g. '--tune off' or '--steps 500'")
     args = parser.parse_args()
     out = args.out.resolve()
     if out.exists():
         sys.exit(f"{out} exists; pass a new --out")
     archs = args.backbones.split(",")
-    write_folders(out)
     storage = f"--benchmark-storage=file://{out / 'storage'}"
-    seconds = pytest(["-m", "train", f"--backbones={args.backbones}", f"--dataset=imagefolder:{out / 'digits04'}", "--subsets=full",
-                      f"--epochs={args.epochs}", "--seeds=1", f"--checkpoint-dir={out / 'pretrain'}", storage, "--benchmark-save=pretrain"])
-    print(f"pretraining: {seconds:.0f} s")
-    weights = [f"{arch}@{save_weights(out / 'pretrain', arch, out / 'weights')}" for arch in archs]
+    if args.reuse is not None:
+        data, weights_dir = args.reuse.resolve(), args.reuse.resolve() / "weights"
+        missing = [str(weights_dir / f"{arch}_digits04.safetensors") for arch in archs if not (weights_dir / f"{arch}_digits04.safetensors").is_file()]
+        if missing or not (data / "digits59").is_dir():
+            sys.exit(f"--reuse {data}: needs digits59/ and {', '.join(missing) or 'its weights'}; run once without --reuse")
+        weights = [f"{arch}@{weights_dir / f'{arch}_digits04.safetensors'}" for arch in archs]
+        out.mkdir(parents=True)
+    else:
+        data = out
+        write_folders(out)
+        seconds = pytest(["-m", "train", f"--backbones={args.backbones}", f"--dataset=imagefolder:{out / 'digits04'}", "--subsets=full",
+                          f"--epochs={args.pretrain_epochs}", "--seeds=1", f"--checkpoint-dir={out / 'pretrain'}", storage,
+                          "--benchmark-save=pretrain"])
+        print(f"pretraining: {seconds:.0f} s")
+        weights = [f"{arch}@{save_weights(out / 'pretrain', arch, out / 'weights')}" for arch in archs]
     seconds = pytest(["-m", "train or inference", f"--backbones={','.join(weights)}", "--protocols=scratch,finetune,linear,knn",
-                      f"--dataset=imagefolder:{out / 'digits59'}", f"--subsets={args.subsets}", f"--seeds={args.seeds}",
-                      f"--epochs={args.epochs}", "--img-sizes=32", "--batch-sizes=1", f"--feature-cache={out / 'features'}",
-                      f"--checkpoint-dir={out / 'transfer-ckpt'}", storage, "--benchmark-save=transfer"])
+                      f"--dataset=imagefolder:{data / 'digits59'}", f"--subsets={args.subsets}", f"--seeds={args.seeds}",
+                      f"--train-batch-sizes={args.train_batch_size}", "--img-sizes=32", "--batch-sizes=1",
+                      f"--feature-cache={out / 'features'}", f"--checkpoint-dir={out / 'transfer-ckpt'}", storage,
+                      "--benchmark-save=transfer", *args.extra.split()])
     print(f"transfer session: {seconds:.0f} s")
     table(latest_run(out / "storage", "transfer"))
 

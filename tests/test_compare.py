@@ -318,7 +318,7 @@ def test_other_epochs_on_a_train_case_are_not_comparable() -> None:
     base = _v2(_train([63.5, 64.1, 63.8]), epochs=10)
     cur = _v2(_train([61.6, 62.0, 61.7]), epochs=2, lr=0.05)
     comparison = compare_runs(base, cur, DEFAULTS)
-    assert [(r.verdict, r.note) for r in comparison.rows] == [("not comparable", "epochs 10 → 2; lr 0.025 → 0.05")]
+    assert [(r.verdict, r.note) for r in comparison.rows] == [("not comparable", "schedule epochs 10 → epochs 2; lr 0.025 → 0.05")]
     assert comparison.exit_code == 2
     forced = compare_runs(base, cur, DEFAULTS, force=True)
     assert verdict(forced, "train/", "top1") == "regression" and forced.exit_code == 1

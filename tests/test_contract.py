@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import configparser
+import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.cases import MARKERS, CaseSpec
 from harness.config.options import default_settings
@@ -47,12 +49,25 @@ def test_each_kind_resolves_exactly_its_contract_settings(kind: str) -> None:
 def test_training_settings_are_the_resolved_recipe() -> None:
     spec = _spec("train")
     default = case_settings(spec, default_settings(backbones=["resnet18"], devices=["cpu"]))
-    # digits trains 10 epochs by default; SGD at 0.1 x 128/256; crop + flip-free 'standard'.
-    assert (default["epochs"], default["optimizer"], default["lr"], default["augment"], default["seeds"]) == (10, "sgd", 0.05, ["standard"], 1)
+    # digits trains its measured 100 steps (20 warming up); SGD at 0.1 x 128/256; crop + flip-free 'standard'.
+    assert (default["schedule"], default["optimizer"], default["lr"], default["augment"], default["hflip"], default["seeds"]) == (
+        "steps 100, warmup 20 steps", "sgd", 0.05, ["standard"], False, 1)
+    assert default["tune"] is None  # scratch searches nothing
+    # --epochs 10 is 10 x 10 steps of the 1,347 digits at batch 128: the default, named, is the same case.
     explicit = case_settings(spec, default_settings(backbones=["resnet18"], devices=["cpu"], epochs=10))
-    assert settings_digest(explicit) == settings_digest(default)  # the default, named, is the same case
+    assert settings_digest(explicit) == settings_digest(default)
+    assert settings_digest(case_settings(spec, default_settings(backbones=["resnet18"], devices=["cpu"], steps=100))) == settings_digest(default)
     two = case_settings(spec, default_settings(backbones=["resnet18"], devices=["cpu"], epochs=2))
-    assert settings_differences(default, two) == ["epochs 10 → 2"]
+    assert settings_differences(default, two) == ["schedule steps 100, warmup 20 steps → steps 20, warmup 4 steps"]
+
+
+def test_a_cuda_training_case_does_not_digest_cpu_threads() -> None:
+    # An xdist worker gets a share of the CPU threads; a CUDA case's kernels do not depend on them,
+    # so its serial and -n 2 runs stay comparable. On the CPU the count changes the arithmetic.
+    settings = default_settings(backbones=["resnet18"], devices=["cpu"])
+    cpu = case_settings(_spec("train"), settings)
+    cuda = case_settings(dataclasses.replace(_spec("train"), device="cuda"), settings)
+    assert cpu["threads"] == torch.get_num_threads() and cuda["threads"] is None
 
 
 def test_inference_threads_are_a_setting() -> None:

@@ -45,15 +45,15 @@ def selection(*, failed: bool = True, **settings: Any) -> list[CaseResult]:
     rng = np.random.default_rng(7)
     results = []
     for backbone, (_, _, _, ms, _) in synth.BACKBONES.items():
-        bench = synth.with_settings(synth.inference_case(backbone, synth.latency_samples(rng, ms)), **settings)
+        bench = synth.with_settings(synth.inference_case(backbone, synth.latency_samples(rng, ms)), schema=SCHEMA_VERSION, **settings)
         results.append(_result(bench, [s / 1000 for s in bench["extra_info"]["latency_samples_ms"]]))
     for backbone, subset, size, seeds in (("resnet18", "1k", 1000, [46.0, 46.5, 45.8]), ("efficientnet_b0", "5k", 5000, [61.2, 60.7, 61.0])):
-        bench = synth.with_settings(synth.train_case(backbone, subset, size, seeds), **settings)
+        bench = synth.with_settings(synth.train_case(backbone, subset, size, seeds), schema=SCHEMA_VERSION, **settings)
         results.append(_result(bench, [bench["extra_info"]["train_time_s"]]))
     plan = synth.plan_case("resnet18", (37, 40), (12, 13))
-    results.append(_result(synth.with_settings(plan, **{k: v for k, v in settings.items() if k in synth.SETTINGS["plan"]}), [12.0]))
+    results.append(_result(synth.with_settings(plan, schema=SCHEMA_VERSION, **{k: v for k, v in settings.items() if k in synth.SETTINGS["plan"]}), [12.0]))
     if failed:
-        bench = synth.with_settings(synth.inference_case("mobilevit_xxs", [5.0], batch_size=8), **settings)
+        bench = synth.with_settings(synth.inference_case("mobilevit_xxs", [5.0], batch_size=8), schema=SCHEMA_VERSION, **settings)
         record = {k: v for k, v in bench["extra_info"].items() if k not in METRICS and k != "latency_samples_ms"}
         record.update(status="failed", error="out of memory")
         results.append(CaseResult(bench["name"], bench["fullname"], bench["param"], record))

@@ -169,6 +169,21 @@ def test_a_failing_case_is_recorded_as_failed_and_the_session_goes_on(suite: pyt
     assert failed["extra_info"]["settings"]["threads"] == 1 and failed["extra_info"]["settings_digest"]
 
 
+def test_benchmark_json_writes_the_path_it_names_outside_the_working_directory(
+        suite: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # pytest-benchmark < 5.3 hands over an open file, 5.3+ a Path: both must write where the user
+    # said, not the path's last component in the working directory. tox -e newest runs this on 5.3+.
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "nested" / "run.json"
+    elsewhere.parent.mkdir()
+    assert not elsewhere.is_relative_to(suite.path)
+    result = suite.runpytest("--backbones", "resnet18", "--batch-sizes", "1", "--devices", "cpu", *FAST, f"--benchmark-json={elsewhere}",
+                             "test_inference.py")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"backbone-bench: wrote 1 case(s) to {elsewhere}"])
+    assert [b["extra_info"]["backbone"] for b in json.loads(elsewhere.read_text())["benchmarks"]] == ["resnet18"]
+    assert not (suite.path / "run.json").exists() and not list(suite.path.glob("*.json"))
+
+
 def test_xdist_saves_the_same_cases_and_keys_as_a_serial_run(suite: pytest.Pytester) -> None:
     args = ("--backbones", "resnet18,regnetx_002,lcnet_100", "--batch-sizes", "1", "--devices", "cpu", *FAST, "test_inference.py")
     suite.runpytest(*args, "--benchmark-save=serial").assert_outcomes(passed=3)

@@ -19,6 +19,7 @@ from harness.config import parsers as p
 from harness.config.parsers import SettingError
 from harness.config.settings import Settings
 from harness.contract import PRECISIONS, PROTOCOLS, RUNTIMES
+from harness.measure.selection import TUNE_MODES
 from harness.shard import parse_shard
 
 
@@ -81,7 +82,9 @@ OPTIONS: tuple[Option, ...] = (
     # 1 s per case: ~20-2000 rounds, enough for the rank test, a whole registry in about a minute.
     Option("bench-time", "bench_time_s", p.positive_float("bench-time"), "1.0", "SECONDS", "timed seconds per latency case (rounds = this / one call, at least 20, at most 2000)"),
     Option("seeds", "seeds", _int("seeds"), "1", "N", "seeds per training case; mean and std are recorded"),
-    Option("epochs", "epochs", _int("epochs"), None, "N", "training epochs (unset: the recipe's for the dataset)"),
+    Option("steps", "steps", _int("steps"), None, "N", "optimiser steps of scratch and finetune cases (unset: the dataset's measured budget, else BiT's HyperRule of the subset size: 500 steps below 20k images, 10k below 500k, 20k above)"),
+    Option("epochs", "epochs", _int("epochs"), None, "N", "training length in epochs instead of --steps, converted to N x the steps of one epoch of the subset"),
+    Option("tune", "tune", p.choice("tune", TUNE_MODES), "on", "MODE", "on: choose each protocol's hyperparameter (linear L2, knn k, finetune lr) on a stratified 20% validation split of the subset, then retrain on the whole subset; off: one fixed setting per protocol"),
     Option("lr", "lr", p.positive_float("lr"), None, "LR", "peak learning rate (unset: the family recipe's, scaled to the batch)"),
     Option("weight-decay", "weight_decay", p.number("weight-decay", low_inclusive=True), None, "WD", "weight decay (unset: the family recipe's)"),
     Option("label-smoothing", "label_smoothing", p.number("label-smoothing", low_inclusive=True, high=1.0), None, "EPS", "label smoothing (unset: the recipe's)"),
@@ -140,6 +143,8 @@ def settings_from(get_cli: Callable[[str], Any], get_ini: Callable[[str], str | 
         values[option.field] = value
     settings = Settings(**values)
     check_subsets(settings.datasets, settings.subsets)
+    if settings.steps is not None and settings.epochs is not None:
+        raise SettingError("--steps and --epochs both set the training length: give one (--epochs is converted to steps)")
     return settings
 
 

@@ -63,6 +63,18 @@ def int_list(what: str) -> Callable[[str], list[int]]:
     return parse
 
 
+def choice(what: str, choices: tuple[str, ...]) -> Callable[[str], str]:
+    """A parser of one name drawn from ``choices``."""
+
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise SettingError(unknown(what, value, choices))
+        return value
+
+    return parse
+
+
 def choice_list(what: str, choices: tuple[str, ...]) -> Callable[[str], list[str]]:
     """A parser of comma-separated names drawn from ``choices``."""
 

@@ -37,7 +37,9 @@ class Settings:
     num_classes: int
     bench_time_s: float
     seeds: int
+    steps: int | None
     epochs: int | None
+    tune: str
     lr: float | None
     weight_decay: float | None
     label_smoothing: float | None

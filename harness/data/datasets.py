@@ -30,6 +30,7 @@ one :class:`DatasetCorrupt`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -93,6 +94,32 @@ def dataset_source(name: str, root: Path | None = None) -> str:
         raise ValueError(f"{name!r} names no folder; write '{IMAGEFOLDER_PREFIX}PATH' (e.g. imagefolder:/data/robot_images)")
     base = Path(root).expanduser() if root is not None else default_data_root()
     return IMAGEFOLDER_PREFIX + str(resolve_folder(path_text, base).resolve())
+
+
+# Glyphs change meaning when mirrored (a mirrored 2 or 7 is no digit); flips stay on for natural images.
+NO_HFLIP = ("digits", "mnist", "fashion_mnist", "svhn")
+# An image folder states what its images are in PATH/dataset.json, e.g. {"hflip": false} for glyphs.
+FOLDER_FACTS = "dataset.json"
+
+
+def hflip_of(name: str, root: Path | None = None) -> bool:
+    """Whether training may mirror images of dataset ``name``: not for the glyph datasets
+    (:data:`NO_HFLIP`), and for an image folder what its ``dataset.json`` says (default: yes).
+
+    Raises ``ValueError`` for a ``dataset.json`` that is not a JSON object with a boolean ``hflip``.
+    """
+    if not name.startswith(IMAGEFOLDER_PREFIX):
+        return name not in NO_HFLIP
+    facts = Path(dataset_source(name, root)[len(IMAGEFOLDER_PREFIX):]) / FOLDER_FACTS
+    if not facts.is_file():
+        return True
+    try:
+        value = json.loads(facts.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{facts}: not readable JSON ({exc}); write e.g. {{\"hflip\": false}}") from None
+    if not isinstance(value, dict) or not isinstance(value.get("hflip", True), bool):
+        raise ValueError(f"{facts}: expected an object whose 'hflip' is true or false, got {value!r}")
+    return bool(value.get("hflip", True))
 
 
 def load_split(

@@ -187,6 +187,19 @@ def split_validation(indices: torch.Tensor, labels: torch.Tensor, *, fraction: f
     return torch.from_numpy(train).to(torch.int64), torch.from_numpy(val).to(torch.int64)
 
 
+def planned_size(dataset: str, subset: str) -> int | None:
+    """The images subset ``subset`` of a registered ``dataset`` holds, before any data is read;
+    ``None`` for an image folder (its size is known once it is read)."""
+    from harness.data.registry import IMAGEFOLDER_PREFIX, dataset_info
+
+    if dataset.startswith(IMAGEFOLDER_PREFIX):
+        return None
+    info, spec = dataset_info(dataset), parse_subset(subset)
+    if spec.kind == "full" or spec.value is None:
+        return info.train_size
+    return spec.value * info.num_classes if spec.kind == "per_class" else spec.value
+
+
 def class_counts(labels: torch.Tensor, indices: torch.Tensor, classes: Sequence[str]) -> dict[str, int]:
     """How many of ``indices`` fall in each class, as ``{class name: count}`` in class order (zeros kept)."""
     picked = torch.as_tensor(labels).reshape(-1)[torch.as_tensor(indices, dtype=torch.int64)]

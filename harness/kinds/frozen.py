@@ -20,30 +20,55 @@ from harness.cases import CaseSpec
 from harness.config.settings import Settings
 from harness.data.datasets import dataset_source
 from harness.data.features import FeatureCache, FeatureKey, Features
-from harness.data.subsets import class_counts, parse_subset, subset_indices
+from harness.data.subsets import class_counts, parse_subset, split_validation, subset_indices
 from harness.data.types import TensorSplit
 from harness.devices import synchronize
 from harness.kinds.train import case_keys, seed_keys
 from harness.measure.classification import macro_f1, per_class_accuracy, topk_accuracy
 from harness.measure.probes import KNN_K, KNN_TEMPERATURE, LINEAR_L2, LINEAR_MAX_ITER, fit_linear, knn_scores
 from harness.measure.recipes import autocast_dtype
+from harness.measure.selection import LINEAR_L2_GRID, VAL_FRACTION, Choice, choose, knn_grid, logit_score, tune_setting, vote_score
 from harness.measure.training import EVAL_BATCH, TrainResult
 from harness.weights import WeightsRef, create_model, locate, preprocess_of
 
 RANDOM_WEIGHTS_NOTE = "{protocol} on random weights: a baseline for pretrained features, not a transfer"
 
 
-def probe_settings(protocol: str) -> dict[str, object]:
+def probe_settings(protocol: str, tune: str) -> dict[str, object]:
     """The train kind's recipe settings for a frozen-feature protocol: the probe's fixed choices
-    (in ``optimizer`` and ``weight_decay``), nothing of a network's training."""
+    (in ``optimizer`` and ``weight_decay``; searched ones are unset and ``tune`` holds their grid),
+    nothing of a network's training."""
+    searched = tune_setting(protocol, tune)
     if protocol == "linear":
-        optimizer, decay = f"lbfgs max_iter={LINEAR_MAX_ITER}", LINEAR_L2
+        optimizer, decay = f"lbfgs max_iter={LINEAR_MAX_ITER}", None if searched else LINEAR_L2
     elif protocol == "knn":
-        optimizer, decay = f"knn k={KNN_K} T={KNN_TEMPERATURE}", None
+        optimizer, decay = (f"knn T={KNN_TEMPERATURE}" if searched else f"knn k={KNN_K} T={KNN_TEMPERATURE}"), None
     else:
         raise ValueError(f"{protocol!r} is not a frozen-feature protocol (linear, knn)")
-    return {"epochs": None, "optimizer": optimizer, "lr": None, "weight_decay": decay, "label_smoothing": None, "augment": None,
-            "early_stop": None, "val_fraction": None, "grad_accum": None, "clip_grad": None}
+    return {"schedule": None, "optimizer": optimizer, "lr": None, "weight_decay": decay, "label_smoothing": None, "augment": None,
+            "hflip": None, "early_stop": None, "val_fraction": None, "grad_accum": None, "clip_grad": None, "tune": searched}
+
+
+def search_probe(protocol: str, train_f: Features, indices: torch.Tensor, num_classes: int, seed: int,
+                 device: torch.device) -> Choice:
+    """The probe's hyperparameter chosen on a stratified validation split of the subset ``indices``.
+
+    Each grid point is fitted on the other 80 % of the subset and scored by validation top-1; only
+    the training split's features are read (the test split plays no part in the choice).
+    """
+    fit_idx, val_idx = split_validation(indices, train_f.labels, fraction=VAL_FRACTION, seed=seed)
+    x_fit, y_fit = train_f.take(fit_idx)
+    x_val, y_val = train_f.take(val_idx)
+
+    def linear(l2: float) -> tuple[float, float]:
+        probe = fit_linear(x_fit, y_fit, num_classes, l2=l2, device=device)
+        return logit_score(probe.logits(x_val.to(device)), y_val)
+
+    def knn(k: float) -> tuple[float, float]:
+        return vote_score(knn_scores(x_fit.to(device), y_fit.to(device), x_val.to(device), num_classes, k=int(k)), y_val)
+
+    grid: tuple[float, ...] = LINEAR_L2_GRID if protocol == "linear" else knn_grid(len(fit_idx))
+    return choose(protocol, grid, linear if protocol == "linear" else knn, fit_images=len(fit_idx), val_images=len(val_idx))
 
 
 class _Extractor:
@@ -86,6 +111,12 @@ class _Extractor:
         return self._model
 
 
+def extract_train_features(spec: CaseSpec, options: Settings, train_split: TensorSplit) -> tuple[Features, torch.device]:
+    """The pretrained backbone's features of the whole training split (cached), and the device, for LP-FT."""
+    extractor = _Extractor(spec, options, held_size=int(train_split.images.shape[-1]))
+    return extractor.features("train", train_split, None), extractor.device
+
+
 def run_frozen_case(spec: CaseSpec, options: Settings, train_split: TensorSplit, test_split: TensorSplit) -> dict[str, Any]:
     """Every seed of a ``linear`` or ``knn`` case on cached features; the flat record of the train kind.
 
@@ -100,6 +131,8 @@ def run_frozen_case(spec: CaseSpec, options: Settings, train_split: TensorSplit,
     feature_s: list[float] = []
     fit_s: list[float] = []
     counts: dict[str, int] = {}
+    tuned = tune_setting(spec.protocol, options.tune) is not None
+    choices: list[dict[str, object]] = []
     wall = time.perf_counter()
     for seed in range(options.seeds):
         init_seed = None if pretrained else seed
@@ -115,14 +148,18 @@ def run_frozen_case(spec: CaseSpec, options: Settings, train_split: TensorSplit,
         counts = class_counts(train_split.labels, indices, train_split.classes)
         x, y = train_f.take(indices)
         device = extractor.device
+        choice = search_probe(spec.protocol, train_f, indices, train_split.num_classes, seed, device) if tuned else None
+        if choice is not None:
+            choices.append(choice.as_record())
         start = time.perf_counter()
         if spec.protocol == "linear":
-            probe = fit_linear(x, y, train_split.num_classes, device=device)
+            probe = fit_linear(x, y, train_split.num_classes, l2=LINEAR_L2 if choice is None else choice.chosen, device=device)
             fit_s.append(probe.seconds)
             start = time.perf_counter()
             scores = probe.logits(test_f.features.to(device)).float().cpu()
         else:
-            scores = knn_scores(x.to(device), y.to(device), test_f.features.to(device), train_split.num_classes).float().cpu()
+            k = KNN_K if choice is None else int(choice.chosen)
+            scores = knn_scores(x.to(device), y.to(device), test_f.features.to(device), train_split.num_classes, k=k).float().cpu()
         synchronize(device)
         eval_s = time.perf_counter() - start
         labels = test_f.labels
@@ -136,7 +173,8 @@ def run_frozen_case(spec: CaseSpec, options: Settings, train_split: TensorSplit,
     record: dict[str, Any] = {
         **case_keys(spec, train_split, test_split, counts, options.seeds),
         **seed_keys(results),
-        "probe": _probe_keys(spec.protocol),
+        "probe": _probe_keys(spec.protocol, tuned),
+        "tuning": choices or None,
         "pretrained": pretrained,
         "feature_dim": int(train_f.features.shape[1]),
         "feature_cache": cache_use,
@@ -156,7 +194,9 @@ def run_frozen_case(spec: CaseSpec, options: Settings, train_split: TensorSplit,
     return record
 
 
-def _probe_keys(protocol: str) -> dict[str, object]:
+def _probe_keys(protocol: str, tuned: bool) -> dict[str, object]:
     if protocol == "linear":
-        return {"head": "multinomial logistic regression on standardised features", "solver": "lbfgs", "l2": LINEAR_L2, "max_iter": LINEAR_MAX_ITER}
-    return {"head": "weighted k-NN on L2-normalised features (cosine)", "k": KNN_K, "temperature": KNN_TEMPERATURE}
+        return {"head": "multinomial logistic regression on standardised features", "solver": "lbfgs",
+                "l2": "chosen per seed (tuning)" if tuned else LINEAR_L2, "max_iter": LINEAR_MAX_ITER}
+    return {"head": "weighted k-NN on L2-normalised features (cosine)", "k": "chosen per seed (tuning)" if tuned else KNN_K,
+            "temperature": KNN_TEMPERATURE}

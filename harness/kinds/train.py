@@ -19,53 +19,61 @@ import torch
 from harness.cases import CaseSpec
 from harness.config.settings import Settings
 from harness.contract import FEATURE_PROTOCOLS
-from harness.data.datasets import load_split
+from harness.data.datasets import hflip_of, load_split
 from harness.data.registry import held_size
-from harness.data.subsets import SubsetError, class_counts, parse_subset, split_validation, subset_indices
+from harness.data.subsets import SubsetError, class_counts, parse_subset, planned_size, split_validation, subset_indices
 from harness.data.types import TensorSplit
 from harness.distributed import BATCHNORM_WHOLE_BATCH, World, current_world, device_backend, main_first, per_rank_batch
 from harness.measure.classification import summarize_seeds
+from harness.measure.probes import LINEAR_L2, LinearProbe, fit_linear, load_into_head
 from harness.measure.recipes import Recipe, default_recipe, finetune_recipe
 from harness.measure.runtimes import int8_accuracy
+from harness.measure.schedule import FINETUNE_WARMUP_FRACTION, WARMUP_FRACTION, Schedule, choose_schedule, schedule_setting
+from harness.measure.selection import FINETUNE_LR_GRID, POINT_FRACTION, VAL_FRACTION, Choice, choose, scaled_lr, tune_setting
 from harness.measure.training import EpochStats, TrainResult, train
 
-# Default epochs per dataset for the default recipes. digits: resnet18 from scratch reaches
-# >= 97% top-1 on the 450 test images from 8 epochs on (98.0/98.2% for seeds 0/1); 10 leaves a
-# margin. Other datasets: the usual 100-epoch from-scratch budget for CIFAR-sized data, and the
-# fine-tuning recipe's own (finetune_recipe: 30) for pretrained weights.
-DEFAULT_EPOCHS = {"digits": 10}
-FALLBACK_EPOCHS = 100
-# Digits and MNIST-style glyphs change meaning when mirrored; flips stay on for natural images.
-NO_HFLIP = ("digits", "mnist", "fashion_mnist", "svhn")
+
+def warmup_fraction(protocol: str) -> float:
+    """The share of a schedule spent warming up: BiT's 20 % from scratch, 10 % for LP-FT."""
+    return FINETUNE_WARMUP_FRACTION if protocol == "finetune" else WARMUP_FRACTION
 
 
-def recipe_for(spec: CaseSpec, options: Settings, seed: int, batch_size: int | None = None) -> Recipe:
-    """The case's recipe: the protocol's family default (scratch or finetune), the dataset's
-    epochs, the weights' input statistics, then the user's overrides.
+def case_schedule(spec: CaseSpec, options: Settings, train_images: int, batch_size: int) -> Schedule:
+    """The case's schedule in optimiser steps for ``train_images`` at ``batch_size`` (:mod:`harness.measure.schedule`)."""
+    return choose_schedule(train_images, batch_size, dataset=str(spec.dataset), steps=options.steps, epochs=options.epochs,
+                           warmup_fraction=warmup_fraction(str(spec.protocol)))
+
+
+def recipe_for(spec: CaseSpec, options: Settings, seed: int, batch_size: int | None = None, *,
+               schedule: Schedule | None = None, lr: float | None = None) -> Recipe:
+    """The case's recipe: the protocol's family default (scratch or finetune), the weights' input
+    statistics, the schedule, then the user's overrides.
 
     ``batch_size`` (default: the case's) is the global batch whatever the world size, so the
     learning rate is the one the recipe scales to that batch: a single process at the same global
     batch is the reference a torchrun case is compared with. A subset smaller than the case's
     batch passes its own size here (:func:`batch_for`), and the recipe's lr follows it.
+    ``schedule`` (:func:`case_schedule`) sets the steps; ``lr`` is a searched lr (it wins over the
+    family's rule; ``--lr`` removes the search).
     """
     from harness.weights import WeightsRef, preprocess_of
 
     dataset = str(spec.dataset)
     preprocess = preprocess_of(spec.weights or WeightsRef(spec.backbone))  # random weights: the from-scratch 0.5/0.5
-    finetune = spec.protocol == "finetune"
     chosen: dict[str, Any] = {
         "batch_size": spec.batch_size if batch_size is None else batch_size,
         "precision": spec.precision,
         "channels_last": spec.channels_last,
         "seed": seed,
-        "hflip": dataset not in NO_HFLIP,
+        "hflip": hflip_of(dataset, options.data_root),
         "img_size": spec.img_size,
         "mean": preprocess.mean,
         "std": preprocess.std,
     }
-    epochs = options.epochs or DEFAULT_EPOCHS.get(dataset)
-    if epochs is not None or not finetune:
-        chosen["epochs"] = epochs or FALLBACK_EPOCHS
+    if schedule is not None:
+        chosen.update(steps=schedule.steps, warmup_steps=schedule.warmup_steps)
+    if lr is not None:
+        chosen["lr"] = lr
     for key in ("lr", "weight_decay", "label_smoothing", "augment"):
         if getattr(options, key) is not None:
             chosen[key] = getattr(options, key)
@@ -78,39 +86,64 @@ def recipe_for(spec: CaseSpec, options: Settings, seed: int, batch_size: int | N
         chosen["grad_accum_steps"] = options.grad_accum
     if options.clip_grad is not None:
         chosen["clip_grad_norm"] = options.clip_grad
-    build = finetune_recipe if finetune else default_recipe
+    build = finetune_recipe if spec.protocol == "finetune" else default_recipe
     return build(spec.family, **chosen)  # type: ignore[arg-type]
 
 
 def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
-    """The contract settings of a training case: the recipe as it will run (defaults resolved), so
-    ``--epochs 10`` where 10 is the default is the same case as no ``--epochs``. Frozen-feature
-    protocols (linear, knn) train no network: their recipe keys are their probe's."""
+    """The contract settings of a training case: the recipe as it will run (defaults resolved), its
+    schedule's rule (:func:`harness.measure.schedule.schedule_setting`: with the id's dataset and
+    subset it fixes the steps) and its search (``tune``: a searched hyperparameter is digested as
+    its grid, not one value). Frozen-feature protocols (linear, knn) train no network: their
+    recipe keys are their probe's."""
     from harness.kinds import profile_name
     from harness.weights import find_cached
 
     found = find_cached(spec.weights) if spec.weights is not None else None
-    common = {"threads": torch.get_num_threads(), "seeds": settings.seeds}
+    # CPU threads change a CPU case's arithmetic (reduction order) and so its top-1; a CUDA case's
+    # kernels do not depend on them, so an xdist worker's share of threads leaves it comparable.
+    threads = torch.get_num_threads() if torch.device(spec.device).type == "cpu" else None
+    common = {"threads": threads, "seeds": settings.seeds}
     tail = {"edge_profile": profile_name(settings), "weights_sha256": found.sha256 if found is not None else None}
     if spec.protocol in FEATURE_PROTOCOLS:
         from harness.kinds.frozen import probe_settings
 
-        return {**common, **probe_settings(spec.protocol), **tail}
+        return {**common, **probe_settings(spec.protocol, settings.tune), **tail}
     recipe = recipe_for(spec, settings, seed=0)
+    searched = tune_setting(str(spec.protocol), settings.tune, lr_override=settings.lr is not None)
     return {
         **common,
-        "epochs": recipe.epochs,
+        "schedule": _schedule_setting(spec, settings, recipe),
         "optimizer": recipe.optimizer,
-        "lr": recipe.lr,
+        "lr": None if searched else recipe.lr,
         "weight_decay": recipe.weight_decay,
         "label_smoothing": recipe.label_smoothing,
         "augment": list(recipe.augment),
+        "hflip": recipe.hflip,
         "early_stop": recipe.early_stop_patience,
         "val_fraction": recipe.val_fraction or None,
         "grad_accum": recipe.grad_accum_steps,
         "clip_grad": recipe.clip_grad_norm,
+        "tune": searched,
         **tail,
     }
+
+
+def _schedule_setting(spec: CaseSpec, settings: Settings, recipe: Recipe) -> str:
+    """The schedule as a digested setting: the resolved steps where the subset's size is known before
+    the data is read (a registered dataset, no validation carve), so ``--epochs 10`` and the default
+    100 steps of digits are one case; otherwise the rule's inputs, which fix the steps with the id."""
+    images = planned_size(str(spec.dataset), str(spec.subset))
+    if images is not None and not recipe.val_fraction:
+        try:
+            batch = batch_for(recipe, images, World(size=spec.world_size), str(spec.subset))
+            schedule = case_schedule(spec, settings, images, batch)
+        except (SubsetError, ValueError):
+            pass  # the case fails with the reason when it runs
+        else:
+            return f"steps {schedule.steps}, warmup {schedule.warmup_steps} steps"
+    return schedule_setting(str(spec.dataset), steps=settings.steps, epochs=settings.epochs,
+                            warmup_fraction=warmup_fraction(str(spec.protocol)))
 
 
 def load_case_splits(spec: CaseSpec, options: Settings, world: World) -> tuple[TensorSplit, TensorSplit]:
@@ -178,6 +211,10 @@ def _train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, te
     counts: dict[str, int] = {}
     int8: dict[str, Any] = {}
     loaded: dict[str, Any] = {}
+    start = _LinearStart(spec, options, train_split) if spec.protocol == "finetune" else None
+    searched = tune_setting(str(spec.protocol), options.tune, lr_override=options.lr is not None) is not None
+    choices: list[dict[str, object]] = []
+    schedules: list[Schedule] = []
     wall = time.perf_counter()
     for seed in range(options.seeds):
         indices = subset_indices(train_split.labels, subset, seed=seed, num_classes=train_split.num_classes, dataset=str(spec.dataset))
@@ -185,13 +222,29 @@ def _train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, te
         recipe = recipe_for(spec, options, seed)
         kept = split_validation(indices, train_split.labels, fraction=recipe.val_fraction, seed=seed)[0] if recipe.val_fraction else indices
         batch = batch_for(recipe, len(kept), world, str(spec.subset))
-        if batch != recipe.batch_size:
-            recipe = recipe_for(spec, options, seed, batch_size=batch)
+        schedule = case_schedule(spec, options, len(kept), batch)
+        schedules.append(schedule)
+        head: LinearProbe | None = None
+        lr = None
+        if start is not None:
+            l2 = start.l2(indices, seed)
+            seed_choices: dict[str, object] = {} if l2 is None else {"head_l2": l2.as_record()}
+            l2_value = LINEAR_L2 if l2 is None else l2.chosen
+            if searched:
+                lr_choice = _search_lr(spec, options, seed, train_split, indices, start, l2_value, schedule, world)
+                seed_choices["lr"] = lr_choice.as_record()
+                lr = scaled_lr(lr_choice.chosen, batch)
+            if seed_choices:
+                choices.append(seed_choices)
+            head = start.probe(indices, l2_value)
+        recipe = recipe_for(spec, options, seed, batch_size=batch, schedule=schedule, lr=lr)
         torch.manual_seed(seed)  # the model's random initialisation (the new head's, from pretrained weights), per seed
         model, resolved = create_model(spec.weights or WeightsRef(spec.backbone), num_classes=train_split.num_classes,
                                        img_size=spec.img_size, download=options.download)
         if resolved is not None:
             loaded = {"weights_file": str(resolved.path), "weights_source": resolved.source, "weights_sha256": resolved.sha256}
+        if head is not None:
+            load_into_head(head, model)
         checkpoint_dir = options.checkpoint_dir / spec.case_id.replace("/", "__") / f"seed{seed}"
         result = train(
             model,
@@ -211,7 +264,10 @@ def _train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, te
     last = results[-1]
     return {
         **case_keys(spec, train_split, test_split, counts, options.seeds),
-        "epochs": recipe.epochs,
+        **schedules[-1].as_record(),
+        "steps_per_seed": [s.steps for s in schedules],
+        "head_init": "linear probe (LP-FT)" if start is not None else "random",
+        "tuning": choices or None,
         "optimizer": recipe.optimizer,
         "lr": recipe.lr,
         "weight_decay": recipe.weight_decay,
@@ -223,6 +279,7 @@ def _train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, te
         **_world_keys(spec, recipe, world.size),
         **seed_keys(results),
         "epochs_to_target": last.epochs_to_target,
+        "steps_run": last.steps_run,
         "epochs_run": last.epochs_run,
         "train_time_s": sum(r.train_time_s for r in results) / len(results),
         "eval_time_s": sum(r.eval_time_s for r in results) / len(results),
@@ -236,10 +293,71 @@ def _train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, te
     }
 
 
+class _LinearStart:
+    """LP-FT's start (Kumar et al. 2022): a linear probe of the pretrained features, whose solution
+    becomes the fine-tune's head. Features of the training split come from the feature cache
+    (:mod:`harness.kinds.frozen`), so a fine-tune and the linear case of the same weights extract once."""
+
+    def __init__(self, spec: CaseSpec, options: Settings, train_split: TensorSplit) -> None:
+        from harness.kinds.frozen import extract_train_features
+
+        self.features, self.device = extract_train_features(spec, options, train_split)
+        self.num_classes, self.tune = train_split.num_classes, options.tune
+
+    def l2(self, indices: torch.Tensor, seed: int) -> Choice | None:
+        """The head's L2, chosen as the linear protocol chooses it (None: --tune off, the fixed one)."""
+        from harness.kinds.frozen import search_probe
+
+        if tune_setting("linear", self.tune) is None:
+            return None
+        return search_probe("linear", self.features, indices, self.num_classes, seed, self.device)
+
+    def probe(self, indices: torch.Tensor, l2: float) -> LinearProbe:
+        x, y = self.features.take(indices)
+        return fit_linear(x, y, self.num_classes, l2=l2, device=self.device)
+
+
+def _search_lr(spec: CaseSpec, options: Settings, seed: int, train_split: TensorSplit, indices: torch.Tensor,
+               start: _LinearStart, l2: float, schedule: Schedule, world: World) -> Choice:
+    """The fine-tune lr chosen on a stratified validation split of the subset.
+
+    Each grid point starts from the probe fitted on the fit part, trains on it for
+    :data:`~harness.measure.selection.POINT_FRACTION` of the case's steps and is scored by top-1 on
+    the validation part: the test split is not passed to these trainings at all.
+    """
+    from harness.weights import WeightsRef, create_model
+
+    fit_idx, val_idx = split_validation(indices, train_split.labels, fraction=VAL_FRACTION, seed=seed)
+    fit, val = train_split.take(fit_idx), train_split.take(val_idx)
+    base = recipe_for(spec, options, seed)
+    batch = batch_for(base, len(fit_idx), world, str(spec.subset))
+    short = schedule.shortened(POINT_FRACTION)
+    head = start.probe(fit_idx, l2)
+
+    def score(lr_at_128: float) -> tuple[float, float]:
+        recipe = recipe_for(spec, options, seed, batch_size=batch, schedule=short, lr=scaled_lr(lr_at_128, batch))
+        torch.manual_seed(seed)
+        model, _ = create_model(spec.weights or WeightsRef(spec.backbone), num_classes=train_split.num_classes,
+                                img_size=spec.img_size, download=options.download)
+        load_into_head(head, model)
+        result = train(model, fit, val, recipe, device=torch.device(spec.device), measure_memory=False, world=world)
+        return result.top1, result.test_loss
+
+    return choose("finetune", FINETUNE_LR_GRID, score, fit_images=len(fit_idx), val_images=len(val_idx))
+
+
 def case_keys(spec: CaseSpec, train: TensorSplit, test: TensorSplit, counts: dict[str, int], seeds: int) -> dict[str, Any]:
-    """The record keys every protocol's case starts with: identity, data, seeds."""
+    """The record keys every protocol's case starts with: identity, data, seeds, and the side of the
+    backbone's final feature map at the case's resolution (a 1×1 map is named with its consequence)."""
+    from harness.models import feature_map_side
+
+    side = feature_map_side(spec.backbone, spec.img_size)
+    small = {} if side != 1 else {"feature_map_note": f"{spec.backbone} leaves a 1×1 feature map at {spec.img_size} px: its global pool "
+                                                      "sees one position; a larger --train-img-sizes keeps its spatial features"}
     return {
         **spec.identity(),
+        "feature_map_px": side,
+        **small,
         "num_classes": train.num_classes,
         "status": "ok",
         "train_size": int(sum(counts.values())),
@@ -265,7 +383,8 @@ def seed_keys(results: list[TrainResult]) -> dict[str, Any]:
 
 def _recipe_keys(recipe: Recipe) -> dict[str, Any]:
     """The recipe as the record shows it: the fine-tuning split of learning rates and the warm-up included."""
-    keys = ("optimizer", "lr", "backbone_lr_scale", "weight_decay", "warmup_epochs", "epochs", "batch_size", "label_smoothing", "img_size", "mean", "std")
+    keys = ("optimizer", "lr", "backbone_lr_scale", "weight_decay", "warmup_steps", "steps", "batch_size", "label_smoothing",
+            "freeze_norm_stats", "img_size", "mean", "std")
     values = asdict(recipe)
     return {key: list(values[key]) if isinstance(values[key], tuple) else values[key] for key in keys}
 

@@ -155,3 +155,24 @@ def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor, test_fe
         scores = torch.zeros(weights.shape[0], num_classes, device=dev)
         out[lo : lo + chunk] = scores.scatter_add_(1, labels[idx], weights)
     return out
+
+
+def load_into_head(probe: LinearProbe, model: torch.nn.Module) -> None:
+    """Set a linear classifier to ``probe``'s solution on raw features: LP-FT's start (Kumar et al. 2022).
+
+    The probe standardises its input, ``((f - mean) / std) @ W.T + b``; folding that in gives
+    ``W' = W / std`` and ``b' = b - W' @ mean``, so the head's logits on the features it was fitted
+    on are the probe's, exactly up to float rounding. ``model`` is a timm model: its
+    ``get_classifier()`` is the head.
+    """
+    get_classifier = getattr(model, "get_classifier", None)
+    head = get_classifier() if callable(get_classifier) else None
+    if not isinstance(head, torch.nn.Linear) or head.bias is None:
+        raise ValueError(f"LP-FT sets a linear head from the probe, but this model's classifier is {type(head).__name__ if head is not None else 'not reachable by get_classifier()'}; "
+                         "use --protocols linear, or a backbone whose get_classifier() is an nn.Linear with a bias")
+    if tuple(head.weight.shape) != tuple(probe.weight.shape):
+        raise ValueError(f"the probe's head is {tuple(probe.weight.shape)} but the model's classifier is {tuple(head.weight.shape)}")
+    weight = probe.weight / probe.std
+    with torch.no_grad():
+        head.weight.copy_(weight.to(head.weight))
+        head.bias.copy_((probe.bias - weight @ probe.mean).to(head.bias))

@@ -62,6 +62,10 @@ CURVE_SAMPLE = 500
 # Evaluation batches start here and halve on out-of-memory: per-image cost on a GPU flattens out
 # well below 256, and a 224 px batch of 256 holds a few GB of activations for the registry's models.
 EVAL_BATCH = 256
+# The curve has at most this many points: a step schedule on a 25-image subset is 500 one-step
+# epochs, and evaluating (and checkpointing) after each would cost more than the training. Runs of
+# up to 20 epochs (every epoch schedule the suite ran before steps) keep one point per epoch.
+CURVE_POINTS = 20
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,10 @@ class TrainResult:
     # point of the curve was measured on.
     eval_time_s: float = 0.0
     curve_images: int = 0
+    steps_run: int = 0
+    # Mean cross-entropy of the final evaluation (no label smoothing): ranks grid points whose
+    # top-1 ties on a small validation split passed as ``test``.
+    test_loss: float = 0.0
 
 
 def train(
@@ -191,6 +199,10 @@ class _Run:
             raise ValueError(f"training split has {len(train)} images, fewer than batch_size={recipe.batch_size}; lower batch_size")
         self.optimizer = build_optimizer(self.model, recipe)
         self.scheduler = build_scheduler(self.optimizer, recipe, self.steps_per_epoch)
+        self.total_steps = recipe.total_steps(self.steps_per_epoch)
+        self.total_epochs = -(-self.total_steps // self.steps_per_epoch)  # the last one may be partial
+        # Evaluate (and checkpoint) every `eval_every` epochs and after the last one.
+        self.eval_every = -(-self.total_epochs // CURVE_POINTS)
         self.scaler = torch.amp.GradScaler(device.type) if recipe.precision == "fp16" else None
         self.autocast = (lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype else nullcontext
         self.pad = crop_padding(train.images.shape[-1])
@@ -210,15 +222,25 @@ class _Run:
         if resume and ckpt_dir is not None and (ckpt_dir / CHECKPOINT).exists():
             self._load(ckpt_dir / CHECKPOINT)
         st = self.state
-        while st["epoch"] < self.recipe.epochs and not st["stopped"]:
-            loss, seconds, images = self._train_epoch(st["epoch"], peak_fn)
+        # The epochs trained since the last curve point: their summed loss x steps, steps, seconds, images.
+        pending: dict[str, float] = dict(loss=0.0, steps=0, seconds=0.0, images=0)
+        while st["epoch"] < self.total_epochs and not st["stopped"]:
+            loss, seconds, images, steps = self._train_epoch(st["epoch"], peak_fn)
             st["epoch"] += 1
+            st["train_time_s"] += seconds
+            st["train_images"] += images
+            pending.update(loss=pending["loss"] + loss * steps, steps=pending["steps"] + steps,
+                           seconds=pending["seconds"] + seconds, images=pending["images"] + images)
+            if st["epoch"] % self.eval_every and st["epoch"] < self.total_epochs:
+                continue
             # Every rank evaluates rank 0's model; rank 0's figure decides, so no rank can diverge.
             broadcast_buffers(self.model, self.world)
             top1 = broadcast_value(topk_accuracy(*self._predict(self.curve_b), k=1), self.world, self.device)
-            st["train_time_s"] += seconds
-            st["train_images"] += images
-            st["curve"].append(dict(epoch=st["epoch"], loss=loss, val_top1=top1, epoch_time_s=seconds))
+            loss, seconds = pending["loss"] / pending["steps"], pending["seconds"]
+            images = int(pending["images"])
+            pending.update(loss=0.0, steps=0, seconds=0.0, images=0)
+            step = min(st["epoch"] * self.steps_per_epoch, self.total_steps)
+            st["curve"].append(dict(epoch=st["epoch"], step=step, loss=loss, val_top1=top1, epoch_time_s=seconds))
             if self.val_b is None or top1 > st["best_top1"]:
                 st.update(best_top1=top1, best_epoch=st["epoch"], since_best=0)
                 if self.val_b is not None:
@@ -235,14 +257,17 @@ class _Run:
                 progress(EpochStats(st["epoch"], loss, top1, seconds, images / seconds if seconds > 0 else 0.0))
         return self._result()
 
-    def _train_epoch(self, epoch: int, peak_fn: Callable[..., int] | None) -> tuple[float, float, int]:
-        """One pass over the training split; returns (mean loss, device-synchronised seconds, images).
+    def _train_epoch(self, epoch: int, peak_fn: Callable[..., int] | None) -> tuple[float, float, int, int]:
+        """One pass over the training split (the last one cut at the schedule's end); returns (mean
+        loss, device-synchronised seconds, images, steps).
 
         Over several ranks: the mean loss of every rank, the slowest rank's seconds and the images
         of all ranks, so images / seconds is the global throughput.
         """
         r, dev, world = self.recipe, self.device, self.world
         self.model.train()
+        if r.freeze_norm_stats:
+            freeze_norm_stats(self.model)
         # The same order on every rank (same seed), each rank its own stride of it.
         order = rank_share(epoch_order(len(self.train_b), r.seed, epoch), world)
         self.gen = torch.Generator(device=dev).manual_seed(derive_seed(r.seed, epoch, rank_stream(1, world)))
@@ -255,11 +280,12 @@ class _Run:
             start = time.perf_counter()
             # Every rank's share yields steps_per_epoch batches of per_rank_batch (rank_share drops
             # the tail), so the ranks step together; islice states it for the profiled-step count.
-            batches = islice(self.train_b.iterate(self.per_rank_batch, order=order, drop_last=True), self.steps_per_epoch)
+            steps = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
+            batches = islice(self.train_b.iterate(self.per_rank_batch, order=order, drop_last=True), steps)
             for i, (images, labels) in enumerate(batches):
                 global_step = epoch * self.steps_per_epoch + i
                 # Profile the second optimiser step (the first with optimiser state), or the only one.
-                if peak_fn is not None and global_step == min(1, r.epochs * self.steps_per_epoch - 1):
+                if peak_fn is not None and global_step == min(1, self.total_steps - 1):
                     synchronize(dev)
                     t0 = time.perf_counter()
                     self.state["peak_mem"] = int(peak_fn(partial(self._step, images, labels, total_loss), dev, self._resident(images, labels)))
@@ -270,8 +296,8 @@ class _Run:
                     self._step(images, labels, total_loss)
             synchronize(dev)
             seconds = all_reduce_max(time.perf_counter() - start - excluded_s, world, dev)
-        loss = all_reduce_sum(total_loss, world).item() / world.size / self.steps_per_epoch
-        return loss, seconds, self.steps_per_epoch * r.batch_size - excluded_images * world.size
+        loss = all_reduce_sum(total_loss, world).item() / world.size / steps
+        return loss, seconds, steps * r.batch_size - excluded_images * world.size, steps
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor, total_loss: torch.Tensor) -> None:
         r = self.recipe
@@ -411,10 +437,19 @@ class _Run:
             train_ips=st["train_images"] / st["train_time_s"] if st["train_time_s"] > 0 else 0.0,
             peak_train_mem_bytes=st["peak_mem"],
             epochs_run=st["epoch"],
+            steps_run=min(st["epoch"] * self.steps_per_epoch, self.total_steps),
+            test_loss=float(F.cross_entropy(logits, labels)),
             best_epoch=st["best_epoch"],
             eval_time_s=st.get("eval_time_s", 0.0),
             curve_images=len(self.curve_b),
         )
+
+
+def freeze_norm_stats(model: torch.nn.Module) -> None:
+    """Put every BatchNorm layer of ``model`` in eval mode: its running statistics are used and kept."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 def curve_sample(labels: torch.Tensor, n: int) -> torch.Tensor:

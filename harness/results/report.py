@@ -24,6 +24,7 @@ from harness.config.parsers import SettingError, argtype, byte_size, positive_fl
 from harness.contract import kind_metrics
 from harness.results import deployment, transfer
 from harness.results.runs import Run, RunError
+from harness.results.selection_report import selection_section
 from harness.results.storage import write_atomic
 from harness.results.transfer import MIB, ReportOptions, md_table, num, pareto_front, save_png, top1_text
 
@@ -238,6 +239,7 @@ def write_report(runs: Sequence[Run], out: Path, options: ReportOptions | None =
     lines += _inference_tables(ok, labels) or ["No successful inference cases.", ""]
     lines += ["## Accuracy by training-subset size", ""] + (_accuracy_tables(ok, labels) or ["No successful train cases.", ""])
     lines += ["## Data efficiency", ""] + transfer.efficiency_tables(points, options)
+    lines += selection_section(runs)
     lines += ["## Deployment: top-1 within the latency and memory budget", ""] + deployment.deployment_tables(rows, choice, options)
     lines += ["## Batch plans", "", "Largest batch within the memory budget: estimated from two probe batches, and found by search.", ""]
     lines += _plan_tables(ok, labels) or ["No successful plan cases.", ""]

@@ -88,16 +88,19 @@ V1_SETTINGS: Mapping[str, Mapping[str, V1Fact]] = {
     "train": {
         "threads": _fixed(None),  # v1 did not record it: unknown, so never equal to a recorded count
         "seeds": _v1_seeds,
-        "epochs": _key("epochs"),
+        # Schema 4 replaced epochs by the schedule and added the search and flips (see ADDED_IN_V4).
+        "schedule": lambda record, options: legacy_schedule(record.get("epochs")),
         "optimizer": _key("optimizer"),
         "lr": _key("lr"),
         "weight_decay": _key("weight_decay"),
         "label_smoothing": _fixed(0.1),
         "augment": _v1_augment,
+        "hflip": _fixed(None),
         "early_stop": _fixed(None),
         "val_fraction": _fixed(None),
         "grad_accum": _fixed(1),
         "clip_grad": _fixed(None),
+        "tune": _fixed(None),
         "edge_profile": _v1_profile,
         "weights_sha256": _fixed(None),  # every case trained from random weights
     },
@@ -117,6 +120,20 @@ ADDED_AFTER_V2: Mapping[str, Mapping[str, object]] = {
     "train": {"weights_sha256": None},  # schema 2 trained from random weights only
     "plan": {},
 }
+
+
+# Schema 4 counts training in optimiser steps: a schema 1-3 train case recorded ``epochs`` and
+# neither ``schedule``, ``tune`` nor ``hflip``. HISTORICAL AND FROZEN: it is read with its schedule
+# as ``"epochs N"`` (an epoch schedule, so two old runs of other epochs still differ) and the other
+# two unset (it ran no search; its flips were not recorded): with a new run it is "not comparable:
+# schedule epochs 10 → steps 100, …", never judged against one that trained a different length.
+ADDED_IN_V4: Mapping[str, Mapping[str, object]] = {"inference": {}, "train": {"tune": None, "hflip": None}, "plan": {}}
+RENAMED_IN_V4: Mapping[str, Mapping[str, str]] = {"inference": {}, "train": {"epochs": "schedule"}, "plan": {}}
+
+
+def legacy_schedule(epochs: object) -> str | None:
+    """The schedule setting of a case that recorded ``epochs`` (schema 1-3)."""
+    return None if epochs is None else f"epochs {epochs}"
 
 
 def is_number(value: Any) -> bool:
@@ -176,8 +193,9 @@ def case_settings(record: Record, kind: str, schema: int, options: Record) -> di
     settings = record.get("settings")
     if not isinstance(settings, dict):
         raise RecordError(f"no 'settings' (schema {schema} records every case's settings): {_EDITED}")
-    added = ADDED_AFTER_V2[kind] if schema == 2 else {}
-    expected = tuple(key for key in expected if key not in added)
+    added = {**(ADDED_AFTER_V2[kind] if schema == 2 else {}), **(ADDED_IN_V4[kind] if schema < 4 else {})}
+    renamed = RENAMED_IN_V4[kind] if schema < 4 else {}
+    expected = (*(key for key in expected if key not in added and key not in renamed.values()), *renamed)
     missing, extra = [k for k in expected if k not in settings], [k for k in settings if k not in expected]
     if missing or extra:
         wrong = "; ".join(part for part in (f"missing {', '.join(missing)}" if missing else "", f"unknown {', '.join(extra)}" if extra else "") if part)
@@ -185,7 +203,7 @@ def case_settings(record: Record, kind: str, schema: int, options: Record) -> di
     digest = settings_digest(settings)
     if record.get("settings_digest") != digest:
         raise RecordError(f"settings_digest {record.get('settings_digest')!r} is not the digest of its settings ({digest}): {_EDITED}")
-    filled = {**settings, **added}
+    filled = {**settings, **added, **{new: legacy_schedule(settings[old]) for old, new in renamed.items()}}
     return {key: filled[key] for key in KINDS[kind].settings}
 
 

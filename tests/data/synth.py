@@ -114,27 +114,34 @@ def plan_case(backbone: str, inference: tuple[int, int], train: tuple[int, int],
             "params": {"case": cid}, "param": cid, "extra_info": extra, "options": {}, "stats": _stats([12.0])}
 
 
-# Schema 3: the settings each kind records (harness.contract.KINDS[kind].settings), as a default
+# Schema 4: the settings each kind records (harness.contract.KINDS[kind].settings), as a default
 # session on the Xeon resolves them: 4 threads, 1 s of rounds, no edge profile, no power sampling.
+# Schemas 2-3 recorded "epochs 3" as epochs: 3 and had no tune/hflip (with_settings writes that shape).
 SETTINGS: dict[str, dict[str, Any]] = {
     "inference": {"num_classes": 10, "threads": 4, "bench_time_s": 1.0, "edge_profile": None, "power": False},
-    "train": {"threads": 4, "seeds": 3, "epochs": 3, "optimizer": "sgd", "lr": 0.025, "weight_decay": 5e-5, "label_smoothing": 0.1,
-              "augment": ["standard"], "early_stop": None, "val_fraction": None, "grad_accum": 1, "clip_grad": None, "edge_profile": None,
-              "weights_sha256": None},
+    "train": {"threads": 4, "seeds": 3, "schedule": "epochs 3", "optimizer": "sgd", "lr": 0.025, "weight_decay": 5e-5,
+              "label_smoothing": 0.1, "augment": ["standard"], "hflip": None, "early_stop": None, "val_fraction": None, "grad_accum": 1,
+              "clip_grad": None, "tune": None, "edge_profile": None, "weights_sha256": None},
     "plan": {"num_classes": 10, "plan_budget_bytes": 512 * 2**20, "edge_profile": None},
 }
 
 
 def with_settings(bench: dict[str, Any], *, schema: int = 3, **changes: Any) -> dict[str, Any]:
-    """A copy of ``bench`` whose record carries the settings of ``schema`` (2 or 3: the kind's
-    defaults, ``changes`` applied) and their digest."""
+    """A copy of ``bench`` whose record carries the settings of ``schema`` (2, 3 or 4: the kind's
+    defaults, ``changes`` applied; before 4, ``epochs=N`` stands for the schedule) and their digest."""
     from harness.contract import settings_digest  # imported here: `python synth.py` runs without the package
-    from harness.results.schema import ADDED_AFTER_V2
+    from harness.results.schema import ADDED_AFTER_V2, ADDED_IN_V4, RENAMED_IN_V4
 
     bench = copy.deepcopy(bench)
     extra = bench["extra_info"]
-    added = ADDED_AFTER_V2[extra["kind"]] if schema == 2 else {}
-    extra["settings"] = {k: v for k, v in {**SETTINGS[extra["kind"]], **changes}.items() if k not in added}
+    kind = extra["kind"]
+    added = {**(ADDED_AFTER_V2[kind] if schema == 2 else {}), **(ADDED_IN_V4[kind] if schema < 4 else {})}
+    settings = {**SETTINGS[kind], **changes}
+    if schema < 4:
+        for old, new in RENAMED_IN_V4[kind].items():
+            value = settings.pop(new)
+            settings[old] = changes.get(old, int(value.split()[1]) if isinstance(value, str) else value)
+    extra["settings"] = {k: v for k, v in settings.items() if k not in added}
     extra["settings_digest"] = settings_digest(extra["settings"])
     return bench
 
