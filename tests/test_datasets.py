@@ -259,3 +259,20 @@ def test_failed_download_is_unavailable_with_the_reason(tmp_path: Path, monkeypa
     monkeypatch.setattr(CIFAR10, "download", offline)
     with pytest.raises(DatasetUnavailable, match=r"'cifar10': download into .*cifar-10-batches-py failed: <urlopen error no route to host>"):
         load_split("cifar10", "train", root=tmp_path, download=True)
+
+
+def test_flips_are_a_dataset_fact_and_a_folder_states_its_own(tmp_path: Path) -> None:
+    from harness.data.datasets import hflip_of
+
+    assert (hflip_of("digits"), hflip_of("svhn"), hflip_of("cifar10")) == (False, False, True)
+    folder = tmp_path / "glyphs"
+    (folder / "a").mkdir(parents=True)
+    assert hflip_of(f"imagefolder:{folder}") is True  # no dataset.json: natural images
+    (folder / "dataset.json").write_text('{"hflip": false}')
+    assert hflip_of(f"imagefolder:{folder}") is False
+    (folder / "dataset.json").write_text('{"hflip": "no"}')
+    with pytest.raises(ValueError, match="expected an object whose 'hflip' is true or false"):
+        hflip_of(f"imagefolder:{folder}")
+    (folder / "dataset.json").write_text("{hflip")
+    with pytest.raises(ValueError, match="not readable JSON"):
+        hflip_of(f"imagefolder:{folder}")

@@ -144,3 +144,22 @@ def test_cli_report_on_a_plan_only_run(tmp_path: Path, capsys: pytest.CaptureFix
 def test_runs_without_plan_cases_say_so(cuda: Run, tmp_path: Path) -> None:
     write_report([cuda], tmp_path)
     assert "## Batch plans" in (md := (tmp_path / "report.md").read_text()) and "No successful plan cases." in md
+
+
+def test_the_report_shows_each_schedule_and_each_search(tmp_path: Path) -> None:
+    bench = synth.train_case("resnet18", "1k", 1000, [61.0, 63.0])
+    search = {"param": "l2", "grid": [1e-5, 1e-3], "val_top1": [80.0, 85.0], "val_loss": [0.6, 0.5], "chosen": 1e-3,
+              "fit_images": 800, "val_images": 200}
+    bench["extra_info"].update(steps=500, warmup_steps=100, epochs_equivalent=32.0, schedule_rule="hyperrule: < 20000 images -> 500 steps",
+                               tuning=[search, {"head_l2": search, "lr": {**search, "param": "lr_at_batch_128", "grid": [1e-4, 3e-4],
+                                                                           "chosen": 1e-4}}],
+                               feature_map_px=1, feature_map_note="resnet18 leaves a 1×1 feature map at 32 px")
+    run = Run.from_json(synth.make_run([bench], schema=3))
+    write_report([run], tmp_path / "r")
+    text = (tmp_path / "r" / "report.md").read_text()
+    cid = "train/resnet18-cifar10_1k-cpu-bs64-32px-fp32"
+    assert f"| `{cid}` | 500 | 100 | 32 | hyperrule: < 20000 images -> 500 steps |" in text
+    assert f"| `{cid}` | 0 | l2 | 1e-05 → 80.0, 0.001 → 85.0 | **0.001** | 800 / 200 |" in text
+    assert f"| `{cid}` | 1 | head_l2: l2 | 1e-05 → 80.0, 0.001 → 85.0 | **0.001** | 800 / 200 |" in text
+    assert f"| `{cid}` | 1 | lr: lr_at_batch_128 | 0.0001 → 80.0, 0.0003 → 85.0 | **0.0001** | 800 / 200 |" in text
+    assert f"- `{cid}`: resnet18 leaves a 1×1 feature map at 32 px" in text

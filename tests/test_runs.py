@@ -342,3 +342,19 @@ def test_a_schema_3_train_case_without_weights_sha256_is_refused() -> None:
     extra["settings_digest"] = settings_digest(extra["settings"])
     with pytest.raises(RunError, match="settings missing weights_sha256"):
         Run.from_json(doc)
+
+
+def test_a_baseline_from_before_steps_is_not_comparable_naming_the_schedule() -> None:
+    from harness.config.options import default_settings
+    from harness.contract import settings_differences
+    from harness.kinds import case_settings
+    from harness.matrix import train_cases
+
+    smoke = read_run_file(next((ROOT / "baselines").glob("*/0008_smoke.json")))
+    old = smoke.cases["train/resnet18-digits_full-cpu-bs128-32px-fp32"].settings
+    assert (old["schedule"], old["tune"], old["hflip"]) == ("epochs 10", None, None)
+    settings = default_settings(backbones=["resnet18"], devices=["cpu"])
+    [case] = [c.spec for c in train_cases(settings)]
+    new = case_settings(case, settings)
+    differences = settings_differences(old, new)
+    assert "schedule epochs 10 → steps 100, warmup 20 steps" in differences and "hflip unset → False" in differences

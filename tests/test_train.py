@@ -345,9 +345,14 @@ def test_defaults_and_schedule() -> None:
 def test_finetune_recipe_and_head_learning_rate() -> None:
     from harness.measure.recipes import build_optimizer, finetune_recipe
 
+    # LP-FT: one lr (3e-4 at batch 128, square-root scaled), no smoothing, BatchNorm statistics frozen for CNNs and hybrids.
     r = finetune_recipe("cnn", batch_size=512, epochs=8)
-    assert (r.optimizer, r.lr, r.backbone_lr_scale, r.weight_decay, r.warmup_epochs) == ("adamw", pytest.approx(2e-3), 0.1, 0.05, 1.0)
+    assert (r.optimizer, r.lr, r.backbone_lr_scale, r.weight_decay, r.label_smoothing, r.freeze_norm_stats) == (
+        "adamw", pytest.approx(6e-4), 1.0, 0.05, 0.0, True)
+    assert (finetune_recipe("transformer").freeze_norm_stats, finetune_recipe("hybrid").freeze_norm_stats) == (False, True)
     assert finetune_recipe("cnn", epochs=2).warmup_epochs == 0.5  # inside the first quarter of a short run
+    # A separate head lr is still a recipe field: the classifier keeps lr, the rest lr x backbone_lr_scale.
+    r = finetune_recipe("cnn", batch_size=512, lr=2e-3, backbone_lr_scale=0.1)
     import timm
 
     model = timm.create_model("resnet10t", num_classes=5)

@@ -143,7 +143,9 @@ def test_every_protocol_is_saved_with_its_weights_and_read_back(project: Project
         assert case["train_size"] == (25 if "_5pc" in case["case_id"] else 100) and len(case["top1_per_seed"]) == 1
     finetune = cases["train/resnet10t@resnet10t_digits04-imagefolder-digits59_5pc-finetune-cpu-bs64-32px-fp32"]
     assert finetune["train_batch_used"] == 25  # 25 images: the subset's own size, not a traceback
-    assert (finetune["recipe"]["backbone_lr_scale"], finetune["recipe"]["optimizer"], finetune["weights_source"]) == (0.1, "adamw", "file")
+    assert (finetune["recipe"]["backbone_lr_scale"], finetune["recipe"]["optimizer"], finetune["weights_source"]) == (1.0, "adamw", "file")
+    assert finetune["head_init"] == "linear probe (LP-FT)" and finetune["recipe"]["freeze_norm_stats"] is True
+    assert [set(seed) for seed in finetune["tuning"]] == [{"head_l2", "lr"}]
     scratch = cases["train/resnet10t-imagefolder-digits59_20pc-cpu-bs64-32px-fp32"]
     assert scratch["train_batch_used"] == 64 and scratch["recipe"]["backbone_lr_scale"] == 1.0 and scratch["eval_time_s"] > 0
     run = load_run("transfer", project.path / "baselines")
@@ -153,13 +155,17 @@ def test_every_protocol_is_saved_with_its_weights_and_read_back(project: Project
 def test_features_are_extracted_once_and_read_back_by_every_later_case(project: Project) -> None:
     cases = project.cases("transfer")
     frozen = {cid: c for cid, c in cases.items() if c["protocol"] in ("linear", "knn")}
-    uses = [use for c in frozen.values() for split in ("train", "test") for use in c["feature_cache"][split]]
+    # LP-FT reads the training split's features too (its head starts from the probe).
+    readers = [c for c in cases.values() if c["protocol"] != "scratch"]
+    uses = [use for c in readers for split in ("train", "test") for use in c["feature_cache"].get(split, [])]
     assert uses.count("miss") == 2 and uses.count("hit") == len(uses) - 2  # one train and one test split, once
     assert len(list((project.path / "features").rglob("*.pt"))) == 2
     for case in frozen.values():
         assert case["pretrained"] is True and "note" not in case and case["feature_dim"] == 512
     knn = next(c for c in frozen.values() if c["protocol"] == "knn")
-    assert "train_time_s" not in knn and knn["probe"]["k"] == 20
+    assert "train_time_s" not in knn and knn["probe"]["k"] == "chosen per seed (tuning)"
+    [search] = knn["tuning"]  # one seed; k capped at the fit images (20 of 25, or 80 of 100)
+    assert search["param"] == "k" and search["chosen"] in search["grid"] and search["grid"][0] == 10
 
 
 def test_compare_and_report_read_a_transfer_run(project: Project, tmp_path: Path) -> None:

@@ -226,17 +226,17 @@ def _train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, te
         schedules.append(schedule)
         head: LinearProbe | None = None
         lr = None
-        if start is not None:
-            l2 = start.l2(indices, seed)
+        if start is not None:  # the head and the search see the images trained on: not an early-stopping split
+            l2 = start.l2(kept, seed)
             seed_choices: dict[str, object] = {} if l2 is None else {"head_l2": l2.as_record()}
             l2_value = LINEAR_L2 if l2 is None else l2.chosen
             if searched:
-                lr_choice = _search_lr(spec, options, seed, train_split, indices, start, l2_value, schedule, world)
+                lr_choice = _search_lr(spec, options, seed, train_split, kept, start, l2_value, schedule, world)
                 seed_choices["lr"] = lr_choice.as_record()
                 lr = scaled_lr(lr_choice.chosen, batch)
             if seed_choices:
                 choices.append(seed_choices)
-            head = start.probe(indices, l2_value)
+            head = start.probe(kept, l2_value)
         recipe = recipe_for(spec, options, seed, batch_size=batch, schedule=schedule, lr=lr)
         torch.manual_seed(seed)  # the model's random initialisation (the new head's, from pretrained weights), per seed
         model, resolved = create_model(spec.weights or WeightsRef(spec.backbone), num_classes=train_split.num_classes,
@@ -267,6 +267,7 @@ def _train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, te
         **schedules[-1].as_record(),
         "steps_per_seed": [s.steps for s in schedules],
         "head_init": "linear probe (LP-FT)" if start is not None else "random",
+        **(start.record() if start is not None else {}),
         "tuning": choices or None,
         "optimizer": recipe.optimizer,
         "lr": recipe.lr,
@@ -303,6 +304,11 @@ class _LinearStart:
 
         self.features, self.device = extract_train_features(spec, options, train_split)
         self.num_classes, self.tune = train_split.num_classes, options.tune
+
+    def record(self) -> dict[str, Any]:
+        """What the record says of the features: whether the cache had them, and the time to get them."""
+        return {"feature_cache": {"train": ["hit" if self.features.hit else "miss"]}, "feature_time_s": self.features.seconds,
+                "feature_files": [str(self.features.path)]}
 
     def l2(self, indices: torch.Tensor, seed: int) -> Choice | None:
         """The head's L2, chosen as the linear protocol chooses it (None: --tune off, the fixed one)."""
