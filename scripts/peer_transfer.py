@@ -32,6 +32,10 @@ agreeing. The protocol, in words:
 
     python scripts/peer_transfer.py --data /tmp/tr/digits59 --weights resnet18@/tmp/tr/weights/resnet18_digits04.safetensors \
         --subsets 5pc,20pc,60pc --seeds 3 --protocols linear,finetune --json /tmp/peer.json
+    python scripts/peer_transfer.py --compare /tmp/peer.json --suite /tmp/tr/storage/<machine>/0002_transfer.json
+
+``--compare PEER.json --suite RUN.json`` prints, per backbone, protocol and subset, the peer's and the
+suite's top-1 (mean over seeds) and their difference, read from the two JSON files (no training).
 """
 
 from __future__ import annotations
@@ -270,10 +274,38 @@ def run_seed(w: Weights, protocol: str, per_class: int, seed: int, data: tuple[t
     return rec
 
 
+def compare(peer_file: Path, suite_file: Path) -> None:
+    """The peer's and the suite's top-1 per (backbone, protocol, subset), side by side.
+
+    Suite cases are matched by architecture (the id's backbone before ``@``), protocol and subset
+    (``digits59_20pc`` -> ``20pc``); only cases both files hold are printed.
+    """
+    peer = json.loads(peer_file.read_text())
+    suite = json.loads(suite_file.read_text())
+    ours: dict[tuple[str, str, str], tuple[float, float, int]] = {}
+    for bench in suite["benchmarks"]:
+        e = bench["extra_info"]
+        if e.get("kind") != "train" or e.get("status") != "ok":
+            continue
+        seeds = e["top1_per_seed"]
+        spread = statistics.stdev(seeds) if len(seeds) > 1 else 0.0
+        ours[(e["backbone"].split("@")[0], e["protocol"], str(e["subset"]).rsplit("_", 1)[-1])] = (statistics.fmean(seeds), spread, e["train_size"])
+    print("| backbone | protocol | subset | images | peer top-1 | suite top-1 | suite - peer (pp) |\n|---|---|---|---|---|---|---|")
+    for row in peer["summary"]:
+        key = (row["arch"], row["protocol"], row["subset"])
+        if key not in ours:
+            continue
+        mean, spread, images = ours[key]
+        print(f"| {key[0]} | {key[1]} | {key[2]} | {images} | {row['top1_mean']:.1f} ± {row['top1_std']:.1f} | {mean:.1f} ± {spread:.1f} | "
+              f"{mean - row['top1_mean']:+.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--weights", required=True, help="ARCH@FILE.safetensors[,ARCH@FILE...]; FILE.json holds mean/std/input_size")
+    parser.add_argument("--compare", type=Path, metavar="PEER.json", help="with --suite: print the peer's results against a suite run; no training")
+    parser.add_argument("--suite", type=Path, metavar="RUN.json", help="a suite run (pytest-benchmark JSON) to compare with --compare")
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--weights", help="ARCH@FILE.safetensors[,ARCH@FILE...]; FILE.json holds mean/std/input_size")
     parser.add_argument("--subsets", default="5pc,20pc,60pc")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--protocols", default="linear,finetune")
@@ -281,6 +313,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="training batch, or the subset's size when smaller")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.compare or args.suite:
+        if not (args.compare and args.suite):
+            parser.error("--compare PEER.json needs --suite RUN.json (and the other way round)")
+        compare(args.compare, args.suite)
+        return
+    if args.data is None or args.weights is None:
+        parser.error("--data and --weights are required to run the peer (or --compare with --suite)")
     facts = args.data / "dataset.json"
     args.hflip = json.loads(facts.read_text()).get("hflip", True) if facts.is_file() else True
     torch.set_num_threads(2)
