@@ -13,13 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness.contract import unknown
+from harness.contract import NATIVE, unknown
+from harness.errors import SettingError
 
 T = TypeVar("T")
-
-
-class SettingError(ValueError):
-    """A bad option value; the message names the valid choices."""
 
 
 def argtype(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -92,7 +89,7 @@ def choice_list(what: str, choices: tuple[str, ...]) -> Callable[[str], list[str
 
 def parse_devices(text: str) -> list[str]:
     """``auto`` (every available device) or a list of ``cpu``, ``cuda``, ``cuda:N``, ``mps``."""
-    from harness.devices import available_devices, parse_device
+    from harness.runtime.devices import available_devices, parse_device
 
     if text.strip().lower() == "auto":
         return available_devices()
@@ -106,9 +103,10 @@ def parse_devices(text: str) -> list[str]:
 
 
 def parse_backbones(text: str) -> list[str]:
-    """Registry names, groups and timm model names (see :func:`harness.models.resolve_backbones`)."""
-    from harness.models import UnknownBackbone, resolve_backbones
-    from harness.weights import UnknownWeights, WeightsMismatch
+    """Registry names, groups and timm model names (see :func:`harness.backbones.factory.resolve_backbones`)."""
+    from harness.backbones.factory import resolve_backbones
+    from harness.backbones.registry import UnknownBackbone
+    from harness.backbones.weights import UnknownWeights, WeightsMismatch
 
     try:
         names = resolve_backbones(split_list(text))
@@ -129,8 +127,6 @@ def train_img_sizes(text: str) -> list[int | str]:
         raise SettingError("train-img-sizes needs at least one size, e.g. 32,224 or native")
     return list(dict.fromkeys(values))
 
-
-NATIVE = "native"
 
 
 def parse_threads(text: str) -> int | None:
@@ -206,7 +202,7 @@ def datasets(text: str) -> list[str]:
 
 def augment(text: str) -> tuple[str, ...]:
     """Augmentations that combine (``randaugment,mixup``); ``none`` alone turns them off."""
-    from harness.measure.recipes import normalise_augment
+    from harness.contract import normalise_augment
 
     return _setting(lambda: normalise_augment(split_list(text)))
 

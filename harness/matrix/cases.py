@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal
 from harness.contract import FAMILIES, KINDS, PROTOCOLS, unknown
 
 if TYPE_CHECKING:
-    from harness.weights import WeightsRef
+    from harness.backbones.weights import WeightsRef
 
 Kind = Literal["inference", "train", "plan"]
 

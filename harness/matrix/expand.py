@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from itertools import product
 from typing import TYPE_CHECKING, Any
 
-from harness.cases import CaseSpec, Kind
-from harness.config.parsers import NATIVE
-from harness.config.settings import Settings
-from harness.devices import precision_unsupported_reason, unavailable_reason
-from harness.distributed import current_world
-from harness.models import lookup
+from harness.backbones.registry import lookup
+from harness.contract import NATIVE
+from harness.matrix.cases import CaseSpec, Kind
+from harness.runtime.devices import precision_unsupported_reason, unavailable_reason
+from harness.runtime.distributed import current_world
+from harness.settings import Settings
 
 if TYPE_CHECKING:
-    from harness.weights import WeightsRef
+    from harness.backbones.weights import WeightsRef
 
 # The inference smoke: every selected backbone at batch 1, 32 px, fp32, eager, on the CPU — the
 # per-frame latency question, cheap enough to run offline in about a minute.
@@ -52,7 +52,7 @@ def _case(kind: Kind, name: str, device: str, precision: str, skip: str | None =
 @functools.cache
 def backbone_ref(token: str) -> WeightsRef:
     """The architecture and weights a backbone token names (``resnet50.a1_in1k``, ``resnet18@PATH``)."""
-    from harness.weights import parse_backbone
+    from harness.backbones.weights import parse_backbone
 
     return parse_backbone(token)
 
@@ -95,7 +95,7 @@ def train_cases(settings: Settings) -> list[Case]:
     weights run (a baseline for the pretrained ones; the record says so). The world size is this
     session's (torchrun's ``WORLD_SIZE``): it is part of a case's identity.
     """
-    from harness.weights import WeightsRef, preprocess_of
+    from harness.backbones.weights import WeightsRef, preprocess_of
 
     world_size = current_world().size
     sizes = settings.train_img_sizes or settings.img_sizes[:1]
