@@ -24,9 +24,9 @@ from harness.errors import SettingError
 from harness.matrix.cases import CaseSpec
 from harness.results.schema import RecordError, check_record, world_size
 from harness.runtime.distributed import World, check_global_batches, check_session, rank_share, threads_per_rank, world_from_env
+from tests.projects import CONFTEST
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFTEST = 'pytest_plugins = ["harness.plugin", "fixtures.recording", "fixtures.inference", "fixtures.train", "fixtures.plan"]\n'
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2")
 TORCHRUN_ENV = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}
 

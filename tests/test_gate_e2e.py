@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.projects import CONFTEST
+
 ROOT = Path(__file__).resolve().parents[1]
-CONFTEST = 'pytest_plugins = ["harness.plugin", "fixtures.recording", "fixtures.inference", "fixtures.train", "fixtures.plan"]\n'
 INJECT = CONFTEST + '''
 import os, time, torch, pytest
 import harness.kinds.inference, harness.backbones.factory

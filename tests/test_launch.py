@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 import harness.scale.launch as launch
-from harness.cli import launch as launch_cli
 from harness.__main__ import main
+from harness.cli import launch as launch_cli
 from harness.scale.launch import LaunchError, LaunchPlan, ShardOutcome, ShardTask, check_pytest_args, run_shards, shard_command
+from tests.projects import CONFTEST as PROJECT_CONFTEST
 
 # One worker runs the whole module: its end-to-end project is built once.
 pytestmark = pytest.mark.xdist_group("launch")
@@ -273,7 +274,7 @@ def test_slurm_array_submission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 # --- end to end, on this machine ---------------------------------------------------------------------
 
-CONFTEST = '''pytest_plugins = ["harness.plugin", "fixtures.recording", "fixtures.inference", "fixtures.train", "fixtures.plan"]
+CONFTEST = PROJECT_CONFTEST + '''
 import os
 
 

@@ -24,7 +24,6 @@ from safetensors.torch import save_file
 
 from harness.backbones import weights
 from harness.backbones.factory import create_model
-from harness.cli import weights as weights_cli
 from harness.backbones.registry import UnknownBackbone
 from harness.backbones.weights import (
     FILE_SEP,
@@ -40,6 +39,7 @@ from harness.backbones.weights import (
     preprocess_of,
     sha256_file,
 )
+from harness.cli import weights as weights_cli
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
