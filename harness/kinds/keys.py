@@ -4,13 +4,16 @@ probes (:mod:`harness.kinds.frozen`) write them."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from harness.backbones.factory import feature_map_side
 from harness.data.types import TensorSplit
 from harness.matrix.cases import CaseSpec
 from harness.measure.classification import summarize_seeds
+from harness.measure.recipes import Recipe
 from harness.measure.trained import TrainResult
+from harness.runtime.distributed import BATCHNORM_WHOLE_BATCH, World, device_backend, per_rank_batch
 from harness.settings import Settings
 
 
@@ -50,3 +53,25 @@ def seed_keys(results: list[TrainResult]) -> dict[str, Any]:
 def profile_name(settings: Settings) -> str | None:
     """The edge profile as a setting: its name, or ``None``."""
     return getattr(settings.edge_profile, "name", None)
+
+
+
+def recipe_keys(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as the record shows it: the fine-tuning split of learning rates and the warm-up included."""
+    keys = ("optimizer", "lr", "backbone_lr_scale", "weight_decay", "warmup_steps", "steps", "batch_size", "label_smoothing",
+            "freeze_norm_stats", "img_size", "mean", "std")
+    values = asdict(recipe)
+    return {key: list(values[key]) if isinstance(values[key], tuple) else values[key] for key in keys}
+
+
+def world_keys(spec: CaseSpec, recipe: Recipe, world_size: int) -> dict[str, Any]:
+    """How the case's batch was spread over processes: ``lr`` above is the global batch's."""
+    distributed = world_size > 1
+    return {
+        "world_size": world_size,
+        "global_batch": recipe.batch_size,
+        "per_rank_batch": per_rank_batch(recipe.batch_size, World(size=world_size)),
+        "backend": device_backend(spec.device) if distributed else None,
+        # Pooled over ranks under torchrun (harness.runtime.distributed.pool_batchnorm), as in one process.
+        "batchnorm": BATCHNORM_WHOLE_BATCH,
+    }

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from harness.data.registry import held_size
 from harness.data.subsets import SubsetError, class_counts, parse_subset, planned_size, split_validation, subset_indices
 from harness.data.types import TensorSplit
 from harness.kinds.frozen import extract_train_features, probe_settings, run_frozen_case, search_probe
-from harness.kinds.keys import case_keys, profile_name, seed_keys
+from harness.kinds.keys import case_keys, profile_name, recipe_keys, seed_keys, world_keys
 from harness.matrix.cases import CaseSpec
 from harness.measure.probes import LINEAR_L2, LinearProbe, fit_linear, load_into_head
 from harness.measure.recipes import Recipe, default_recipe, finetune_recipe
@@ -31,7 +30,7 @@ from harness.measure.schedule import FINETUNE_WARMUP_FRACTION, WARMUP_FRACTION, 
 from harness.measure.selection import FINETUNE_LR_GRID, POINT_FRACTION, VAL_FRACTION, Choice, choose, scaled_lr, tune_setting
 from harness.measure.trained import EpochStats, TrainResult
 from harness.measure.training import train
-from harness.runtime.distributed import BATCHNORM_WHOLE_BATCH, World, current_world, device_backend, main_first, per_rank_batch
+from harness.runtime.distributed import World, current_world, main_first
 from harness.settings import Settings
 
 
@@ -274,10 +273,10 @@ def _train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, te
         "weight_decay": recipe.weight_decay,
         "augment": list(recipe.augment),
         "train_batch_used": recipe.batch_size,
-        "recipe": _recipe_keys(recipe),
+        "recipe": recipe_keys(recipe),
         "held_img_size": int(train_split.images.shape[-1]),
         **loaded,
-        **_world_keys(spec, recipe, world.size),
+        **world_keys(spec, recipe, world.size),
         **seed_keys(results),
         "epochs_to_target": last.epochs_to_target,
         "steps_run": last.steps_run,
@@ -351,14 +350,6 @@ def _search_lr(spec: CaseSpec, options: Settings, seed: int, train_split: Tensor
     return choose("finetune", FINETUNE_LR_GRID, score, fit_images=len(fit_idx), val_images=len(val_idx))
 
 
-def _recipe_keys(recipe: Recipe) -> dict[str, Any]:
-    """The recipe as the record shows it: the fine-tuning split of learning rates and the warm-up included."""
-    keys = ("optimizer", "lr", "backbone_lr_scale", "weight_decay", "warmup_steps", "steps", "batch_size", "label_smoothing",
-            "freeze_norm_stats", "img_size", "mean", "std")
-    values = asdict(recipe)
-    return {key: list(values[key]) if isinstance(values[key], tuple) else values[key] for key in keys}
-
-
 def int8_accuracy_change(model: torch.nn.Module, test: TensorSplit, workdir: Path, recipe: Recipe) -> dict[str, Any]:
     """Top-1 of the trained (seed 0) model in fp32 and as dynamic-int8 ONNX on the CPU provider."""
     from harness.data.augment import prepare
@@ -373,16 +364,3 @@ def int8_accuracy_change(model: torch.nn.Module, test: TensorSplit, workdir: Pat
     finally:
         runner.close()
     return {"int8_top1": 100 * int8, "fp32_onnx_ref_top1": 100 * fp32, "int8_top1_change_pp": 100 * (int8 - fp32)}
-
-
-def _world_keys(spec: CaseSpec, recipe: Recipe, world_size: int) -> dict[str, Any]:
-    """How the case's batch was spread over processes: ``lr`` above is the global batch's."""
-    distributed = world_size > 1
-    return {
-        "world_size": world_size,
-        "global_batch": recipe.batch_size,
-        "per_rank_batch": per_rank_batch(recipe.batch_size, World(size=world_size)),
-        "backend": device_backend(spec.device) if distributed else None,
-        # Pooled over ranks under torchrun (harness.runtime.distributed.pool_batchnorm), as in one process.
-        "batchnorm": BATCHNORM_WHOLE_BATCH,
-    }
