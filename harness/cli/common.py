@@ -8,8 +8,9 @@ into flags with the same names and parsers as pytest's ``--gate``.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from harness.config.options import GATE_OPTIONS
 from harness.config.parsers import argtype
@@ -26,22 +27,39 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def add_storage(parser: argparse.ArgumentParser) -> None:
+DEFAULT_STORAGE = Path("baselines")
+
+
+def add_storage(parser: argparse.ArgumentParser, what: str = "saved runs folder, as pytest's --benchmark-storage") -> None:
     """The saved-runs folder flag, as pytest's ``--benchmark-storage`` (``--storage`` for short)."""
-    parser.add_argument("--benchmark-storage", "--storage", dest="storage", type=_storage_path, default=Path("baselines"),
-                        help="saved runs folder, as pytest's --benchmark-storage (file:// optional; default: baselines)")
+    parser.add_argument("--benchmark-storage", "--storage", dest="storage", type=_storage_path, default=DEFAULT_STORAGE,
+                        help=f"{what} (file:// optional; default: baselines)")
 
 
 def _storage_path(text: str) -> Path:
     return Path(text.removeprefix("file://"))
 
 
-def add_gate_options(parser: argparse.ArgumentParser) -> None:
-    """The gate's options (``--fail-on``, ``--force``, …), parsed at parse time."""
+def add_gate_options(parser: argparse.ArgumentParser, *, keep_text: bool = False) -> None:
+    """The gate's options (``--fail-on``, ``--force``, …), validated at parse time. With ``keep_text``
+    each value stays the text given (``launch`` repeats it in its ``--rerun`` hint); otherwise the parsed value."""
     for option in GATE_OPTIONS:  # the same options, names and parsers as pytest's --gate
-        default = option.parse(option.default) if option.default is not None else None
         if option.flag:
             parser.add_argument(f"--{option.name}", dest=option.field, action="store_true", help=option.help_text())
+        elif keep_text:
+            parser.add_argument(f"--{option.name}", dest=option.field, metavar=option.metavar, type=argtype(checked_text(option.parse)),
+                                default=option.default, help=option.help_text())
         else:
+            default = option.parse(option.default) if option.default is not None else None
             parser.add_argument(f"--{option.name}", dest=option.field, metavar=option.metavar, type=argtype(option.parse), default=default,
                                 help=option.help_text())
+
+
+def checked_text(parse: Callable[[str], Any]) -> Callable[[str], str]:
+    """Validate at parse time but keep the text, so the re-run command can repeat it."""
+
+    def check(text: str) -> str:
+        parse(text)
+        return text
+
+    return check

@@ -33,17 +33,17 @@ import os
 import shlex
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.cli.common import DEFAULT_STORAGE, add_gate_options, add_storage
 from harness.config.options import GATE_OPTIONS
 from harness.config.parsers import argtype, positive_int, run_name
 from harness.errors import SettingError
 from harness.results.runs import RunError, resolve_run_id
 from harness.scale.launch import (
     COSTS_DIR,
-    DEFAULT_STORAGE,
     DEFAULT_TIME_MIN,
     EXECUTORS,
     LAUNCH_FILE,
@@ -78,15 +78,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="re-run only these shards of --folder with its saved pytest arguments, then merge every shard of it")
     parser.add_argument("--save", type=argtype(run_name), metavar="NAME", help="save the merged run in the storage as NNNN_NAME.json")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the merged run to FILE")
-    parser.add_argument("--benchmark-storage", "--storage", dest="storage", type=lambda t: Path(t.removeprefix("file://")), default=DEFAULT_STORAGE,
-                        help="saved runs folder for --save and --gate (file:// optional; default: baselines)")
+    add_storage(parser, "saved runs folder for --save and --gate")
     parser.add_argument("--gate", metavar="BASELINE", help="gate the merged run against BASELINE (a run id in the storage or a file)")
-    for option in GATE_OPTIONS:  # the same names and parsers as compare's and pytest's; the text kept for --rerun hints
-        if option.flag:
-            parser.add_argument(f"--{option.name}", dest=option.field, action="store_true", help=option.help_text())
-        else:
-            parser.add_argument(f"--{option.name}", dest=option.field, metavar=option.metavar, type=argtype(_checked(option.parse)),
-                                default=option.default, help=option.help_text())
+    add_gate_options(parser, keep_text=True)  # the same names and parsers as compare's and pytest's; the text kept for --rerun hints
     parser.add_argument("--time", type=argtype(lambda t: positive_int(t, "--time")), default=DEFAULT_TIME_MIN, metavar="MINUTES",
                         help=f"wall-clock limit of each shard (default: {DEFAULT_TIME_MIN})")
     parser.add_argument("--max-parallel", type=argtype(lambda t: positive_int(t, "--max-parallel")), metavar="N",
@@ -109,16 +103,6 @@ def _shard_list(text: str) -> tuple[int, ...]:
     if not values:
         raise SettingError(f"--rerun wants shard numbers such as 2 or 1,3, got {text!r}")
     return tuple(sorted(set(values)))
-
-
-def _checked(parse: Callable[[str], Any]) -> Callable[[str], str]:
-    """Validate at parse time but keep the text, so the re-run command can repeat it."""
-
-    def check(text: str) -> str:
-        parse(text)
-        return text
-
-    return check
 
 
 def run(args: argparse.Namespace) -> int:

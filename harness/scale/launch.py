@@ -31,7 +31,6 @@ LAUNCH_FILE = "launch.json"
 MERGED_FILE = "merged.json"
 
 
-DEFAULT_STORAGE = Path("baselines")
 
 
 # A shard's wall-clock limit: SLURM's partitions need one (submitit's own default is 5 minutes,
