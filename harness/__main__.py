@@ -12,14 +12,14 @@ shard sessions through submitit (:mod:`harness.cli.launch`) and merges them the 
 ``--save`` writes the merged run only, after every shard has finished (a failed shard: exit 2,
 named with its logs and the ``--rerun K`` command, nothing merged or saved).
 
-The verbs live in :mod:`harness.cli`, one module each; this is only the entry point.
+The verbs live in :mod:`harness.cli`, one module each; this is only the entry point (:func:`harness.cli.main.main`).
 """
 
 from __future__ import annotations
 
 import sys
 
-from harness.cli import main
+from harness.cli.main import main
 
 __all__ = ["main"]
 

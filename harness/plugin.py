@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
+from harness.cli.common import argtype
 from harness.config.options import OPTIONS
-from harness.config.parsers import argtype, run_name
+from harness.config.parsers import run_name
 from harness.errors import SettingError
 from harness.matrix.cases import MARKERS, CaseSpec
 from harness.results.records import CaseResult

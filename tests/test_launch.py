@@ -163,7 +163,7 @@ def test_the_rerun_command_repeats_the_launch_options(tmp_path: Path) -> None:
 
 
 def launch_args(*argv: str) -> Any:
-    from harness.cli import parser as _parser
+    from harness.cli.main import parser as _parser
 
     return _parser().parse_args(["launch", *argv])
 

@@ -87,7 +87,7 @@ def test_defaults_come_from_the_table_and_the_environment() -> None:
 
 
 def test_gate_rows_are_shared_with_the_compare_command() -> None:
-    from harness.cli import parser as _parser
+    from harness.cli.main import parser as _parser
 
     compare = _parser()._subparsers._group_actions[0].choices["compare"]  # type: ignore[union-attr]
     flags = {s for action in compare._actions for s in action.option_strings}

@@ -13,9 +13,22 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from harness.config.options import GATE_OPTIONS
-from harness.config.parsers import argtype
+from harness.errors import SettingError
 
 USAGE_ERROR = 2
+
+
+def argtype(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` as an argparse ``type=``: a :class:`SettingError` becomes argparse's usage error."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except SettingError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
 
 
 class UsageError(Exception):

@@ -37,9 +37,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.cli.common import DEFAULT_STORAGE, add_gate_options, add_storage
+from harness.cli.common import DEFAULT_STORAGE, add_gate_options, add_storage, argtype
 from harness.config.options import GATE_OPTIONS
-from harness.config.parsers import argtype, positive_int, run_name
+from harness.config.parsers import positive_int, run_name
 from harness.errors import SettingError
 from harness.results.runs import RunError, resolve_run_id
 from harness.scale.launch import (

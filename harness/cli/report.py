@@ -13,8 +13,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from harness.cli.common import UsageError, add_storage
-from harness.config.parsers import argtype, byte_size, positive_float, positive_int
+from harness.cli.common import UsageError, add_storage, argtype
+from harness.config.parsers import byte_size, positive_float, positive_int
 from harness.errors import SettingError
 from harness.results.report import write_report
 from harness.results.runs import load_run

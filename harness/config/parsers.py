@@ -1,13 +1,13 @@
 """Parsers of option values: text a user wrote (command line or ``pytest.ini``) in, a typed value out.
 
 Each raises :class:`SettingError` naming the valid choices or the fix. The plugin and the
-``python -m harness`` command call them as argparse ``type=`` validators, so bad input is a usage
+``python -m harness`` command call them as argparse ``type=`` validators (through
+:func:`harness.cli.common.argtype`), so bad input is a usage
 error at parse time, before any case runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -17,19 +17,6 @@ from harness.contract import NATIVE, unknown
 from harness.errors import SettingError
 
 T = TypeVar("T")
-
-
-def argtype(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """``parse`` as an argparse ``type=``: a :class:`SettingError` becomes argparse's usage error."""
-
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except SettingError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    convert.__name__ = getattr(parse, "__name__", "value")
-    return convert
 
 
 def split_list(text: str) -> list[str]:
