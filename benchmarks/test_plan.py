@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from harness.cases import CaseSpec
+from harness.matrix.cases import CaseSpec
 
 
 def test_batch_plan(plan_case: CaseSpec, measure_plan: Callable[[], dict[str, Any]]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from harness.cases import CaseSpec
+from harness.matrix.cases import CaseSpec
 
 
 def test_train(train_case: CaseSpec, measure_training: Callable[[], dict[str, Any]]) -> None:

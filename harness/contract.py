@@ -6,7 +6,7 @@ the report and the README's metric tables all read it:
 
 - a new metric is one :class:`Metric` row in :data:`METRICS`;
 - a new kind is one :class:`Kind` row in :data:`KINDS` plus one module in :mod:`harness.kinds`;
-- a new axis is one :class:`~harness.cases.CaseSpec` field, or one entry of a kind's
+- a new axis is one :class:`~harness.matrix.cases.CaseSpec` field, or one entry of a kind's
   ``settings`` (what a case records under ``settings`` and digests into ``settings_digest``).
 
 Two cases are comparable when their ``case_id`` (every identity axis) and their settings digest
@@ -18,7 +18,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,6 +39,15 @@ RUNTIMES = ("eager", "compile", "onnxruntime", "onnxruntime-int8")
 FAMILIES = ("cnn", "transformer", "hybrid")
 # `standard` is crop + flip; randaugment/mixup/cutmix add to it; `none` turns everything off.
 AUGMENTS = ("standard", "randaugment", "mixup", "cutmix", "none")
+# Every augmentation but `standard` itself and `none` adds to the standard crop + flip.
+_ADD_TO_STANDARD = frozenset(AUGMENTS) - {"standard", "none"}
+# The training resolution that means "the input size of the backbone's weights" (train-img-sizes).
+NATIVE = "native"
+# Mean/std 0.5 maps [0, 1] to [-1, 1]. Models here train from scratch, so ImageNet statistics
+# carry no meaning; a fixed symmetric range treats every dataset alike (grey digits included).
+# The normalisation of a model trained from scratch here: [0, 1] -> [-1, 1] on every channel.
+SCRATCH_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
+SCRATCH_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
 # How a train case uses a backbone: from random weights, the whole network from pretrained weights,
 # a linear head on frozen features, or k-nearest neighbours on those features (no training).
 PROTOCOLS = ("scratch", "finetune", "linear", "knn")
@@ -197,3 +207,40 @@ def markdown_tables() -> str:
     for m in METRICS.values():
         lines.append(f"| `{m.key}` | {m.unit} | {m.better} | {m.noise} | {m.tolerance or 'not gated'} | {m.meaning} |")
     return "\n".join(lines) + "\n"
+
+
+def normalise_augment(names: Sequence[str]) -> tuple[str, ...]:
+    """The canonical form of a combination of augmentations (see ``harness.contract.AUGMENTS``).
+
+    Names are stripped and lower-cased; a string is read as a comma-separated list. ``standard``
+    (crop + flip) is implied by ``randaugment``, ``mixup`` and ``cutmix``; the result is in
+    ``AUGMENTS`` order without duplicates: ``["mixup"]`` -> ``("standard", "mixup")``,
+    ``["cutmix", "mixup"]`` -> ``("standard", "mixup", "cutmix")``. ``none`` stands alone.
+    Raises ``ValueError`` for an unknown name, for ``none`` with others, and for no name at all.
+    """
+    if isinstance(names, str):
+        names = names.split(",")
+    given = [name.strip().lower() for name in names if name.strip()]
+    for name in given:
+        if name not in AUGMENTS:
+            raise ValueError(unknown("augmentation", name, AUGMENTS))
+    wanted = set(given)
+    if not wanted:
+        raise ValueError(f"augment needs at least one of: {', '.join(AUGMENTS)}")
+    if "none" in wanted and len(wanted) > 1:
+        others = ", ".join(a for a in AUGMENTS if a in wanted and a != "none")
+        raise ValueError(f"augmentation 'none' turns every augmentation off and cannot be combined with {others}; pass none alone, or drop it")
+    if wanted & _ADD_TO_STANDARD:
+        wanted.add("standard")
+    return tuple(a for a in AUGMENTS if a in wanted)
+
+
+def slug(text: str) -> str:
+    """``text`` as a directory-safe name part: lower case, ``(R)``/``(TM)`` and anything after ``@``
+    dropped, runs of characters other than ``a-z0-9.`` turned into single dashes.
+
+    The one slug of the project: hardware names in baseline keys, edge profile names, Jetson
+    boards and power modes. ``Intel(R) Xeon(R) CPU @ 2.20GHz`` -> ``intel-xeon-cpu``.
+    """
+    text = re.sub(r"\((?:r|tm)\)|@.*$", "", text.lower())
+    return re.sub(r"[^a-z0-9.]+", "-", text).strip("-")

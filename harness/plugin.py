@@ -22,12 +22,14 @@ from typing import Any
 
 import pytest
 
-from harness.cases import MARKERS, CaseSpec
+from harness.cli.common import argtype
 from harness.config.options import OPTIONS
-from harness.config.parsers import SettingError, argtype, run_name
-from harness.config.settings import Settings
-from harness.distributed import check_session, current_world, init_distributed, shutdown_distributed
+from harness.config.parsers import run_name
+from harness.errors import SettingError
+from harness.matrix.cases import MARKERS, CaseSpec
 from harness.results.records import CaseResult
+from harness.runtime.distributed import check_session, current_world, init_distributed, shutdown_distributed
+from harness.settings import Settings
 
 RESULT_KEY = "backbone_bench"
 CASE_KEY = "backbone_bench_case"
@@ -81,8 +83,8 @@ class BenchSession:
         devices = sorted(set(devices))
         if not self.settings.gate or self.is_worker or self.baseline is not None or not devices:
             return  # no case will run: nothing to gate
-        from harness.machine import machine_facts
         from harness.results.gate import load_baseline
+        from harness.runtime.machine import machine_facts
 
         key = str(machine_facts(devices, self.settings.edge_profile)["baseline_key"])
         try:
@@ -148,8 +150,9 @@ class BenchSession:
         # A shard writes its run even when all its cases skipped: the merge needs every part.
         if self.is_worker or not ((self.results or self.shard_record is not None) and (self.save_name or self.json_path or self.baseline is not None)):
             return
+        from harness.files import write_atomic
         from harness.results.records import build_run
-        from harness.results.storage import dumps, save_run, write_atomic
+        from harness.results.storage import dumps, save_run
 
         results = [replace(r, record={**r.record, "duration_s": round(self.durations.get(r.fullname, 0.0), 3)}) for r in self.results.values()]
         run = build_run(results, machine_info=self.machine_info(), commit_info=self.commit_info(),
@@ -178,7 +181,7 @@ class BenchSession:
         return info
 
     def pytest_benchmark_update_machine_info(self, config: pytest.Config, machine_info: dict[str, Any]) -> None:
-        from harness.machine import machine_facts
+        from harness.runtime.machine import machine_facts
 
         # The baseline key names the hardware the cases actually ran on (a CPU-only selection on
         # a GPU machine is a CPU run), not every device the matrix could have used.
@@ -320,16 +323,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _all_cases(settings: Settings) -> list[Any]:
-    from harness.matrix import build
+    from harness.matrix.expand import build
 
     return [case for kind in CASE_FIXTURES.values() for case in build(kind, settings)]
 
 
 def _shard_items(items: list[pytest.Item], settings: Settings, storage: Path) -> tuple[list[pytest.Item], dict[str, Any]]:
-    """The items of ``settings.shard`` among ``items`` and the record of the split (harness/shard.py)."""
+    """The items of ``settings.shard`` among ``items`` and the record of the split (harness/scale/shards.py)."""
     from harness.contract import settings_digest
     from harness.kinds import case_settings
-    from harness.shard import CaseFacts, CostModel, case_facts, plan
+    from harness.scale.shards import CaseFacts, CostModel, case_facts, plan
 
     shard = settings.shard
     if not items:
@@ -373,7 +376,7 @@ def _devices(items: Iterable[pytest.Item]) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    from harness.matrix import build
+    from harness.matrix.expand import build
 
     for argname, kind in CASE_FIXTURES.items():
         if argname not in metafunc.fixturenames:

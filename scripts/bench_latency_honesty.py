@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 THREADS = 1
 sys.path.insert(0, str(ROOT))
 
-from harness.cases import CaseSpec  # noqa: E402
+from harness.backbones.registry import lookup  # noqa: E402
 from harness.kinds.inference import prepare_inference  # noqa: E402
-from harness.models import lookup  # noqa: E402
+from harness.matrix.cases import CaseSpec  # noqa: E402
 
 
 def harness_median_ms(model: str, img_size: int, bench_time: float, out: Path) -> float:

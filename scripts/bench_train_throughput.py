@@ -33,7 +33,8 @@ from harness.data.augment import crop_padding, normalize, random_crop_flip  # no
 from harness.data.batches import Batches, derive_seed, epoch_order  # noqa: E402
 from harness.data.types import TensorSplit  # noqa: E402
 from harness.measure.recipes import Recipe, autocast_dtype, build_optimizer, build_scheduler, default_recipe, determinism  # noqa: E402
-from harness.measure.training import EpochStats, train  # noqa: E402
+from harness.measure.trained import EpochStats
+from harness.measure.training import train  # noqa: E402
 
 NUM_CLASSES = 10
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFTEST = 'pytest_plugins = ["harness.plugin", "fixtures.recording", "fixtures.inference", "fixtures.train", "fixtures.plan"]\n'
+PLUGINS = ["harness.plugin", "backbone_bench_fixtures.recording", "backbone_bench_fixtures.inference", "backbone_bench_fixtures.train",
+           "backbone_bench_fixtures.plan"]
+# A project's conftest: the checkout's conftest.py runs first, loading its fixtures/ folder as
+# backbone_bench_fixtures (installed or not), then the plugins are named.
+CONFTEST = f"import runpy\nrunpy.run_path({str(ROOT / 'conftest.py')!r})\npytest_plugins = {PLUGINS!r}\n"
 
 
 def write_project(path: Path) -> Path:

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from harness.cases import CaseSpec
+from harness.matrix.cases import CaseSpec
 
 
 def spec(**changes: object) -> CaseSpec:
@@ -63,7 +63,7 @@ def test_a_kind_outside_the_contract_is_refused() -> None:
 
 
 def test_a_train_id_names_weights_with_the_backbone_and_the_protocol_after_the_subset() -> None:
-    from harness.weights import WeightsRef
+    from harness.backbones.weights import WeightsRef
 
     weights = WeightsRef("convnextv2_tiny", tag="fcmae_ft_in1k")
     train = spec(kind="train", device="cuda", batch_size=128, img_size=224, dataset="cifar10", subset="5k", weights=weights, protocol="linear")

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from harness import contract
-from harness.devices import DEVICE_TYPES, DTYPES, OUT_OF_MEMORY, PRECISIONS, parse_device, slug
+from harness.contract import slug
+from harness.errors import OUT_OF_MEMORY
+from harness.runtime.devices import DEVICE_TYPES, DTYPES, PRECISIONS, parse_device
 
 GOOD = [("cpu", "cpu"), (" CUDA ", "cuda"), ("cuda:1", "cuda:1"), ("mps", "mps")]
 BAD = [

@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.cases import CaseSpec
 from harness.config.options import default_settings
-from harness.config.parsers import SettingError
-from harness.distributed import World, check_global_batches, check_session, rank_share, threads_per_rank, world_from_env
+from harness.errors import SettingError
+from harness.matrix.cases import CaseSpec
 from harness.results.schema import RecordError, check_record, world_size
+from harness.runtime.distributed import World, check_global_batches, check_session, rank_share, threads_per_rank, world_from_env
+from tests.projects import CONFTEST
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFTEST = 'pytest_plugins = ["harness.plugin", "fixtures.recording", "fixtures.inference", "fixtures.train", "fixtures.plan"]\n'
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2")
 TORCHRUN_ENV = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}
 
@@ -88,7 +88,7 @@ def test_world_size_is_part_of_a_train_case_id() -> None:
 
 
 def test_matrix_under_torchrun_names_the_world_and_skips_single_process_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.matrix import build
+    from harness.matrix.expand import build
 
     for key, value in TORCHRUN_ENV.items():
         monkeypatch.setenv(key, value)
@@ -140,7 +140,7 @@ def test_training_several_ranks_without_a_process_group_is_refused() -> None:
     from harness.measure.training import train
 
     split = _digits(0, 64)
-    with pytest.raises(RuntimeError, match="call harness.distributed.init_distributed"):
+    with pytest.raises(RuntimeError, match="call harness.runtime.distributed.init_distributed"):
         train(torch.nn.Linear(1, 10), split, split, default_recipe("cnn", epochs=1, batch_size=32), device=torch.device("cpu"), world=World(0, 2))
 
 
@@ -178,7 +178,7 @@ def test_the_plugin_refuses_before_any_rank_waits(tmp_path: Path, args: tuple[st
 
 _LOOP = """
 import json, sys, torch
-from harness.distributed import init_distributed, shutdown_distributed
+from harness.runtime.distributed import init_distributed, shutdown_distributed
 from tests.test_distributed import equivalence_run
 world = init_distributed(["cpu"])
 result = equivalence_run()

@@ -1,6 +1,6 @@
 """A/B through the whole path: run the real case, inject a change, run again with ``--gate``.
 
-The injections wrap the backbone's forward (``harness.models.create_backbone``), so the change
+The injections wrap the backbone's forward (``harness.backbones.factory.create_backbone``), so the change
 goes through the same timing, memory probe, JSON writer, storage and gate a real regression
 would. The latency injection makes every call sleep for as long as its own forward took, so the
 slowdown is 2x whatever else the machine is doing: the baseline is timed in an earlier session,
@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.projects import CONFTEST
+
 ROOT = Path(__file__).resolve().parents[1]
-CONFTEST = 'pytest_plugins = ["harness.plugin", "fixtures.recording", "fixtures.inference", "fixtures.train", "fixtures.plan"]\n'
 INJECT = CONFTEST + '''
 import os, time, torch, pytest
-import harness.kinds.inference, harness.models
+import harness.kinds.inference, harness.backbones.factory
 
-_create = harness.models.create_backbone
+_create = harness.backbones.factory.create_backbone
 
 def _injected(name, **kw):
     model = _create(name, **kw)

@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 
-import harness.launch as launch
+import harness.scale.launch as launch
 from harness.__main__ import main
-from harness.launch import LaunchError, LaunchPlan, Outcome, ShardTask, check_pytest_args, run_shards, shard_command
+from harness.cli import launch as launch_cli
+from harness.scale.launch import LaunchError, LaunchPlan, ShardOutcome, ShardTask, check_pytest_args, run_shards, shard_command
+from tests.projects import CONFTEST as PROJECT_CONFTEST
 
 # One worker runs the whole module: its end-to-end project is built once.
 pytestmark = pytest.mark.xdist_group("launch")
@@ -154,14 +156,14 @@ def test_a_shard_task_runs_its_command_where_the_launch_ran(tmp_path: Path, monk
 def test_the_rerun_command_repeats_the_launch_options(tmp_path: Path) -> None:
     args = launch_args("--executor", "slurm", "--shards", "3", "--partition", "gpu", "--time", "90", "--save", "main",
                        "--gate", "base", "--fail-on", "latency_p50_ms:off", "--no-history", "--", "-m", "train")
-    assert launch.rerun_command(args, tmp_path, [2, 3]) == (
+    assert launch_cli.rerun_command(args, tmp_path, [2, 3]) == (
         f"python -m harness launch --executor slurm --folder {tmp_path} --rerun 2,3 --save main --partition gpu --gate base "
         "--time 90 --fail-on latency_p50_ms:off --no-history"
     )
 
 
 def launch_args(*argv: str) -> Any:
-    from harness.__main__ import _parser
+    from harness.cli.main import parser as _parser
 
     return _parser().parse_args(["launch", *argv])
 
@@ -223,7 +225,7 @@ def test_a_task_that_dies_without_an_exit_code_is_a_failed_shard(tmp_path: Path)
     killed = Killed(1, 0, (0, 0.0))
     killed.state = "TIMEOUT"
     [outcome] = run_shards([task], lambda batch: [killed], poll_s=0)
-    assert outcome == Outcome(1, 1, None, outcome.seconds, False, Path("/logs/1.out"), Path("/logs/1.err"),
+    assert outcome == ShardOutcome(1, 1, None, outcome.seconds, False, Path("/logs/1.out"), Path("/logs/1.err"),
                               "the task ended without an exit code (state TIMEOUT)")
 
 
@@ -247,11 +249,11 @@ def test_slurm_array_submission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     submitted: list[Any] = []
 
-    def submit_only(tasks: Any, submit: Any, **kwargs: Any) -> list[Outcome]:
+    def submit_only(tasks: Any, submit: Any, **kwargs: Any) -> list[ShardOutcome]:
         submitted.extend(submit(tasks))
         raise LaunchError("stopped once submitted")
 
-    monkeypatch.setattr(launch, "run_shards", submit_only)
+    monkeypatch.setattr(launch_cli, "run_shards", submit_only)
     folder = tmp_path / "job"
     assert _launch("--executor", "slurm", "--shards", "3", "--partition", "gpu", "--gpus-per-task", "1", "--cpus-per-task", "8",
                    "--time", "60", "--max-parallel", "2", "--account", "vision", "--qos", "normal", "--folder", str(folder),
@@ -272,7 +274,7 @@ def test_slurm_array_submission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 # --- end to end, on this machine ---------------------------------------------------------------------
 
-CONFTEST = '''pytest_plugins = ["harness.plugin", "fixtures.recording", "fixtures.inference", "fixtures.train", "fixtures.plan"]
+CONFTEST = PROJECT_CONFTEST + '''
 import os
 
 

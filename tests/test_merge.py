@@ -76,7 +76,7 @@ def shard_runs(results: list[CaseResult], count: int = 3, *, rotate: int = 0) ->
     """The runs of ``--shard 1/count`` … ``count/count`` over ``results``, as the plugin writes them.
 
     Cases go to shards round-robin over their sorted ids (``rotate`` shifts the split, as changed
-    stored durations would); the digests are made the way harness/shard.py makes them.
+    stored durations would); the digests are made the way harness/scale/shards.py makes them.
     """
     ids = sorted(r.record["case_id"] for r in results)
     where = {case_id: (i + rotate) % count + 1 for i, case_id in enumerate(ids)}

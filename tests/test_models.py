@@ -6,8 +6,9 @@ from typing import get_args
 
 import pytest
 
+from harness.backbones.factory import create_backbone, resolve_backbones
+from harness.backbones.registry import GROUPS, REGISTRY, BackboneUnsupported, Family, UnknownBackbone, family_of
 from harness.contract import FAMILIES
-from harness.models import GROUPS, REGISTRY, BackboneUnsupported, Family, UnknownBackbone, create_backbone, family_of, resolve_backbones
 
 REFERENCE = ["convnextv2_tiny", "tf_efficientnetv2_s", "mobilenetv3_large_100", "resnet50", "vit_base_patch16_224", "deit_small_patch16_224", "swin_tiny_patch4_window7_224"]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from harness.devices import OUT_OF_MEMORY
 from harness.edge.planning import PlanningError, estimate_max_batch, search_max_batch
+from harness.errors import OUT_OF_MEMORY
 
 
 def linear(batch: int) -> int:
@@ -128,8 +128,8 @@ def test_plan_batches_releases_the_inference_model_before_training_probes(monkey
     # allocation: an inference model still alive would add a copy of the weights to each.
     import weakref
 
-    from harness.cases import CaseSpec
     from harness.kinds import plan
+    from harness.matrix.cases import CaseSpec
 
     built: list[weakref.ref[nn.Module]] = []
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.projects import CONFTEST
+
 ROOT = Path(__file__).resolve().parents[1]
-CONFTEST = 'pytest_plugins = ["harness.plugin", "fixtures.recording", "fixtures.inference", "fixtures.train", "fixtures.plan"]\n'
 # Short timing keeps each end-to-end case well under a second on a busy 2-core machine.
 FAST = ("--bench-time", "0.02", "-p", "no:cacheprovider")
 

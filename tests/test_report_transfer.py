@@ -18,8 +18,9 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
+from harness.cli.report import add_report_arguments, report_options
 from harness.results.deployment import choose_inference, deployment_frame, deployment_tables
-from harness.results.report import ReportOptions, add_report_arguments, cases_frame, pareto_front, report_options, write_report
+from harness.results.report import ReportOptions, cases_frame, pareto_front, write_report
 from harness.results.runs import Run, RunError, read_run_file
 from harness.results.transfer import mean_over_log_size, train_points
 from tests.data import synth

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.config.options import default_settings
-from harness.config.parsers import SettingError
+from harness.errors import SettingError
 from harness.measure.schedule import Schedule, choose_schedule, hyperrule_steps, planned_steps, schedule_setting
 from harness.measure.selection import (
     FINETUNE_LR_GRID,

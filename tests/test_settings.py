@@ -9,19 +9,10 @@ from typing import Any
 import pytest
 
 from harness.config.options import GATE_OPTIONS, OPTIONS, check_subsets, default_settings, settings_from
-from harness.config.parsers import (
-    SettingError,
-    choice_list,
-    int_list,
-    number,
-    parse_backbones,
-    parse_devices,
-    parse_threads,
-    run_name,
-    tolerances,
-)
-from harness.config.settings import Settings
+from harness.config.parsers import choice_list, int_list, number, parse_backbones, parse_devices, parse_threads, run_name, tolerances
 from harness.contract import PRECISIONS
+from harness.errors import SettingError
+from harness.settings import Settings
 
 GOOD: list[tuple[Callable[[str], Any], str, Any]] = [
     (int_list("batch-sizes"), "1,32", [1, 32]),
@@ -96,7 +87,7 @@ def test_defaults_come_from_the_table_and_the_environment() -> None:
 
 
 def test_gate_rows_are_shared_with_the_compare_command() -> None:
-    from harness.__main__ import _parser
+    from harness.cli.main import parser as _parser
 
     compare = _parser()._subparsers._group_actions[0].choices["compare"]  # type: ignore[union-attr]
     flags = {s for action in compare._actions for s in action.option_strings}

@@ -1,4 +1,4 @@
-"""``--shard K/N``: the split (harness/shard.py) and the plugin end to end (pytester)."""
+"""``--shard K/N``: the split (harness/scale/shards.py) and the plugin end to end (pytester)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config.parsers import SettingError
-from harness.shard import CaseFacts, CostModel, Item, Shard, parse_shard, plan, split, stored_seconds
+from harness.errors import SettingError
+from harness.scale.shards import CaseFacts, CostModel, Item, Shard, parse_shard, plan, split, stored_seconds
 from tests.test_plugin import FAST, ROOT, suite  # noqa: F401  (the pytester project fixture)
 
 # --- parsing -------------------------------------------------------------------------------------

@@ -10,11 +10,13 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from harness.contract import normalise_augment
 from harness.data.augment import MixBatch, random_crop_flip, scoped_global_rng
 from harness.data.types import TensorSplit
 from harness.measure import training
-from harness.measure.recipes import Recipe, default_recipe, lr_factor, normalise_augment
-from harness.measure.training import EpochStats, train
+from harness.measure.recipes import Recipe, default_recipe, lr_factor
+from harness.measure.trained import EpochStats
+from harness.measure.training import train
 
 CPU = torch.device("cpu")
 CLASSES = tuple(str(i) for i in range(10))

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 import torch
 
-from harness.cases import CaseSpec
 from harness.config.options import default_settings
 from harness.data.registry import held_size
-from harness.distributed import World
 from harness.kinds.train import batch_for, recipe_for
-from harness.matrix import train_cases
+from harness.matrix.cases import CaseSpec
+from harness.matrix.expand import train_cases
+from harness.runtime.distributed import World
 from tests.projects import write_project
 
 pytestmark = pytest.mark.xdist_group("transfer")
@@ -206,7 +206,7 @@ def test_bad_transfer_input_is_a_setting_error_naming_the_fix(option: str, text:
     """What the option table's parsers refuse is a usage error (exit 4) before any case runs: the
     subprocess test below shows that path once, for a checkpoint of another architecture."""
     from harness.config.options import OPTIONS
-    from harness.config.parsers import SettingError
+    from harness.errors import SettingError
 
     [row] = [o for o in OPTIONS if o.field == option]
     with pytest.raises(SettingError) as info:

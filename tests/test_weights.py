@@ -22,16 +22,16 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from harness import weights
-from harness.models import UnknownBackbone
-from harness.weights import (
+from harness.backbones import weights
+from harness.backbones.factory import create_model
+from harness.backbones.registry import UnknownBackbone
+from harness.backbones.weights import (
     FILE_SEP,
     Preprocess,
     UnknownWeights,
     WeightsMismatch,
     WeightsRef,
     WeightsUnavailable,
-    create_model,
     fetch_command,
     find_cached,
     parse_backbone,
@@ -39,6 +39,7 @@ from harness.weights import (
     preprocess_of,
     sha256_file,
 )
+from harness.cli import weights as weights_cli
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -355,7 +356,7 @@ def test_sha256_is_hashed_once_per_version_of_a_file(tmp_path: Path) -> None:
 
 def _cli(names: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m harness")
-    weights.add_parser(parser.add_subparsers(dest="command"))
+    weights_cli.add_parser(parser.add_subparsers(dest="command"))
     return parser.parse_args(["weights", *names])
 
 
@@ -364,14 +365,14 @@ def test_cli_lines_and_exit_codes(offline: tuple[Path, Path], tmp_path: Path, ca
     own = tmp_path / "own.pt"
     own.write_bytes(b"x")
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert weights.run(_cli(["resnet18.a1_in1k", f"resnet18@{own}"])) == 0
+    assert weights_cli.run(_cli(["resnet18.a1_in1k", f"resnet18@{own}"])) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"resnet18.a1_in1k: hf-cache {path} sha256 {sha[:12]}…",
         f"resnet18@own: file {own} sha256 {hashlib.sha256(b'x').hexdigest()[:12]}…",
     ]
-    assert weights.run(_cli(["resnet18.a1_in1k", "resnet18.a2_in1k"])) == 1
+    assert weights_cli.run(_cli(["resnet18.a1_in1k", "resnet18.a2_in1k"])) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("resnet18.a2_in1k: not cached; looked in ") and lines[1].endswith("fetch: python -m harness weights --download resnet18.a2_in1k")
     with pytest.raises(UnknownWeights, match=r"resnet18 names no weights: write resnet18.TAG"):
-        weights.run(_cli(["resnet18.a1_in1k", "resnet18"]))
+        weights_cli.run(_cli(["resnet18.a1_in1k", "resnet18"]))
     assert capsys.readouterr().out == ""  # every name is checked before any is looked up

@@ -2,7 +2,7 @@
 
 One table feeds the pytest plugin (each row is ``--name`` and the ini key ``name`` with dashes
 turned into underscores), the ``python -m harness compare`` command (the rows of scope
-``gate``, under the same names) and :class:`~harness.config.settings.Settings`, whose fields are
+``gate``, under the same names) and :class:`~harness.settings.Settings`, whose fields are
 exactly the rows' fields. :func:`settings_from` merges the sources: the command line wins, then
 the ini file, then the row's environment variable, then its default. A default is written here
 and nowhere else.
@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness.config import parsers as p
-from harness.config.parsers import SettingError
-from harness.config.settings import Settings
 from harness.contract import PRECISIONS, PROTOCOLS, RUNTIMES
+from harness.errors import SettingError
 from harness.measure.selection import TUNE_MODES
-from harness.shard import parse_shard
+from harness.scale.shards import parse_shard
+from harness.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("download", "download", p.flag, "false", "", "download missing datasets (torchvision) and pretrained weights (Hugging Face hub); without it nothing is fetched", flag=True),
     Option("feature-cache", "feature_cache", p.path, ".bench-features", "PATH", "where linear and knn cases keep the frozen backbones' features, reused by every case that needs the same ones", env="BACKBONE_BENCH_FEATURES"),
     Option("resume", "resume", p.flag, "false", "", "resume interrupted training cases from their last checkpoint", flag=True),
-    # Scale-out: which part of the selection this session runs (see harness/shard.py).
+    # Scale-out: which part of the selection this session runs (see harness/scale/shards.py).
     Option("shard", "shard", parse_shard, None, "K/N", "run only shard K of N: a deterministic part of the selected cases (after -k/-m), balanced by the stored durations; merge the N runs with python -m harness merge", env="BACKBONE_BENCH_SHARD"),
     # The gate: the same names in pytest and in `python -m harness compare`.
     Option("gate", "gate", str, None, "BASELINE", "after the run, gate it against BASELINE (a run id in the storage or a file); regressions fail the session"),

@@ -1,38 +1,22 @@
 """Parsers of option values: text a user wrote (command line or ``pytest.ini``) in, a typed value out.
 
 Each raises :class:`SettingError` naming the valid choices or the fix. The plugin and the
-``python -m harness`` command call them as argparse ``type=`` validators, so bad input is a usage
+``python -m harness`` command call them as argparse ``type=`` validators (through
+:func:`harness.cli.common.argtype`), so bad input is a usage
 error at parse time, before any case runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness.contract import unknown
+from harness.contract import NATIVE, unknown
+from harness.errors import SettingError
 
 T = TypeVar("T")
-
-
-class SettingError(ValueError):
-    """A bad option value; the message names the valid choices."""
-
-
-def argtype(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """``parse`` as an argparse ``type=``: a :class:`SettingError` becomes argparse's usage error."""
-
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except SettingError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    convert.__name__ = getattr(parse, "__name__", "value")
-    return convert
 
 
 def split_list(text: str) -> list[str]:
@@ -92,7 +76,7 @@ def choice_list(what: str, choices: tuple[str, ...]) -> Callable[[str], list[str
 
 def parse_devices(text: str) -> list[str]:
     """``auto`` (every available device) or a list of ``cpu``, ``cuda``, ``cuda:N``, ``mps``."""
-    from harness.devices import available_devices, parse_device
+    from harness.runtime.devices import available_devices, parse_device
 
     if text.strip().lower() == "auto":
         return available_devices()
@@ -106,9 +90,10 @@ def parse_devices(text: str) -> list[str]:
 
 
 def parse_backbones(text: str) -> list[str]:
-    """Registry names, groups and timm model names (see :func:`harness.models.resolve_backbones`)."""
-    from harness.models import UnknownBackbone, resolve_backbones
-    from harness.weights import UnknownWeights, WeightsMismatch
+    """Registry names, groups and timm model names (see :func:`harness.backbones.factory.resolve_backbones`)."""
+    from harness.backbones.factory import resolve_backbones
+    from harness.backbones.registry import UnknownBackbone
+    from harness.backbones.weights import UnknownWeights, WeightsMismatch
 
     try:
         names = resolve_backbones(split_list(text))
@@ -129,8 +114,6 @@ def train_img_sizes(text: str) -> list[int | str]:
         raise SettingError("train-img-sizes needs at least one size, e.g. 32,224 or native")
     return list(dict.fromkeys(values))
 
-
-NATIVE = "native"
 
 
 def parse_threads(text: str) -> int | None:
@@ -206,7 +189,7 @@ def datasets(text: str) -> list[str]:
 
 def augment(text: str) -> tuple[str, ...]:
     """Augmentations that combine (``randaugment,mixup``); ``none`` alone turns them off."""
-    from harness.measure.recipes import normalise_augment
+    from harness.contract import normalise_augment
 
     return _setting(lambda: normalise_augment(split_list(text)))
 

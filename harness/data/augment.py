@@ -17,15 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-# Mean/std 0.5 maps [0, 1] to [-1, 1]. Models here train from scratch, so ImageNet statistics
-# carry no meaning; a fixed symmetric range treats every dataset alike (grey digits included).
-MEAN = 0.5
-STD = 0.5
+from harness.contract import SCRATCH_MEAN, SCRATCH_STD
 
-
-# The normalisation of a model trained from scratch here: [0, 1] -> [-1, 1] on every channel.
-SCRATCH_MEAN: tuple[float, float, float] = (MEAN, MEAN, MEAN)
-SCRATCH_STD: tuple[float, float, float] = (STD, STD, STD)
+# One channel's mean/std of harness.contract.SCRATCH_MEAN/SCRATCH_STD (the same on every channel).
+MEAN = SCRATCH_MEAN[0]
+STD = SCRATCH_STD[0]
 
 
 def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:

@@ -7,7 +7,7 @@ key; every case needing them (other subset sizes, seeds, knn after linear) reads
 full-split tensors and indexes into them.
 
 A cache file is ``<root>/<backbone>/<dataset>-<split>-<img>px-<precision>[-init<seed>]-<digest>.pt``, written
-through :func:`harness.results.storage.write_atomic`, so a reader never sees half a file; two
+through :func:`harness.files.write_atomic`, so a reader never sees half a file; two
 processes extracting the same key both write whole files and the last one wins.
 """
 
@@ -31,8 +31,9 @@ from harness.contract import DEVICE_TYPES, PRECISIONS
 from harness.data.augment import prepare
 from harness.data.batches import Batches
 from harness.data.types import TensorSplit
-from harness.devices import DTYPES, OUT_OF_MEMORY, synchronize
-from harness.results.storage import write_atomic
+from harness.errors import OUT_OF_MEMORY
+from harness.files import write_atomic
+from harness.runtime.devices import DTYPES, synchronize
 
 SPLITS = ("train", "test")
 # Hex characters of the sha256 kept in the digest: 64 bits, no collision among a few thousand keys.

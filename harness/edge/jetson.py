@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.devices import slug
+from harness.contract import slug
 
 CommandRunner = Callable[[list[str]], str]
 

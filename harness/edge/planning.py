@@ -16,7 +16,7 @@ from fractions import Fraction
 
 import torch
 
-from harness.devices import OUT_OF_MEMORY
+from harness.errors import OUT_OF_MEMORY
 
 Measure = Callable[[int], int]
 

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.contract import unknown
-from harness.devices import slug
+from harness.contract import slug, unknown
 
 # Units are matched case-insensitively; the keys are how messages spell them.
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}

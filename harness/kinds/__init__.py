@@ -1,4 +1,4 @@
-"""The kinds of case, one module each: how a :class:`~harness.cases.CaseSpec` becomes a record.
+"""The kinds of case, one module each: how a :class:`~harness.matrix.cases.CaseSpec` becomes a record.
 
 :data:`harness.contract.KINDS` says what each kind records; this package says how it runs.
 Every kind module provides ``settings_of(spec, settings)``: the resolved values of the kind's
@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from harness.cases import CaseSpec
-from harness.config.settings import Settings
 from harness.contract import KINDS, settings_digest
+from harness.kinds import inference, plan, train
+from harness.matrix.cases import CaseSpec
+from harness.settings import Settings
 
 
 def _resolvers() -> Mapping[str, Callable[[CaseSpec, Settings], dict[str, Any]]]:
-    from harness.kinds import inference, plan, train
-
     return {"inference": inference.settings_of, "train": train.settings_of, "plan": plan.settings_of}
 
 
@@ -37,26 +36,21 @@ def base_record(spec: CaseSpec, settings: Settings) -> dict[str, Any]:
     return {**spec.identity(), "settings": values, "settings_digest": settings_digest(values)}
 
 
-def profile_name(settings: Settings) -> str | None:
-    """The edge profile as a setting: its name, or ``None``."""
-    return getattr(settings.edge_profile, "name", None)
-
-
 Outcome = Literal["skip", "fail"]
 
 
 def _policy() -> tuple[tuple[type[BaseException], Outcome, str], ...]:
     """(exception, outcome, message prefix), most specific first."""
+    from harness.backbones.registry import BackboneUnsupported
+    from harness.backbones.weights import WeightsMismatch, WeightsUnavailable
     from harness.data.errors import DatasetCorrupt, DatasetUnavailable
     from harness.data.subsets import SubsetError
-    from harness.devices import OUT_OF_MEMORY
     from harness.edge.planning import PlanningError
     from harness.edge.power import PowerUnavailable
     from harness.edge.profiles import MemoryBudgetExceeded
+    from harness.errors import OUT_OF_MEMORY
     from harness.measure.flops import FlopCountError
     from harness.measure.runtimes import ParityError, RuntimeUnsupported
-    from harness.models import BackboneUnsupported
-    from harness.weights import WeightsMismatch, WeightsUnavailable
 
     return (
         # The case cannot run here: a skip with the reason (and the fix, where the message has one).

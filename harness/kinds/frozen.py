@@ -16,20 +16,22 @@ from typing import Any
 
 import torch
 
-from harness.cases import CaseSpec
-from harness.config.settings import Settings
+from harness.backbones.factory import create_model
+from harness.backbones.weights import WeightsRef, locate, preprocess_of
 from harness.data.datasets import dataset_source
 from harness.data.features import FeatureCache, FeatureKey, Features
 from harness.data.subsets import class_counts, parse_subset, split_validation, subset_indices
 from harness.data.types import TensorSplit
-from harness.devices import synchronize
-from harness.kinds.train import case_keys, seed_keys
+from harness.kinds.keys import case_keys, seed_keys
+from harness.matrix.cases import CaseSpec
 from harness.measure.classification import macro_f1, per_class_accuracy, topk_accuracy
 from harness.measure.probes import KNN_K, KNN_TEMPERATURE, LINEAR_L2, LINEAR_MAX_ITER, fit_linear, knn_scores
 from harness.measure.recipes import autocast_dtype
 from harness.measure.selection import LINEAR_L2_GRID, VAL_FRACTION, Choice, choose, knn_grid, logit_score, tune_setting, vote_score
-from harness.measure.training import EVAL_BATCH, TrainResult
-from harness.weights import WeightsRef, create_model, locate, preprocess_of
+from harness.measure.trained import TrainResult
+from harness.measure.training import EVAL_BATCH
+from harness.runtime.devices import synchronize
+from harness.settings import Settings
 
 RANDOM_WEIGHTS_NOTE = "{protocol} on random weights: a baseline for pretrained features, not a transfer"
 

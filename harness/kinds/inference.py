@@ -18,18 +18,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from harness.cases import CaseSpec
-from harness.config.settings import Settings
-from harness.devices import DTYPES, synchronize
+from harness.backbones.factory import create_backbone
+from harness.kinds.keys import profile_name
+from harness.matrix.cases import CaseSpec
 from harness.measure.flops import count_gmacs, count_params
 from harness.measure.memory import module_bytes, peak_bytes
 from harness.measure.timing import LatencyStats
-from harness.models import create_backbone
+from harness.runtime.devices import DTYPES, synchronize
+from harness.settings import Settings
 
 
 def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
     """The contract settings of an inference case, resolved (``threads``: the count torch will use)."""
-    from harness.kinds import profile_name
 
     return {
         "num_classes": spec.num_classes,

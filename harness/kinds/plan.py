@@ -18,15 +18,16 @@ from typing import Any
 
 import torch
 
-from harness.cases import CaseSpec
-from harness.config.settings import Settings
+from harness.backbones.factory import create_backbone
 from harness.data.types import TensorSplit
-from harness.devices import DTYPES
 from harness.edge.planning import estimate_max_batch, search_max_batch
+from harness.kinds.keys import profile_name
+from harness.matrix.cases import CaseSpec
 from harness.measure.memory import peak_bytes
 from harness.measure.recipes import default_recipe
 from harness.measure.training import train
-from harness.models import create_backbone
+from harness.runtime.devices import DTYPES
+from harness.settings import Settings
 
 # First probe batch. Training starts at 2: batch-norm cannot train on a single image.
 FIRST_PROBE = {"inference": 1, "train": 2}
@@ -45,7 +46,6 @@ BATCH_LIMIT = 4096
 
 def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
     """The contract settings of a planning case."""
-    from harness.kinds import profile_name
 
     return {"num_classes": spec.num_classes, "plan_budget_bytes": settings.plan_budget_bytes, "edge_profile": profile_name(settings)}
 

@@ -10,27 +10,28 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from harness.cases import CaseSpec
-from harness.config.settings import Settings
 from harness.contract import FEATURE_PROTOCOLS
 from harness.data.datasets import hflip_of, load_split
 from harness.data.registry import held_size
 from harness.data.subsets import SubsetError, class_counts, parse_subset, planned_size, split_validation, subset_indices
 from harness.data.types import TensorSplit
-from harness.distributed import BATCHNORM_WHOLE_BATCH, World, current_world, device_backend, main_first, per_rank_batch
-from harness.measure.classification import summarize_seeds
+from harness.kinds.frozen import extract_train_features, probe_settings, run_frozen_case, search_probe
+from harness.kinds.keys import case_keys, profile_name, recipe_keys, seed_keys, world_keys
+from harness.matrix.cases import CaseSpec
 from harness.measure.probes import LINEAR_L2, LinearProbe, fit_linear, load_into_head
 from harness.measure.recipes import Recipe, default_recipe, finetune_recipe
 from harness.measure.runtimes import int8_accuracy
 from harness.measure.schedule import FINETUNE_WARMUP_FRACTION, WARMUP_FRACTION, Schedule, choose_schedule, schedule_setting
 from harness.measure.selection import FINETUNE_LR_GRID, POINT_FRACTION, VAL_FRACTION, Choice, choose, scaled_lr, tune_setting
-from harness.measure.training import EpochStats, TrainResult, train
+from harness.measure.trained import EpochStats, TrainResult
+from harness.measure.training import train
+from harness.runtime.distributed import World, current_world, main_first
+from harness.settings import Settings
 
 
 def warmup_fraction(protocol: str) -> float:
@@ -56,7 +57,7 @@ def recipe_for(spec: CaseSpec, options: Settings, seed: int, batch_size: int | N
     ``schedule`` (:func:`case_schedule`) sets the steps; ``lr`` is a searched lr (it wins over the
     family's rule; ``--lr`` removes the search).
     """
-    from harness.weights import WeightsRef, preprocess_of
+    from harness.backbones.weights import WeightsRef, preprocess_of
 
     dataset = str(spec.dataset)
     preprocess = preprocess_of(spec.weights or WeightsRef(spec.backbone))  # random weights: the from-scratch 0.5/0.5
@@ -96,8 +97,7 @@ def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
     subset it fixes the steps) and its search (``tune``: a searched hyperparameter is digested as
     its grid, not one value). Frozen-feature protocols (linear, knn) train no network: their
     recipe keys are their probe's."""
-    from harness.kinds import profile_name
-    from harness.weights import find_cached
+    from harness.backbones.weights import find_cached
 
     found = find_cached(spec.weights) if spec.weights is not None else None
     # CPU threads change a CPU case's arithmetic (reduction order) and so its top-1; a CUDA case's
@@ -106,7 +106,6 @@ def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
     common = {"threads": threads, "seeds": settings.seeds}
     tail = {"edge_profile": profile_name(settings), "weights_sha256": found.sha256 if found is not None else None}
     if spec.protocol in FEATURE_PROTOCOLS:
-        from harness.kinds.frozen import probe_settings
 
         return {**common, **probe_settings(spec.protocol, settings.tune), **tail}
     recipe = recipe_for(spec, settings, seed=0)
@@ -195,7 +194,6 @@ def run_train_case(
         raise ValueError(f"case {spec.id} is for {spec.world_size} process(es) but this session has {world.size}; run it with torchrun --nproc-per-node {spec.world_size}")
     train_split, test_split = load_case_splits(spec, options, world)
     if spec.protocol in FEATURE_PROTOCOLS:
-        from harness.kinds.frozen import run_frozen_case
 
         return run_frozen_case(spec, options, train_split, test_split)
     return _train_seeds(spec, options, train_split, test_split, world, progress)
@@ -203,7 +201,8 @@ def run_train_case(
 
 def _train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, test_split: TensorSplit, world: World,
                  progress: Callable[[int, EpochStats], None] | None) -> dict[str, Any]:
-    from harness.weights import WeightsRef, create_model
+    from harness.backbones.factory import create_model
+    from harness.backbones.weights import WeightsRef
 
     device = torch.device(spec.device)
     subset = parse_subset(str(spec.subset))
@@ -274,10 +273,10 @@ def _train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, te
         "weight_decay": recipe.weight_decay,
         "augment": list(recipe.augment),
         "train_batch_used": recipe.batch_size,
-        "recipe": _recipe_keys(recipe),
+        "recipe": recipe_keys(recipe),
         "held_img_size": int(train_split.images.shape[-1]),
         **loaded,
-        **_world_keys(spec, recipe, world.size),
+        **world_keys(spec, recipe, world.size),
         **seed_keys(results),
         "epochs_to_target": last.epochs_to_target,
         "steps_run": last.steps_run,
@@ -300,7 +299,6 @@ class _LinearStart:
     (:mod:`harness.kinds.frozen`), so a fine-tune and the linear case of the same weights extract once."""
 
     def __init__(self, spec: CaseSpec, options: Settings, train_split: TensorSplit) -> None:
-        from harness.kinds.frozen import extract_train_features
 
         self.features, self.device = extract_train_features(spec, options, train_split)
         self.num_classes, self.tune = train_split.num_classes, options.tune
@@ -312,7 +310,6 @@ class _LinearStart:
 
     def l2(self, indices: torch.Tensor, seed: int) -> Choice | None:
         """The head's L2, chosen as the linear protocol chooses it (None: --tune off, the fixed one)."""
-        from harness.kinds.frozen import search_probe
 
         if tune_setting("linear", self.tune) is None:
             return None
@@ -331,7 +328,8 @@ def _search_lr(spec: CaseSpec, options: Settings, seed: int, train_split: Tensor
     :data:`~harness.measure.selection.POINT_FRACTION` of the case's steps and is scored by top-1 on
     the validation part: the test split is not passed to these trainings at all.
     """
-    from harness.weights import WeightsRef, create_model
+    from harness.backbones.factory import create_model
+    from harness.backbones.weights import WeightsRef
 
     fit_idx, val_idx = split_validation(indices, train_split.labels, fraction=VAL_FRACTION, seed=seed)
     fit, val = train_split.take(fit_idx), train_split.take(val_idx)
@@ -352,49 +350,6 @@ def _search_lr(spec: CaseSpec, options: Settings, seed: int, train_split: Tensor
     return choose("finetune", FINETUNE_LR_GRID, score, fit_images=len(fit_idx), val_images=len(val_idx))
 
 
-def case_keys(spec: CaseSpec, train: TensorSplit, test: TensorSplit, counts: dict[str, int], seeds: int) -> dict[str, Any]:
-    """The record keys every protocol's case starts with: identity, data, seeds, and the side of the
-    backbone's final feature map at the case's resolution (a 1×1 map is named with its consequence)."""
-    from harness.models import feature_map_side
-
-    side = feature_map_side(spec.backbone, spec.img_size)
-    small = {} if side != 1 else {"feature_map_note": f"{spec.backbone} leaves a 1×1 feature map at {spec.img_size} px: its global pool "
-                                                      "sees one position; a larger --train-img-sizes keeps its spatial features"}
-    return {
-        **spec.identity(),
-        "feature_map_px": side,
-        **small,
-        "num_classes": train.num_classes,
-        "status": "ok",
-        "train_size": int(sum(counts.values())),
-        "test_size": len(test),
-        "class_counts": counts,
-        "seeds": list(range(seeds)),
-    }
-
-
-def seed_keys(results: list[TrainResult]) -> dict[str, Any]:
-    """The seed summary under the JSON contract's names (``top1`` is the mean over seeds), and the
-    last seed's per-class accuracy."""
-    summary = summarize_seeds(results)
-    return {
-        "top1": summary["top1_mean"],
-        "top5": summary["top5_mean"],
-        "macro_f1": summary["macro_f1_mean"],
-        "top1_std": summary["top1_std"],
-        "top1_per_seed": summary["top1_per_seed"],
-        "per_class_acc": results[-1].per_class_acc,
-    }
-
-
-def _recipe_keys(recipe: Recipe) -> dict[str, Any]:
-    """The recipe as the record shows it: the fine-tuning split of learning rates and the warm-up included."""
-    keys = ("optimizer", "lr", "backbone_lr_scale", "weight_decay", "warmup_steps", "steps", "batch_size", "label_smoothing",
-            "freeze_norm_stats", "img_size", "mean", "std")
-    values = asdict(recipe)
-    return {key: list(values[key]) if isinstance(values[key], tuple) else values[key] for key in keys}
-
-
 def int8_accuracy_change(model: torch.nn.Module, test: TensorSplit, workdir: Path, recipe: Recipe) -> dict[str, Any]:
     """Top-1 of the trained (seed 0) model in fp32 and as dynamic-int8 ONNX on the CPU provider."""
     from harness.data.augment import prepare
@@ -409,16 +364,3 @@ def int8_accuracy_change(model: torch.nn.Module, test: TensorSplit, workdir: Pat
     finally:
         runner.close()
     return {"int8_top1": 100 * int8, "fp32_onnx_ref_top1": 100 * fp32, "int8_top1_change_pp": 100 * (int8 - fp32)}
-
-
-def _world_keys(spec: CaseSpec, recipe: Recipe, world_size: int) -> dict[str, Any]:
-    """How the case's batch was spread over processes: ``lr`` above is the global batch's."""
-    distributed = world_size > 1
-    return {
-        "world_size": world_size,
-        "global_batch": recipe.batch_size,
-        "per_rank_batch": per_rank_batch(recipe.batch_size, World(size=world_size)),
-        "backend": device_backend(spec.device) if distributed else None,
-        # Pooled over ranks under torchrun (harness.distributed.pool_batchnorm), as in one process.
-        "batchnorm": BATCHNORM_WHOLE_BATCH,
-    }

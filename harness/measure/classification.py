@@ -9,12 +9,11 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from harness.measure.training import TrainResult
+from harness.measure.trained import TrainResult
 
 
 def _check(logits: torch.Tensor, labels: torch.Tensor) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from harness.devices import synchronize
+from harness.runtime.devices import synchronize
 
 # L2 strength on the mean cross-entropy of standardised features. In scikit-learn terms it is
 # C = 1 / (2 * l2 * N): sklearn's default C = 1 at N = 2,500, the geometric middle of the

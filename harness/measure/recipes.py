@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
@@ -18,44 +18,13 @@ from typing import Any, Literal
 import torch
 from timm.optim import param_groups_weight_decay
 
-from harness.contract import AUGMENTS, FAMILIES, PRECISIONS, unknown
-from harness.data.augment import SCRATCH_MEAN, SCRATCH_STD
-from harness.devices import DTYPES
-from harness.models import Family
+from harness.backbones.registry import Family
+from harness.contract import FAMILIES, PRECISIONS, SCRATCH_MEAN, SCRATCH_STD, normalise_augment, unknown
+from harness.runtime.devices import DTYPES
 
 Optimizer = Literal["sgd", "adamw"]
 
 _OPTIMIZERS = ("sgd", "adamw")
-# Every augmentation but `standard` itself and `none` adds to the standard crop + flip.
-_ADD_TO_STANDARD = frozenset(AUGMENTS) - {"standard", "none"}
-
-
-def normalise_augment(names: Sequence[str]) -> tuple[str, ...]:
-    """The canonical form of a combination of augmentations (see ``harness.contract.AUGMENTS``).
-
-    Names are stripped and lower-cased; a string is read as a comma-separated list. ``standard``
-    (crop + flip) is implied by ``randaugment``, ``mixup`` and ``cutmix``; the result is in
-    ``AUGMENTS`` order without duplicates: ``["mixup"]`` -> ``("standard", "mixup")``,
-    ``["cutmix", "mixup"]`` -> ``("standard", "mixup", "cutmix")``. ``none`` stands alone.
-    Raises ``ValueError`` for an unknown name, for ``none`` with others, and for no name at all.
-    """
-    if isinstance(names, str):
-        names = names.split(",")
-    given = [name.strip().lower() for name in names if name.strip()]
-    for name in given:
-        if name not in AUGMENTS:
-            raise ValueError(unknown("augmentation", name, AUGMENTS))
-    wanted = set(given)
-    if not wanted:
-        raise ValueError(f"augment needs at least one of: {', '.join(AUGMENTS)}")
-    if "none" in wanted and len(wanted) > 1:
-        others = ", ".join(a for a in AUGMENTS if a in wanted and a != "none")
-        raise ValueError(f"augmentation 'none' turns every augmentation off and cannot be combined with {others}; pass none alone, or drop it")
-    if wanted & _ADD_TO_STANDARD:
-        wanted.add("standard")
-    return tuple(a for a in AUGMENTS if a in wanted)
-
-
 @dataclass(frozen=True)
 class Recipe:
     """How to train one model. Validated on construction.

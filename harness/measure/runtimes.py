@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from harness.contract import RUNTIMES, unknown
-from harness.devices import synchronize
+from harness.runtime.devices import synchronize
 
 # Spellings people type for the same runtime; keys are already lower-case with '-' separators.
 _ALIASES: dict[str, str] = {

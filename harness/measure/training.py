@@ -6,7 +6,7 @@ function of ``(recipe.seed, epoch)`` and scoped so global RNG is left as found; 
 per-epoch checkpoints this makes an interrupted-and-resumed run bit-identical to an
 uninterrupted one on CPU.
 
-Under torchrun (:mod:`harness.distributed`) the model is wrapped in DistributedDataParallel:
+Under torchrun (:mod:`harness.runtime.distributed`) the model is wrapped in DistributedDataParallel:
 ``recipe.batch_size`` stays the global batch, each rank takes its share of every epoch's order
 and steps on ``batch_size / world size`` images, and rank 0 alone writes checkpoints. One
 process runs exactly the single-process loop.
@@ -18,7 +18,7 @@ import copy
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -32,8 +32,14 @@ from harness.data.augment import MixBatch, RandAugmentBatch, crop_padding, prepa
 from harness.data.batches import Batches, derive_seed, epoch_order
 from harness.data.subsets import split_validation
 from harness.data.types import TensorSplit
-from harness.devices import OUT_OF_MEMORY, synchronize
-from harness.distributed import (
+from harness.errors import OUT_OF_MEMORY
+from harness.files import write_atomic
+from harness.measure.classification import epochs_to_target, macro_f1, per_class_accuracy, topk_accuracy
+from harness.measure.memory import peak_bytes
+from harness.measure.recipes import Recipe, autocast_dtype, build_optimizer, build_scheduler, determinism
+from harness.measure.trained import EpochStats, TrainResult
+from harness.runtime.devices import synchronize
+from harness.runtime.distributed import (
     World,
     all_reduce_max,
     all_reduce_sum,
@@ -46,68 +52,30 @@ from harness.distributed import (
     rank_stream,
     require_group,
 )
-from harness.measure.classification import epochs_to_target, macro_f1, per_class_accuracy, topk_accuracy
-from harness.measure.memory import peak_bytes
-from harness.measure.recipes import Recipe, autocast_dtype, build_optimizer, build_scheduler, determinism
-from harness.results.storage import write_atomic
 
 CHECKPOINT = "last.pt"
+
+
 BEST = "best.pt"
+
+
 # The per-epoch curve on the test split reads a fixed stratified sample of this many images: 50
 # per class on 10 classes puts the curve's standard error near 2 points, enough to see a model
 # converge, while a 100-image subset no longer spends most of its time evaluating 10,000 images
 # every epoch. The final evaluation always reads the whole split. A validation split (which picks
 # the best epoch) is read whole.
 CURVE_SAMPLE = 500
+
+
 # Evaluation batches start here and halve on out-of-memory: per-image cost on a GPU flattens out
 # well below 256, and a 224 px batch of 256 holds a few GB of activations for the registry's models.
 EVAL_BATCH = 256
+
+
 # The curve has at most this many points: a step schedule on a 25-image subset is 500 one-step
 # epochs, and evaluating (and checkpointing) after each would cost more than the training. Runs of
 # up to 20 epochs (every epoch schedule the suite ran before steps) keep one point per epoch.
 CURVE_POINTS = 20
-
-
-@dataclass(frozen=True)
-class EpochStats:
-    """What the progress callback sees after each epoch (1-based); ``val_top1`` is on val, else test."""
-
-    epoch: int
-    loss: float
-    val_top1: float
-    epoch_time_s: float
-    ips: float
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """Outcome of one run. Accuracies in percent, ``macro_f1`` in 0-1, times in seconds.
-
-    ``curve_split`` says whether ``curve[i]["val_top1"]`` was measured on ``"val"`` or ``"test"``.
-    ``train_time_s``/``train_ips`` cover training steps only (no evaluation or checkpointing) and
-    leave out the one step profiled for ``peak_train_mem_bytes`` (0 when not measured).
-    """
-
-    top1: float
-    top5: float
-    macro_f1: float
-    per_class_acc: list[float]
-    curve: list[dict[str, float]]
-    curve_split: str
-    epochs_to_target: int | None
-    train_time_s: float
-    train_ips: float
-    peak_train_mem_bytes: int
-    epochs_run: int
-    best_epoch: int
-    # Seconds spent evaluating (every epoch's curve and the final test), and the images each
-    # point of the curve was measured on.
-    eval_time_s: float = 0.0
-    curve_images: int = 0
-    steps_run: int = 0
-    # Mean cross-entropy of the final evaluation (no label smoothing): ranks grid points whose
-    # top-1 ties on a small validation split passed as ``test``.
-    test_loss: float = 0.0
 
 
 def train(
@@ -134,7 +102,7 @@ def train(
     ``best.pt``; ``resume=True`` continues from ``last.pt`` if present. ``measure_memory``
     profiles one step with ``harness.measure.memory.peak_bytes``. ``data_on_device=None``
     decides residency by ``harness.data.batches.fits_on_device``; ``num_workers`` serves the
-    host path. ``world`` (default: :func:`harness.distributed.current_world`) of more than one
+    host path. ``world`` (default: :func:`harness.runtime.distributed.current_world`) of more than one
     process trains with DistributedDataParallel over its initialised process group; every rank
     returns the same result, and only rank 0 writes ``checkpoint_dir``.
     """
@@ -206,7 +174,7 @@ class _Run:
         self.scaler = torch.amp.GradScaler(device.type) if recipe.precision == "fp16" else None
         self.autocast = (lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype else nullcontext
         self.pad = crop_padding(train.images.shape[-1])
-        # recipe.augment is canonical (harness.measure.recipes.normalise_augment): every combination
+        # recipe.augment is canonical (harness.contract.normalise_augment): every combination
         # but ("none",) holds "standard"; randaugment and mixup/cutmix stack on top of it.
         self.crop_flip = "standard" in recipe.augment
         self.randaug = RandAugmentBatch(train.images.shape[-1]) if "randaugment" in recipe.augment else None

@@ -17,8 +17,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
+from harness.files import write_atomic
 from harness.results.runs import RunError
-from harness.results.storage import write_atomic
 from harness.results.transfer import (
     MIB,
     STYLES,

@@ -1,7 +1,7 @@
 """One run from shard runs: ``python -m harness merge`` joins the runs of ``pytest --shard K/N``.
 
 A study too large for one session runs as N shard sessions, each saving an ordinary run whose
-``backbone_bench.shard`` names its shard and carries two digests (:mod:`harness.shard`): one of
+``backbone_bench.shard`` names its shard and carries two digests (:mod:`harness.scale.shards`): one of
 the whole selection (every case id and its settings digest) and one of the split (which case
 went to which shard). :func:`merge_runs` joins the N runs into one document in the contract of
 :func:`harness.results.records.build_run`, so compare, the gate, the report and

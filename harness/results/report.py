@@ -11,24 +11,21 @@ reason, never drawn empty.
 
 from __future__ import annotations
 
-import argparse
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harness.config.parsers import SettingError, argtype, byte_size, positive_float, positive_int
 from harness.contract import kind_metrics
+from harness.files import write_atomic
 from harness.results import deployment, transfer
 from harness.results.runs import Run, RunError
 from harness.results.selection_report import selection_section
-from harness.results.storage import write_atomic
 from harness.results.transfer import MIB, ReportOptions, md_table, num, pareto_front, save_png, top1_text
 
-__all__ = ["ReportOptions", "ReportResult", "add_report_arguments", "cases_frame", "pareto_front", "report_options", "write_report"]
+__all__ = ["ReportOptions", "ReportResult", "cases_frame", "pareto_front", "write_report"]
 _CONFIG = ["device", "batch_size", "img_size", "precision", "runtime"]
 _PLAN_CONFIG = ["device", "img_size", "precision", "plan_budget_bytes"]
 _PLANNED = ("inference", "train")  # what a plan case sizes: plan_<what>_{estimated,searched}_max_batch
@@ -172,44 +169,6 @@ def _plot_memory(ok: pd.DataFrame, path: Path) -> str | None:
     save_png(fig, path)
     return None
 
-
-def add_report_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the deployment options (:class:`ReportOptions`) to the ``report`` command; bad values are
-    usage errors at parse time."""
-    group = parser.add_argument_group("deployment", "the inference configuration joined to the trained models, and the constraints")
-    group.add_argument("--device", metavar="DEVICE", help="inference device whose latency and memory are joined (default: the device with most inference cases)")
-    group.add_argument("--batch-size", metavar="N", type=argtype(lambda t: positive_int(t, "--batch-size")),
-                       help="inference batch size joined (default: the smallest measured on that device)")
-    group.add_argument("--img-size", metavar="PX", type=argtype(lambda t: positive_int(t, "--img-size")),
-                       help="inference resolution joined where a model's training resolution was not measured (default: the measured one nearest to it)")
-    group.add_argument("--max-latency-ms", metavar="MS", type=argtype(positive_float("--max-latency-ms")), help="largest latency p50 in ms (default: no limit)")
-    group.add_argument("--max-memory", dest="max_memory_bytes", metavar="SIZE", type=argtype(_memory),
-                       help="largest peak inference memory: 512MiB, 2GiB or bytes (default: no limit)")
-    group.add_argument("--min-top1", metavar="PCT", type=argtype(_percent), help="smallest top-1 in %%, in (0, 100] (default: none)")
-    group.add_argument("--target-top1", metavar="PCT", type=argtype(_percent),
-                       help="top-1 in %% that the data-efficiency table asks each curve to reach (default: 90%% of the curve's own best)")
-
-
-def report_options(args: argparse.Namespace) -> ReportOptions:
-    """The :class:`ReportOptions` of parsed arguments; options the namespace lacks take their defaults."""
-    return ReportOptions(**{f.name: getattr(args, f.name, None) for f in fields(ReportOptions)})
-
-
-def _percent(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= 100:  # NaN fails too
-        raise SettingError(f"must be a percentage in (0, 100], got {text!r}")
-    return value
-
-
-def _memory(text: str) -> int:
-    value = int(text) if text.strip().isdigit() else byte_size(text)  # a bare number is bytes
-    if value <= 0:
-        raise SettingError(f"must be a size above zero (512MiB, 2GiB or bytes), got {text!r}")
-    return value
 
 
 def write_report(runs: Sequence[Run], out: Path, options: ReportOptions | None = None) -> ReportResult:

@@ -67,7 +67,7 @@ def _v1_augment(record: Record, options: Record) -> object:
     augment = record.get("augment")  # v1 wrote one name ("standard"); schema 2 a list of names
     if augment is None or isinstance(augment, list):
         return augment
-    from harness.measure.recipes import normalise_augment
+    from harness.contract import normalise_augment
 
     # v1's "mixup" and "randaugment" included the standard crop, as schema 2 spells out.
     return list(normalise_augment([str(augment)]))

@@ -10,12 +10,11 @@ baseline is never overwritten, even by two sessions saving at once.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from harness.files import write_atomic
 
 _RUN_FILE = re.compile(r"^(\d{4})_.*\.json$")
 # Run names become file names and run ids: no separators, no spaces, no leading dot or dash.
@@ -34,34 +33,6 @@ def dumps(data: Any) -> str:
 def write_new(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically; raise ``FileExistsError`` if ``path`` exists."""
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), replace=False)
-
-
-def write_atomic(path: Path, write: Callable[[Path], object], *, replace: bool = True) -> None:
-    """Have ``write`` fill a temporary file beside ``path``, then move it into place at once.
-
-    Readers never see half a file. With ``replace=False`` the move is :func:`os.link`, which
-    raises ``FileExistsError`` rather than replace an existing file (baselines); otherwise
-    :func:`os.replace` (reports, checkpoints).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a saved run is as readable as any file
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def next_number(folder: Path) -> int:

@@ -31,8 +31,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
+from harness.files import write_atomic
 from harness.results.runs import Run
-from harness.results.storage import write_atomic
 
 MIB = 2**20
 # A plot: draws into the path and returns None, or returns why it was skipped without writing.

@@ -122,7 +122,7 @@ def suite_args(values: Mapping[str, str | bool | None]) -> list[str]:
 
 
 def suite_settings(values: Mapping[str, str | bool | None]) -> Any:
-    """The :class:`harness.config.settings.Settings` a session given ``values`` runs with (the
+    """The :class:`harness.settings.Settings` a session given ``values`` runs with (the
     repository's pytest.ini aside: pass every matrix key so it cannot leak in)."""
     _, settings = _parsed(values)
     return settings

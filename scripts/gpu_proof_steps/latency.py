@@ -49,9 +49,9 @@ def run(ctx: StepContext) -> None:
     ctx.plan("workdir", str(ctx.raw / "work"))
     ctx.require_cuda()
 
-    from harness.cases import CaseSpec
+    from harness.backbones.registry import lookup
     from harness.kinds.inference import prepare_inference
-    from harness.models import lookup
+    from harness.matrix.cases import CaseSpec
 
     rows: list[dict[str, Any]] = []
     for index, (model, batch, precision) in enumerate(configs):

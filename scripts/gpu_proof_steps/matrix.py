@@ -25,7 +25,7 @@ from typing import Any
 
 from gpu_proof_steps.common import MIN_SESSION_S, PytestRun, StepContext, pytest_session
 
-# The seven reference backbones: the first block of harness.models' registry (checked in run()).
+# The seven reference backbones: the first block of harness.backbones.registry' registry (checked in run()).
 REFERENCE = (
     "convnextv2_tiny", "tf_efficientnetv2_s", "mobilenetv3_large_100", "resnet50",
     "vit_base_patch16_224", "deit_small_patch16_224", "swin_tiny_patch4_window7_224",
@@ -61,11 +61,11 @@ def sessions(ctx: StepContext) -> list[tuple[PytestRun, float]]:
 
 
 def run(ctx: StepContext) -> None:
-    from harness.models import REGISTRY
+    from harness.backbones.registry import REGISTRY
 
     missing = [name for name in REFERENCE if name not in REGISTRY]
     if missing:
-        raise AssertionError(f"reference backbones missing from harness.models.REGISTRY: {missing}")
+        raise AssertionError(f"reference backbones missing from harness.backbones.registry.REGISTRY: {missing}")
     planned = sessions(ctx)
     ctx.require_cuda()
 

@@ -40,7 +40,7 @@ def run(ctx: StepContext) -> None:
     }
     session = pytest_session(ctx, "train", ["-m", "train"], values)
     settings = suite_settings(values)
-    from harness.matrix import build
+    from harness.matrix.expand import build
 
     specs = {case.spec.case_id: case.spec for case in build("train", settings)}
     ctx.plan("cases", sorted(specs))
@@ -109,12 +109,12 @@ def _compute_epochs(ctx: StepContext, spec: Any, recipe: Any, steps: int) -> lis
     import torch
     import torch.nn.functional as F
 
+    from harness.backbones.factory import create_backbone
     from harness.data.augment import prepare
     from harness.data.datasets import load_split
     from harness.data.registry import held_size
-    from harness.devices import synchronize
     from harness.measure.recipes import autocast_dtype, build_optimizer, build_scheduler, determinism
-    from harness.models import create_backbone
+    from harness.runtime.devices import synchronize
 
     device = torch.device(spec.device)
     split = load_split("digits", "train", img_size=held_size("digits", spec.img_size))
@@ -161,7 +161,7 @@ def _data_ms_per_step(ctx: StepContext, spec: Any, recipe: Any, steps: int) -> f
     from harness.data.batches import Batches, derive_seed, epoch_order
     from harness.data.datasets import load_split
     from harness.data.registry import held_size
-    from harness.devices import synchronize
+    from harness.runtime.devices import synchronize
 
     device = torch.device(spec.device)
     split = load_split("digits", "train", img_size=held_size("digits", spec.img_size))

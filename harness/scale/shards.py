@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.config.parsers import SettingError
+from harness.errors import SettingError
 
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 # A test that is not a benchmark case (a plain test collected beside them) is cheap.
@@ -291,7 +291,7 @@ def plan(selected: Sequence[tuple[str, str, CaseFacts | None]], count: int, mode
 
 
 def case_facts(spec: Any, settings: Any, digested: Mapping[str, Any]) -> CaseFacts:
-    """The cost-model facts of a :class:`~harness.cases.CaseSpec` under the session's settings;
+    """The cost-model facts of a :class:`~harness.matrix.cases.CaseSpec` under the session's settings;
     ``digested`` are the case's resolved contract settings (epochs and seeds as they will run)."""
     images = 0
     if spec.kind == "train":

@@ -12,15 +12,12 @@ import torch
 from harness.contract import DEVICE_TYPES, PRECISIONS, unknown
 
 __all__ = [
-    "DEVICE_TYPES", "DTYPES", "OUT_OF_MEMORY", "PRECISIONS", "available_devices", "cpu_model", "gpu_name",
-    "parse_device", "precision_unsupported_reason", "slug", "synchronize", "unavailable_reason",
+    "DEVICE_TYPES", "DTYPES", "PRECISIONS", "available_devices", "cpu_model", "gpu_name",
+    "parse_device", "precision_unsupported_reason", "synchronize", "unavailable_reason",
 ]
 
 # The torch dtype of each precision name in harness.contract.PRECISIONS (tests check they agree).
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# What running out of memory raises: CUDA/MPS allocations (torch.OutOfMemoryError) or the host
-# (MemoryError). Callers that treat out-of-memory as "does not fit" catch exactly these.
-OUT_OF_MEMORY: tuple[type[BaseException], ...] = (torch.OutOfMemoryError, MemoryError)
 # The device names parse_device accepts, as the hint lists them: every type, plus cuda:N after cuda.
 _DEVICE_FORMS = tuple(form for kind in DEVICE_TYPES for form in ((kind, "cuda:N") if kind == "cuda" else (kind,)))
 
@@ -101,14 +98,3 @@ def gpu_name(device: str = "cuda") -> str | None:
     if not torch.cuda.is_available():
         return None
     return torch.cuda.get_device_name(torch.device(device if device.startswith("cuda") else "cuda"))
-
-
-def slug(text: str) -> str:
-    """``text`` as a directory-safe name part: lower case, ``(R)``/``(TM)`` and anything after ``@``
-    dropped, runs of characters other than ``a-z0-9.`` turned into single dashes.
-
-    The one slug of the project: hardware names in baseline keys, edge profile names, Jetson
-    boards and power modes. ``Intel(R) Xeon(R) CPU @ 2.20GHz`` -> ``intel-xeon-cpu``.
-    """
-    text = re.sub(r"\((?:r|tm)\)|@.*$", "", text.lower())
-    return re.sub(r"[^a-z0-9.]+", "-", text).strip("-")

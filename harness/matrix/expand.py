@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from itertools import product
 from typing import TYPE_CHECKING, Any
 
-from harness.cases import CaseSpec, Kind
-from harness.config.parsers import NATIVE
-from harness.config.settings import Settings
-from harness.devices import precision_unsupported_reason, unavailable_reason
-from harness.distributed import current_world
-from harness.models import lookup
+from harness.backbones.registry import lookup
+from harness.contract import NATIVE
+from harness.matrix.cases import CaseSpec, KindName
+from harness.runtime.devices import precision_unsupported_reason, unavailable_reason
+from harness.runtime.distributed import current_world
+from harness.settings import Settings
 
 if TYPE_CHECKING:
-    from harness.weights import WeightsRef
+    from harness.backbones.weights import WeightsRef
 
 # The inference smoke: every selected backbone at batch 1, 32 px, fp32, eager, on the CPU — the
 # per-frame latency question, cheap enough to run offline in about a minute.
@@ -33,26 +33,26 @@ SINGLE_PROCESS_ONLY = "{kind} cases are measured in a single process; run them w
 
 
 @dataclass(frozen=True)
-class Case:
+class MatrixCase:
     """A case and, when it cannot run on this machine, why."""
 
     spec: CaseSpec
     skip: str | None = None
 
 
-def _case(kind: Kind, name: str, device: str, precision: str, skip: str | None = None, **fields: Any) -> Case:
+def _case(kind: KindName, name: str, device: str, precision: str, skip: str | None = None, **fields: Any) -> MatrixCase:
     entry = lookup(name)
     spec = CaseSpec(kind=kind, backbone=name, family=entry.family, edge=entry.edge, device=device, precision=precision, **fields)
     # Every rank builds the same list (ids and skips), so the ranks run the same cases in step.
     distributed = kind != "train" and current_world().distributed
-    return Case(spec, unavailable_reason(device) or precision_unsupported_reason(device, precision)
+    return MatrixCase(spec, unavailable_reason(device) or precision_unsupported_reason(device, precision)
                 or (SINGLE_PROCESS_ONLY.format(kind=kind) if distributed else None) or skip)
 
 
 @functools.cache
 def backbone_ref(token: str) -> WeightsRef:
     """The architecture and weights a backbone token names (``resnet50.a1_in1k``, ``resnet18@PATH``)."""
-    from harness.weights import parse_backbone
+    from harness.backbones.weights import parse_backbone
 
     return parse_backbone(token)
 
@@ -72,7 +72,7 @@ def finetune_needs_weights(arch: str) -> str:
             f"or a checkpoint file ({arch}@PATH) in --backbones; scratch is the random-weights case")
 
 
-def inference_cases(settings: Settings) -> list[Case]:
+def inference_cases(settings: Settings) -> list[MatrixCase]:
     """backbone × device × batch × resolution × precision × runtime."""
     runtimes = list(dict.fromkeys([*settings.runtimes, *(["compile"] if settings.compile else [])]))
     return [
@@ -87,7 +87,7 @@ def inference_cases(settings: Settings) -> list[Case]:
     ]
 
 
-def train_cases(settings: Settings) -> list[Case]:
+def train_cases(settings: Settings) -> list[MatrixCase]:
     """backbone (with weights) × dataset × subset × protocol × device × train batch × resolution × precision.
 
     ``scratch`` drops a backbone's weights (``resnet50.a1_in1k`` and ``resnet50`` are one scratch
@@ -95,11 +95,11 @@ def train_cases(settings: Settings) -> list[Case]:
     weights run (a baseline for the pretrained ones; the record says so). The world size is this
     session's (torchrun's ``WORLD_SIZE``): it is part of a case's identity.
     """
-    from harness.weights import WeightsRef, preprocess_of
+    from harness.backbones.weights import WeightsRef, preprocess_of
 
     world_size = current_world().size
     sizes = settings.train_img_sizes or settings.img_sizes[:1]
-    cases: dict[str, Case] = {}
+    cases: dict[str, MatrixCase] = {}
     for token, dataset, subset, protocol, device, batch, size, precision in product(
         settings.backbones, settings.datasets, settings.subsets, settings.protocols, settings.devices,
         settings.train_batch_sizes, sizes, settings.precisions,
@@ -118,7 +118,7 @@ def train_cases(settings: Settings) -> list[Case]:
     return list(cases.values())
 
 
-def plan_cases(settings: Settings) -> list[Case]:
+def plan_cases(settings: Settings) -> list[MatrixCase]:
     """backbone × device × resolution × precision: the batch-size plan of each."""
     return [
         _case("plan", name, device, precision, batch_size=1, img_size=size, num_classes=settings.num_classes)
@@ -133,7 +133,7 @@ def _dataset_classes(dataset: str) -> int:
     return DATASETS[dataset].num_classes if dataset in DATASETS else 0
 
 
-def build(kind: str, settings: Settings) -> list[Case]:
+def build(kind: str, settings: Settings) -> list[MatrixCase]:
     """The cases of ``kind`` under ``settings``."""
     builders = {"inference": inference_cases, "train": train_cases, "plan": plan_cases}
     return builders[kind](settings)

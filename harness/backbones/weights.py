@@ -13,7 +13,6 @@ random weights the suite's from-scratch 0.5/0.5.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import hashlib
@@ -27,20 +26,32 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
-from torch import nn
 
-from harness.contract import suggest, unknown
-from harness.models import BackboneUnsupported, UnknownBackbone, check_runs, create_backbone
+from harness.backbones.registry import UnknownBackbone
+from harness.contract import SCRATCH_MEAN, SCRATCH_STD, suggest, unknown
 
 FILE_SEP = "@"
+
+
 SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
 # timm's and huggingface_hub's order: safetensors (no pickle) first, then the legacy pickle.
 HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
+
+
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
 SIDECAR_KEYS = ("mean", "std", "input_size", "interpolation")
+
+
 SIDECAR_FORMAT = '{"mean": [r, g, b], "std": [r, g, b] > 0, "input_size": N > 0, "interpolation": "bilinear" | "bicubic" | "nearest"}'
+
+
 _SHOWN_TAGS = 8  # tags shown for an unknown tag: enough to see the naming scheme, few enough for one line
-_SHOWN_KEYS = 3  # keys shown per kind in a mismatch: enough to recognise the architecture the file was trained as
+
+
 
 
 class UnknownWeights(ValueError):
@@ -104,7 +115,7 @@ class ResolvedWeights:
 def parse_backbone(token: str) -> WeightsRef:
     """``resnet50`` (random), ``resnet50.a1_in1k`` (timm tag) or ``resnet18@PATH`` (own checkpoint).
 
-    Raises :class:`~harness.models.UnknownBackbone` for an unknown architecture, :class:`UnknownWeights`
+    Raises :class:`~harness.backbones.registry.UnknownBackbone` for an unknown architecture, :class:`UnknownWeights`
     for an unknown tag, a missing file or a name that cannot be read."""
     import timm
 
@@ -143,7 +154,6 @@ def preprocess_of(ref: WeightsRef) -> Preprocess:
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     from timm.models import get_pretrained_cfg
 
-    from harness.data.augment import SCRATCH_MEAN, SCRATCH_STD
 
     cfg = get_pretrained_cfg(f"{ref.arch}.{ref.tag}" if ref.tag else ref.arch)
     side = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224  # 224: timm's own default cfg side
@@ -287,121 +297,3 @@ def sha256_file(path: Path) -> str:
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def create_model(ref: WeightsRef, *, num_classes: int, img_size: int, download: bool = False) -> tuple[nn.Module, ResolvedWeights | None]:
-    """Build ``ref`` for ``img_size`` with a fresh ``num_classes`` head (0: pooled features), in eval mode.
-
-    Weights load through timm, so its checkpoint filters run (a ViT's position embedding is resampled to
-    ``img_size``); an own file's keys are checked first. Raises WeightsUnavailable, WeightsMismatch,
-    UnknownWeights or BackboneUnsupported."""
-    if not ref.pretrained:
-        return create_backbone(ref.arch, num_classes=num_classes, img_size=img_size), None
-    resolved = locate(ref, download=download)
-    check_fits(ref)  # an own file's keys, on a weightless (meta) copy of the architecture
-    model = _build(ref, resolved.path, num_classes, img_size)
-    model.eval()
-    check_runs(model, ref.arch, img_size)
-    return model, resolved
-
-
-def _build(ref: WeightsRef, path: Path | None, num_classes: int, img_size: int) -> nn.Module:
-    import timm
-
-    kwargs: dict[str, Any] = {"num_classes": num_classes}
-    if path is not None:
-        # With `file` set, timm loads that file and touches no network (_resolve_pretrained_source).
-        # num_classes=-1 (timm's "unknown") equals no head size, so load_pretrained always drops the
-        # checkpoint's classifier, even when the class counts agree: transfer starts from a fresh head.
-        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path), "num_classes": -1})
-    name = f"{ref.arch}.{ref.tag}" if ref.tag else ref.arch
-    try:
-        try:
-            model: nn.Module = timm.create_model(name, img_size=img_size, **kwargs)
-        except TypeError as exc:  # resolution-agnostic models refuse img_size, as in create_backbone
-            if "img_size" not in str(exc):
-                raise
-            model = timm.create_model(name, **kwargs)
-    except (AssertionError, ValueError, RuntimeError) as exc:
-        if path is not None and isinstance(exc, RuntimeError) and "loading state_dict" in str(exc):
-            raise WeightsMismatch(_load_error(ref, path, exc)) from exc
-        raise BackboneUnsupported(f"{ref.arch} cannot be built for {img_size}px input: {_first_line(exc)}") from exc
-    return model
-
-
-def check_fits(ref: WeightsRef) -> None:
-    """Refuse an own checkpoint whose keys are not ``ref.arch``'s (:class:`WeightsMismatch` with the
-    counts), without building real weights: the option parser calls it, so a file for another
-    architecture stops the session before any case runs. Tags and random weights pass."""
-    if ref.file is None:
-        return
-    import timm
-
-    try:
-        with torch.device("meta"):  # the keys only: no memory, no initialisation cost
-            model = timm.create_model(ref.arch, num_classes=1)
-    except Exception:  # a model whose __init__ computes on real tensors: build it for real (the check is the same)
-        model = timm.create_model(ref.arch, num_classes=1)
-    _check_keys(model, ref.file, ref.arch)
-
-
-def _check_keys(model: nn.Module, path: Path, arch: str) -> None:
-    from timm.models import load_state_dict
-
-    try:
-        state = load_state_dict(str(path))
-    except Exception as exc:  # each reader fails its own way (pickle, zip, safetensors header): not a checkpoint
-        raise UnknownWeights(f"{path} is not a readable checkpoint ({_first_line(exc)}); "
-                             f"write {arch}{FILE_SEP}PATH with a state dict saved by torch.save or safetensors") from exc
-    names = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
-    heads = {f"{n}.{p}" for n in ((names,) if isinstance(names, str) else names) for p in ("weight", "bias")}
-    want, have = set(model.state_dict()) - heads, set(state) - heads
-    if want != have:
-        def count(keys: set[str], what: str) -> str:  # sorted: a file keeps no meaningful order
-            return f"{len(keys)} {what} keys" + (f" (e.g. {', '.join(sorted(keys)[:_SHOWN_KEYS])})" if keys else "")
-
-        raise WeightsMismatch(f"{path} does not fit {arch}: {count(want - have, 'missing')}, {count(have - want, 'unexpected')}; "
-                              f"name the architecture it was trained as: ARCH{FILE_SEP}{path}")
-
-
-def _load_error(ref: WeightsRef, path: Path, exc: RuntimeError) -> str:
-    # torch's first line names the class; the reasons follow, one a line: count the shape ones, show the first.
-    reasons = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()] or [_first_line(exc)]
-    sizes = [line for line in reasons if line.startswith("size mismatch for ")]
-    detail = f"{len(sizes)} tensors differ in shape ({sizes[0].rstrip('.')})" if sizes else reasons[0][:200]  # 200: one line
-    fix = (f"name the architecture it was trained as: ARCH{FILE_SEP}{path}" if ref.file is not None
-           else f"the cached file is not {ref.name}'s: delete it and run {fetch_command(ref)}")
-    return f"{path} does not fit {ref.arch}: {detail}; {fix}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``weights`` verb to ``python -m harness``'s subparsers."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "weights", help="show where pretrained weights are cached (fetch them with --download)",
-        description="One line per NAME: where its weights file is and its sha256, or where it was looked for and how to fetch it.")
-    parser.add_argument("names", nargs="+", metavar="NAME", help=f"ARCH.TAG (a timm pretrained tag) or ARCH{FILE_SEP}PATH (own checkpoint)")
-    parser.add_argument("--download", action="store_true", help="fetch tags that are not cached (default: look offline only)")
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    """One line per name; 0 when every file is here (or was downloaded), 1 when some is not. Bad names raise ValueError."""
-    refs = [parse_backbone(name) for name in args.names]  # every name is checked before any is looked up
-    for ref in refs:
-        if not ref.pretrained:
-            raise UnknownWeights(f"{ref.name} names no weights: write {ref.arch}.TAG (see timm.list_pretrained('{ref.arch}.*')) "
-                                 f"or {ref.arch}{FILE_SEP}PATH")
-    missing = 0
-    for ref in refs:
-        try:
-            found = locate(ref, download=args.download)
-            print(f"{ref.name}: {found.source} {found.path} sha256 {found.sha256[:12]}…")  # 12 hex tell files apart by eye
-        except WeightsUnavailable as exc:
-            print(exc)
-            missing += 1
-    return 1 if missing else 0

@@ -13,9 +13,10 @@ from importlib import metadata
 
 import torch
 
-from harness.devices import cpu_model, gpu_name, slug
+from harness.contract import slug
 from harness.edge.jetson import JetsonFacts, jetson_facts
 from harness.edge.profiles import EdgeProfile
+from harness.runtime.devices import cpu_model, gpu_name
 
 
 def _version(dist: str) -> str | None:

@@ -20,13 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from harness.config.parsers import SettingError
+from harness.errors import SettingError
 
 if TYPE_CHECKING:
     import torch
     from torch.nn.modules.batchnorm import _BatchNorm
 
-    from harness.config.settings import Settings
+    from harness.settings import Settings
 
 # What a training record says about BatchNorm: its statistics are those of the whole global
 # batch, in one process and (pooled over ranks by pool_batchnorm) under torchrun alike.
@@ -170,7 +170,7 @@ def require_group(world: World) -> None:
     """Refuse to train several ranks before the group exists (collectives would hang or crash)."""
     if world.distributed and not _initialised():
         raise RuntimeError(
-            f"WORLD_SIZE={world.size} but no process group is initialised; call harness.distributed.init_distributed() first (the pytest plugin does)"
+            f"WORLD_SIZE={world.size} but no process group is initialised; call harness.runtime.distributed.init_distributed() first (the pytest plugin does)"
         )
 
 

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Literal
 from harness.contract import FAMILIES, KINDS, PROTOCOLS, unknown
 
 if TYPE_CHECKING:
-    from harness.weights import WeightsRef
+    from harness.backbones.weights import WeightsRef
 
-Kind = Literal["inference", "train", "plan"]
+KindName = Literal["inference", "train", "plan"]
 
 # Inference cases at or below this many pixels per batch (img_size**2 * batch) are cheap on a
 # CPU; above it (224 px at batch > 1, or 32 px at batch > 49) a case is marked `slow`.
@@ -38,7 +38,7 @@ MARKERS: dict[str, str] = {
 class CaseSpec:
     """What one case measures: backbone × device × batch × resolution × precision (× data)."""
 
-    kind: Kind
+    kind: KindName
     backbone: str
     family: str
     edge: bool
