@@ -259,11 +259,12 @@ def run_seed(w: Weights, protocol: str, per_class: int, seed: int, data: tuple[t
         elif protocol == "finetune":
             head = fit_probe(w.train_f[fit], train_y[fit], l2)
             lr_scores = {}
-            for base_lr in LR_GRID:
+            grid = opts.lr_grid
+            for base_lr in grid if len(grid) > 1 else ():  # one lr: nothing to choose
                 short = max(1, round(opts.steps * SELECTION_FRACTION))
                 model, _ = lpft(w.arch, w.state, head, train_x[fit], train_y[fit], base_lr, short, seed, w.mean, w.std, opts)
                 lr_scores[base_lr] = score(predict(model, train_x[val], w.mean, w.std), train_y[val])
-            base_lr = max(LR_GRID, key=lambda lr: (lr_scores[lr][0], -lr_scores[lr][1], -lr))  # ties: lower loss, then lower lr
+            base_lr = max(grid, key=lambda lr: (lr_scores[lr][0], -lr_scores[lr][1], -lr)) if lr_scores else grid[0]  # ties: lower loss, then lower lr
             head = fit_probe(w.train_f[idx], train_y[idx], l2)
             model, used_lr = lpft(w.arch, w.state, head, train_x[idx], train_y[idx], base_lr, opts.steps, seed, w.mean, w.std, opts)
             rec.update(lr=base_lr, lr_scaled=used_lr, batch=min(opts.batch, len(idx)), val_top1_by_lr={f"{k:g}": v for k, v in lr_scores.items()})
@@ -311,6 +312,8 @@ def main() -> None:
     parser.add_argument("--protocols", default="linear,finetune")
     parser.add_argument("--steps", type=int, default=100, help="fine-tune optimiser steps (100: the suite's rule below 1,000 images)")
     parser.add_argument("--batch", type=int, default=32, help="training batch, or the subset's size when smaller")
+    parser.add_argument("--lr-grid", type=lambda v: tuple(float(x) for x in v.split(",")), default=LR_GRID,
+                        help="fine-tune lrs at batch 128, searched on validation (one value: fixed, no search; default 1e-4,3e-4,1e-3)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.compare or args.suite:
