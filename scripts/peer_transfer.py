@@ -319,6 +319,9 @@ def main() -> None:
     if args.compare or args.suite:
         if not (args.compare and args.suite):
             parser.error("--compare PEER.json needs --suite RUN.json (and the other way round)")
+        for path in (args.compare, args.suite):
+            if not path.is_file():
+                parser.error(f"{path}: no such file (--compare takes this script's --json output, --suite a run's JSON)")
         compare(args.compare, args.suite)
         return
     if args.data is None or args.weights is None:

@@ -79,3 +79,7 @@ def test_compare_needs_both_files(peer: ModuleType, tmp_path: Path, capsys: pyte
     with pytest.raises(SystemExit) as exited:
         peer.main()
     assert exited.value.code == 2 and "--compare PEER.json needs --suite RUN.json" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["peer_transfer.py", "--compare", str(tmp_path / "peer.json"), "--suite", str(tmp_path / "run.json")])
+    with pytest.raises(SystemExit) as exited:
+        peer.main()
+    assert exited.value.code == 2 and f"{tmp_path / 'peer.json'}: no such file" in capsys.readouterr().err
