@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness.config import parsers as p
-from harness.contract import PRECISIONS, PROTOCOLS, RUNTIMES
+from harness.contract import PRECISIONS, PROTOCOLS, RUNTIMES, TUNE_MODES
 from harness.errors import SettingError
-from harness.measure.selection import TUNE_MODES
 from harness.scale.shards import parse_shard
 from harness.settings import Settings
 
