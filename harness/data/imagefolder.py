@@ -38,6 +38,20 @@ def resolve_folder(path_text: str, root: Path) -> Path:
     return path if path.is_absolute() else root / path
 
 
+def check_folder(path_text: str, root: Path, split: str = "train") -> Path:
+    """The folder ``imagefolder:path_text`` names, or :class:`DatasetUnavailable` when it does not exist."""
+    base = resolve_folder(path_text, root)
+    if not base.is_dir():
+        raise DatasetUnavailable(
+            f"dataset {IMAGEFOLDER_PREFIX + path_text!r} ({split} split): folder {base} does not exist (relative paths are taken "
+            f"under the data root {root}). Fix: pass an absolute path after 'imagefolder:', or put the "
+            "folder under the data root (--data-root PATH or BACKBONE_BENCH_DATA=PATH).",
+            dataset=IMAGEFOLDER_PREFIX + path_text,
+            path=base,
+        )
+    return base
+
+
 def _scan(name: str, folder: Path) -> ImageFolder:
     try:
         return ImageFolder(str(folder))
@@ -53,15 +67,7 @@ def _scan(name: str, folder: Path) -> ImageFolder:
 def load_imagefolder(path_text: str, split: str, root: Path, *, img_size: int) -> TensorSplit:
     """Load ``split`` of the image folder ``path_text`` (see the module docstring for layouts)."""
     name = f"{IMAGEFOLDER_PREFIX}{path_text}"
-    base = resolve_folder(path_text, root)
-    if not base.is_dir():
-        raise DatasetUnavailable(
-            f"dataset {name!r} ({split} split): folder {base} does not exist (relative paths are taken "
-            f"under the data root {root}). Fix: pass an absolute path after 'imagefolder:', or put the "
-            "folder under the data root (--data-root PATH or BACKBONE_BENCH_DATA=PATH).",
-            dataset=name,
-            path=base,
-        )
+    base = check_folder(path_text, root, split)
     train_dir = base / "train"
     eval_dir = next((d for d in (base / "test", base / "val") if d.is_dir()), None)
     if eval_dir is not None and not train_dir.is_dir():

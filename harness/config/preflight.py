@@ -1,0 +1,56 @@
+"""Before any case runs: a device, dataset or weights the user named that this machine lacks.
+
+``--devices auto`` names only what the machine has, and the default dataset (digits) is embedded,
+so whatever this finds was asked for explicitly: the session is refused with one line naming the
+fix, unless ``--skip-unavailable`` asks for the old behaviour (each case a skip with the reason).
+"""
+
+from __future__ import annotations
+
+from harness.errors import SettingError
+from harness.settings import Settings
+
+SKIP_HINT = "or --skip-unavailable to skip its cases"
+
+
+def check_available(settings: Settings) -> None:
+    """Raise :class:`SettingError` for the first explicit device, dataset or weights that cannot run here."""
+    if settings.skip_unavailable:
+        return
+    _check_devices(settings.devices)
+    if not settings.download:  # --download fetches missing datasets and weights when a case needs them
+        _check_datasets(settings)
+        _check_weights(settings.backbones)
+
+
+def _check_devices(devices: list[str]) -> None:
+    from harness.runtime.devices import unavailable_reason
+
+    for device in devices:
+        reason = unavailable_reason(device)
+        if reason is not None:
+            raise SettingError(f"--devices {device}: {reason}; use --devices auto to run what this machine has, or --devices cpu ({SKIP_HINT})")
+
+
+def _check_datasets(settings: Settings) -> None:
+    from harness.data.datasets import check_available as check_dataset
+    from harness.data.errors import DatasetUnavailable
+
+    for name in settings.datasets:
+        try:
+            check_dataset(name, settings.data_root)
+        except DatasetUnavailable as exc:
+            raise SettingError(f"--dataset {name}: {str(exc).rstrip('.')} ({SKIP_HINT})") from None
+
+
+def _check_weights(backbones: list[str]) -> None:
+    from harness.backbones.weights import WeightsUnavailable, locate, parse_backbone
+
+    for token in backbones:
+        ref = parse_backbone(token)
+        if ref.tag is None:  # random weights, or an own file (checked when --backbones is parsed)
+            continue
+        try:
+            locate(ref)
+        except WeightsUnavailable as exc:
+            raise SettingError(f"--backbones {token}: {str(exc).removeprefix(ref.name + ': ')}, or pass --download ({SKIP_HINT})") from None
