@@ -19,6 +19,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """One line per name; 0 when every file is here (or was downloaded), 1 when some is not. Bad names raise ValueError."""
     # torch: imported when the verb runs, not by --help
+    from harness.backbones.factory import check_fits
     from harness.backbones.weights import FILE_SEP, UnknownWeights, WeightsUnavailable, locate, parse_backbone
 
     refs = [parse_backbone(name) for name in args.names]  # every name is checked before any is looked up
@@ -26,6 +27,10 @@ def run(args: argparse.Namespace) -> int:
         if not ref.pretrained:
             raise UnknownWeights(f"{ref.name} names no weights: write {ref.arch}.TAG (see timm.list_pretrained('{ref.arch}.*')) "
                                  f"or {ref.arch}{FILE_SEP}PATH")
+    for ref in refs:
+        # An own file is read as pytest reads it (check_fits): a file that is no checkpoint, or one of
+        # another architecture, is the same refusal here (exit 2) as in a session.
+        check_fits(ref)
     missing = 0
     for ref in refs:
         try:
