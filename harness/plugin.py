@@ -264,6 +264,19 @@ def pytest_configure(config: pytest.Config) -> None:
     _apply_runtime_settings(config, settings)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # tryfirst: before -m deselects anything, so a misspelt marker is named instead of selecting nothing.
+    expression = str(config.getoption("markexpr", "") or "")
+    if expression:
+        from harness.matrix.cases import unknown_markers_message
+
+        registered = [line.split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")]
+        message = unknown_markers_message(expression, registered)
+        if message:
+            raise pytest.UsageError(message)
+
+
 def _given_options(config: pytest.Config) -> list[str]:
     """Every option token the user gave: command line, PYTEST_ADDOPTS and the ini's addopts.
 

@@ -299,3 +299,17 @@ def test_pretrained_weights_not_cached_are_a_usage_error(suite: pytest.Pytester)
     line = result.stderr.lines[0]
     assert line.startswith("ERROR: --backbones resnet50.a1_in1k: not cached; looked in ")
     assert line.endswith("; fetch: python -m harness weights --download resnet50.a1_in1k, or pass --download (or --skip-unavailable to skip its cases)")
+
+
+def test_a_misspelt_marker_is_a_usage_error_naming_the_closest_markers(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-m", "infrence and cpu", "test_inference.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == (
+        "ERROR: -m 'infrence and cpu': no marker named 'infrence' (did you mean inference?), 'cpu' (did you mean gpu?); "
+        "the benchmark markers are inference, train, plan, cnn, transformer, hybrid, edge, gpu, jetson, smoke, slow "
+        "(pytest --markers lists all; -k selects by test id, e.g. -k cpu)")
+
+
+def test_declared_markers_in_any_expression_select_as_before(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--collect-only", "-q", "--backbones", "resnet18", "--devices", "cpu", "-m", "not (slow or gpu) and inference", "test_inference.py")
+    assert result.ret == pytest.ExitCode.OK
