@@ -157,7 +157,9 @@ class BenchSession:
 
     # -- after the last case -------------------------------------------------------------------
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if not self.is_worker and session.exitstatus == pytest.ExitCode.OK and self.case_outcomes \
+        # A shard's part may be all skips while the whole measured something: launch and merge judge
+        # the whole, and a shard exiting 5 would read to launch as a failed shard.
+        if not self.is_worker and self.settings.shard is None and session.exitstatus == pytest.ExitCode.OK and self.case_outcomes \
                 and all(outcome == "skipped" for outcome in self.case_outcomes.values()):
             self.all_skipped = True
             session.exitstatus = ALL_SKIPPED

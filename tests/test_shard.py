@@ -236,8 +236,8 @@ def test_every_shard_writes_a_run_and_they_merge_into_the_serial_selection(suite
     serial = suite.runpytest(*args, "--benchmark-json=serial.json")
     serial.assert_outcomes(passed=2, skipped=2)
     codes = [suite.runpytest(*args, "--shard", f"{k}/4", f"--benchmark-json=shard{k}.json").ret for k in (1, 2, 3, 4)]
-    # A shard whose cases all skipped measured nothing: exit 5, yet it writes its part.
-    assert sorted(codes) == [pytest.ExitCode.OK, pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED, pytest.ExitCode.NO_TESTS_COLLECTED]
+    # A shard whose cases all skipped exits 0 and writes its part: the whole is judged when the parts merge.
+    assert codes == [pytest.ExitCode.OK] * 4
     docs = [json.loads((suite.path / f"shard{k}.json").read_text()) for k in (1, 2, 3, 4)]
     assert sorted(len(doc["benchmarks"]) for doc in docs) == [0, 0, 1, 1]
     assert len({doc["machine_info"]["baseline_key"] for doc in docs}) == 1
