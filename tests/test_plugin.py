@@ -313,3 +313,44 @@ def test_a_misspelt_marker_is_a_usage_error_naming_the_closest_markers(suite: py
 def test_declared_markers_in_any_expression_select_as_before(suite: pytest.Pytester) -> None:
     result = suite.runpytest("--collect-only", "-q", "--backbones", "resnet18", "--devices", "cpu", "-m", "not (slow or gpu) and inference", "test_inference.py")
     assert result.ret == pytest.ExitCode.OK
+
+
+IMG_EXTENSIONS = ".jpg, .jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff, .webp"
+
+
+def test_an_image_folder_of_one_class_is_refused_before_any_case(suite: pytest.Pytester) -> None:
+    from tests.datagen import write_imagefolder
+
+    folder = suite.path / "one"
+    write_imagefolder(folder, ("robot",), 8)
+    result = suite.runpytest(*TRAIN, "--dataset", f"imagefolder:{folder}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == (
+        f"ERROR: --dataset imagefolder:{folder}: dataset 'imagefolder:{folder}': {folder} holds one class (robot); a classifier needs at "
+        f"least 2 classes. Fix: add a folder of images per class, {folder}/<class name>/<image> with extensions {IMG_EXTENSIONS}")
+
+
+def test_an_empty_image_folder_is_called_empty_even_with_skip_unavailable(suite: pytest.Pytester) -> None:
+    folder = suite.path / "empty"
+    folder.mkdir()
+    result = suite.runpytest(*TRAIN, "--dataset", f"imagefolder:{folder}", "--skip-unavailable")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == (
+        f"ERROR: --dataset imagefolder:{folder}: dataset 'imagefolder:{folder}': {folder} is empty: it holds no image. "
+        f"Fix: put images of each class in {folder}/<class name>/<image> with extensions {IMG_EXTENSIONS}")
+
+
+def test_a_corrupt_image_fails_its_case_with_one_message_naming_the_file(suite: pytest.Pytester) -> None:
+    from tests.datagen import write_imagefolder
+
+    folder = suite.path / "bad"
+    write_imagefolder(folder, ("bin", "box"), 8)
+    broken = sorted((folder / "bin").iterdir())[0]
+    broken.write_bytes(b"not an image")
+    result = suite.runpytest(*TRAIN, "--dataset", f"imagefolder:{folder}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert out.count(f"is corrupt: unreadable image") == 1, out
+    assert "The above exception" not in out and "During handling" not in out
+    result.stdout.fnmatch_lines([f"corrupt dataset: dataset 'imagefolder:{folder}': {broken} is corrupt: unreadable image (*). Fix: delete or replace {broken}."])

@@ -15,6 +15,7 @@ SKIP_HINT = "or --skip-unavailable to skip its cases"
 
 def check_available(settings: Settings) -> None:
     """Raise :class:`SettingError` for the first explicit device, dataset or weights that cannot run here."""
+    _check_image_folders(settings)
     if settings.skip_unavailable:
         return
     _check_devices(settings.devices)
@@ -41,6 +42,24 @@ def _check_datasets(settings: Settings) -> None:
             check_dataset(name, settings.data_root)
         except DatasetUnavailable as exc:
             raise SettingError(f"--dataset {name}: {str(exc).rstrip('.')} ({SKIP_HINT})") from None
+
+
+def _check_image_folders(settings: Settings) -> None:
+    """An image folder that is there but cannot train a classifier (empty, one class) is refused
+    whatever --skip-unavailable says: it is not missing, it is wrong."""
+    from harness.data.errors import DatasetUnavailable, DatasetUnusable
+    from harness.data.imagefolder import check_classes
+    from harness.data.registry import IMAGEFOLDER_PREFIX, default_data_root
+
+    root = settings.data_root.expanduser() if settings.data_root is not None else default_data_root()
+    for name in settings.datasets:
+        if name.startswith(IMAGEFOLDER_PREFIX):
+            try:
+                check_classes(name[len(IMAGEFOLDER_PREFIX):], root)
+            except DatasetUnavailable:
+                continue  # missing: _check_datasets refuses it, or --skip-unavailable skips it
+            except DatasetUnusable as exc:
+                raise SettingError(f"--dataset {name}: {str(exc).rstrip('.')}") from None
 
 
 def _check_weights(backbones: list[str]) -> None:
