@@ -354,3 +354,22 @@ def test_a_corrupt_image_fails_its_case_with_one_message_naming_the_file(suite: 
     assert out.count("is corrupt: unreadable image") == 1, out
     assert "The above exception" not in out and "During handling" not in out
     result.stdout.fnmatch_lines([f"corrupt dataset: dataset 'imagefolder:{folder}': {broken} is corrupt: unreadable image (*). Fix: delete or replace {broken}."])
+
+
+def test_a_training_batch_of_one_with_batchnorm_is_refused_before_any_case(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-m", "train", "--backbones", "resnet18", "--train-batch-sizes", "1", "test_train.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == "ERROR: --train-batch-sizes 1: resnet18 has BatchNorm, which cannot train on one image per batch; use --train-batch-sizes 2 or more"
+
+
+def test_micro_batches_of_one_with_batchnorm_are_refused(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-m", "train", "--backbones", "resnet18", "--train-batch-sizes", "8", "--grad-accum", "8", "test_train.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == ("ERROR: --train-batch-sizes 8 with --grad-accum 8 (micro-batches of 1): resnet18 has BatchNorm, which cannot "
+                                      "train on one image per batch; use --train-batch-sizes 16 or more (or a smaller --grad-accum)")
+
+
+def test_a_training_batch_of_one_without_batchnorm_or_with_frozen_features_is_allowed(suite: pytest.Pytester) -> None:
+    for args in (("--backbones", "deit_tiny_patch16_224"), ("--backbones", "resnet18", "--protocols", "linear")):
+        result = suite.runpytest("--collect-only", "-q", "-m", "train", *args, "--train-batch-sizes", "1", "test_train.py")
+        assert result.ret == pytest.ExitCode.OK, result.stderr.str()

@@ -16,6 +16,7 @@ SKIP_HINT = "or --skip-unavailable to skip its cases"
 def check_available(settings: Settings) -> None:
     """Raise :class:`SettingError` for the first explicit device, dataset or weights that cannot run here."""
     _check_image_folders(settings)
+    _check_batchnorm(settings)
     if settings.skip_unavailable:
         return
     _check_devices(settings.devices)
@@ -60,6 +61,27 @@ def _check_image_folders(settings: Settings) -> None:
                 continue  # missing: _check_datasets refuses it, or --skip-unavailable skips it
             except DatasetUnusable as exc:
                 raise SettingError(f"--dataset {name}: {str(exc).rstrip('.')}") from None
+
+
+# Protocols that train the backbone in train mode; linear and knn read frozen features (eval mode).
+_TRAINED_PROTOCOLS = ("scratch", "finetune")
+
+
+def _check_batchnorm(settings: Settings) -> None:
+    """A training batch (or micro-batch, under --grad-accum) of one image with a BatchNorm backbone
+    fails inside the case with a long traceback; refuse it here, naming the fix."""
+    accum = settings.grad_accum or 1
+    small = [batch for batch in settings.train_batch_sizes if batch // accum < 2]
+    if not small or not set(_TRAINED_PROTOCOLS) & set(settings.protocols):
+        return
+    from harness.backbones.factory import has_batchnorm
+    from harness.backbones.weights import parse_backbone
+
+    for arch in dict.fromkeys(parse_backbone(token).arch for token in settings.backbones):
+        if has_batchnorm(arch):
+            batch = f"--train-batch-sizes {small[0]}" + (f" with --grad-accum {accum} (micro-batches of {small[0] // accum})" if accum > 1 else "")
+            fix = f"--train-batch-sizes {2 * accum} or more" + (" (or a smaller --grad-accum)" if accum > 1 else "")
+            raise SettingError(f"{batch}: {arch} has BatchNorm, which cannot train on one image per batch; use {fix}")
 
 
 def _check_weights(backbones: list[str]) -> None:
