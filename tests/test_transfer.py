@@ -260,3 +260,10 @@ def test_a_subset_smaller_than_the_batch_trains_at_its_own_size() -> None:
     with pytest.raises(SubsetError, match="use a larger subset"):
         batch_for(recipe, 1, World(rank=0, size=2), "full")
     assert isinstance(spec, CaseSpec)
+    # A subset that leaves one image per batch: refused for a BatchNorm arch, with the fix; not for a ViT.
+    with pytest.raises(SubsetError) as info:
+        batch_for(recipe, 1, World(), "2", arch="resnet18")
+    assert str(info.value) == ("2 leaves 1 training image(s): batches of one image per process, on which resnet18's BatchNorm cannot train; "
+                               "use a larger subset (at least 2 images per batch)")
+    assert batch_for(recipe, 1, World(), "2", arch="deit_tiny_patch16_224") == 1
+    assert batch_for(recipe, 2, World(), "2", arch="resnet18") == 2
