@@ -51,6 +51,8 @@ SCRATCH_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
 # How a train case uses a backbone: from random weights, the whole network from pretrained weights,
 # a linear head on frozen features, or k-nearest neighbours on those features (no training).
 PROTOCOLS = ("scratch", "finetune", "linear", "knn")
+# --tune: choose each protocol's hyperparameter on a validation split (on), or one fixed setting (off).
+TUNE_MODES = ("on", "off")
 # The protocols that read a frozen backbone's features (cached on disk, harness.data.features).
 FEATURE_PROTOCOLS = ("linear", "knn")
 

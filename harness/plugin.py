@@ -18,6 +18,7 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -35,6 +36,10 @@ RESULT_KEY = "backbone_bench"
 CASE_KEY = "backbone_bench_case"
 SHARD_KEY = "backbone_bench_shard"
 CASE_FIXTURES = {"inference_case": "inference", "train_case": "train", "plan_case": "plan"}
+# A session whose every selected benchmark case skipped measured nothing: it exits with pytest's
+# "no tests ran" status, so CI is not green on nothing, and its last line says so.
+ALL_SKIPPED = pytest.ExitCode.NO_TESTS_COLLECTED
+ALL_SKIPPED_STAT = "run measured nothing: every benchmark case skipped"
 # pytest-benchmark's timing options: the cases time with their own protocol (warm-up of 3 calls
 # and 0.1 s, then at least 20 rounds filling --bench-time), so these would be silently ignored.
 REPLACED_OPTIONS = {
@@ -73,6 +78,8 @@ class BenchSession:
         self.gate_lines: list[str] = []
         self.durations: dict[str, float] = {}  # nodeid → seconds of setup + call + teardown
         self.shard_record: dict[str, Any] | None = None
+        self.case_outcomes: dict[str, str] = {}  # nodeid → passed, failed or skipped, of benchmark cases only
+        self.all_skipped = False
         storage = str(config.getoption("benchmark_storage", "baselines")).removeprefix("file://")
         path = Path(storage)
         self.storage = path if path.is_absolute() else config.rootpath / path
@@ -132,6 +139,9 @@ class BenchSession:
         if self.is_worker:
             return
         self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + report.duration
+        if any(kind in report.keywords for kind in CASE_FIXTURES.values()):  # a benchmark case (its kind marker)
+            if report.skipped or report.when == "call" or report.failed:
+                self.case_outcomes.setdefault(report.nodeid, report.outcome)
         if not (report.when == "call" or (report.when == "setup" and report.failed)):
             return
         properties: dict[str, Any] = dict(report.user_properties)
@@ -147,6 +157,12 @@ class BenchSession:
 
     # -- after the last case -------------------------------------------------------------------
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        # A shard's part may be all skips while the whole measured something: launch and merge judge
+        # the whole, and a shard exiting 5 would read to launch as a failed shard.
+        if not self.is_worker and self.settings.shard is None and session.exitstatus == pytest.ExitCode.OK and self.case_outcomes \
+                and all(outcome == "skipped" for outcome in self.case_outcomes.values()):
+            self.all_skipped = True
+            session.exitstatus = ALL_SKIPPED
         # A shard writes its run even when all its cases skipped: the merge needs every part.
         if self.is_worker or not ((self.results or self.shard_record is not None) and (self.save_name or self.json_path or self.baseline is not None)):
             return
@@ -206,6 +222,14 @@ class BenchSession:
             terminalreporter.write_line(f"backbone-bench: wrote {len(self.results)} case(s) to {self.json_path}")
         for line in self.gate_lines:
             terminalreporter.write_line(line)
+        if self.all_skipped:
+            count = len(self.case_outcomes)
+            terminalreporter.write_line(
+                f"backbone-bench: all {count} selected benchmark case(s) skipped, nothing was measured (exit {int(ALL_SKIPPED)}); "
+                "-rs shows each reason")
+            # An entry of its own in pytest's last line ("1 skipped, 1 run measured nothing: ...").
+            # (other plugins read each stats entry's attributes: a plain object, not a string).
+            terminalreporter.stats.setdefault(ALL_SKIPPED_STAT, []).append(SimpleNamespace(reason=ALL_SKIPPED_STAT))
 
 
 def bench_session(config: pytest.Config) -> BenchSession:
@@ -224,10 +248,12 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     from harness.config.options import settings_from
+    from harness.config.preflight import check_available
 
     try:
         _refuse_replaced_options(config)
         settings = settings_from(lambda field: config.getoption(f"bb_{field}"), lambda key: str(config.getini(key)))
+        check_available(settings)  # a device, dataset or weights named explicitly that this machine lacks
         save_name, json_path = _take_over_saving(config)
         # torchrun: refuse -n and global batches the ranks cannot split, before any rank waits on the others.
         check_session(current_world(), settings, xdist=bool(getattr(config.option, "numprocesses", None)) or hasattr(config, "workerinput"))
@@ -238,6 +264,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(bench, "backbone-bench-session")
     init_distributed(settings.devices, share_cores=settings.edge_profile is None)  # torchrun: join the ranks' process group
     _apply_runtime_settings(config, settings)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # tryfirst: before -m deselects anything, so a misspelt marker is named instead of selecting nothing.
+    expression = str(config.getoption("markexpr", "") or "")
+    if expression:
+        from harness.matrix.cases import unknown_markers_message
+
+        registered = [line.split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")]
+        message = unknown_markers_message(expression, registered)
+        if message:
+            raise pytest.UsageError(message)
 
 
 def _given_options(config: pytest.Config) -> list[str]:

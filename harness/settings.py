@@ -56,6 +56,7 @@ class Settings:
     checkpoint_dir: Path
     skip_checksums: bool
     download: bool
+    skip_unavailable: bool
     feature_cache: Path
     resume: bool
     shard: Any

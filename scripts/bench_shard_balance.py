@@ -10,7 +10,7 @@ It prints each shard's cases, expected and measured wall seconds, and the max/mi
 shards' wall times. Sessions run one at a time so that each shard's wall time is its own.
 
     python scripts/bench_shard_balance.py -m smoke --shards 3
-    python scripts/bench_shard_balance.py -m "inference and bs1" --shards 3 -- --backbones edge
+    python scripts/bench_shard_balance.py -m "inference and jetson" --shards 3 -- --backbones edge
 """
 
 from __future__ import annotations

@@ -87,3 +87,23 @@ def test_a_train_id_names_weights_with_the_backbone_and_the_protocol_after_the_s
 def test_protocols_are_checked(changes: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
         spec(**changes)
+
+
+@pytest.mark.parametrize(("expression", "names"), [
+    ("infrence and cpu", ["infrence", "cpu"]),
+    ("not (slow or gpu)", ["slow", "gpu"]),
+    ("not(slow)", ["slow"]),
+    ('foo(x="a b", y=2) and bar', ["foo", "bar"]),
+])
+def test_marker_names_of_a_mark_expression(expression: str, names: list[str]) -> None:
+    from harness.matrix.cases import marker_names
+
+    assert marker_names(expression) == names
+
+
+def test_unknown_markers_message_names_the_closest_and_passes_declared_ones() -> None:
+    from harness.matrix.cases import MARKERS, unknown_markers_message
+
+    assert unknown_markers_message("inference and not slow", [*MARKERS]) is None
+    message = unknown_markers_message("trian", [*MARKERS, "skip"])
+    assert message is not None and message.startswith("-m 'trian': no marker named 'trian' (did you mean train?); the benchmark markers are inference, ")

@@ -276,3 +276,30 @@ def test_flips_are_a_dataset_fact_and_a_folder_states_its_own(tmp_path: Path) ->
     (folder / "dataset.json").write_text("{hflip")
     with pytest.raises(ValueError, match="not readable JSON"):
         hflip_of(f"imagefolder:{folder}")
+
+
+def test_imagefolder_empty_or_of_one_class_is_unusable(tmp_path: Path) -> None:
+    from harness.data.errors import DatasetUnusable
+
+    (tmp_path / "empty" / "a").mkdir(parents=True)  # a class folder without an image is no class
+    with pytest.raises(DatasetUnusable, match=r"empty is empty: it holds no image\. Fix: put images of each class in "):
+        load_split("imagefolder:empty", "train", root=tmp_path)
+    datagen.write_imagefolder(tmp_path / "one", ("robot",), 4)
+    with pytest.raises(DatasetUnusable, match=r"one holds one class \(robot\); a classifier needs at least 2 classes"):
+        load_split("imagefolder:one", "train", root=tmp_path)
+    datagen.write_imagefolder(tmp_path / "split" / "train", ("robot",), 2)
+    datagen.write_imagefolder(tmp_path / "split" / "val", ("robot",), 2)
+    with pytest.raises(DatasetUnusable, match=r"train holds one class \(robot\)"):
+        load_split("imagefolder:split", "test", root=tmp_path)
+
+
+def test_check_available_reads_no_file(tmp_path: Path) -> None:
+    from harness.data.datasets import check_available
+
+    check_available("digits", tmp_path)  # embedded
+    with pytest.raises(DatasetUnavailable, match=r"'cifar10' \(train split\) is not available offline: .*cifar-10-batches-py does not exist"):
+        check_available("cifar10", tmp_path)
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    check_available("cifar10", tmp_path)  # its files are checked when a case loads them
+    with pytest.raises(DatasetUnavailable, match=r"folder .*nowhere does not exist"):
+        check_available("imagefolder:nowhere", tmp_path)

@@ -51,3 +51,15 @@ def test_out_of_memory_covers_device_and_host() -> None:
 )
 def test_slug(text: str, expected: str) -> None:
     assert slug(text) == expected
+
+
+def test_unavailable_reasons_name_what_is_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.runtime import devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert devices.unavailable_reason("cpu") is None
+    assert devices.unavailable_reason("cuda") == "no CUDA device is visible (torch.cuda.is_available() is False)"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert devices.unavailable_reason("cuda:1") is None
+    assert devices.unavailable_reason("cuda:5") == "only 2 CUDA device(s) are visible (cuda:0 to cuda:1)"

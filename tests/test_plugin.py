@@ -95,17 +95,48 @@ def test_bad_ini_value_names_the_key(suite: pytest.Pytester) -> None:
     assert "pytest.ini [batch_sizes]" in result.stderr.str()
 
 
+NO_CUDA = "no CUDA device is visible (torch.cuda.is_available() is False)"
+FIX_DEVICES = "use --devices auto to run what this machine has, or --devices cpu (or --skip-unavailable to skip its cases)"
+ALL_SKIPPED_LINE = "*1 skipped, 1 run measured nothing: every benchmark case skipped in *"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_unavailable_device_is_a_skip_with_the_reason(suite: pytest.Pytester) -> None:
-    result = suite.runpytest("-rs", "--backbones", "resnet18", "--batch-sizes", "1", "--devices", "cuda", "test_inference.py")
+@pytest.mark.parametrize("device", ["cuda", "cuda:5"])
+def test_an_explicit_device_this_machine_lacks_is_a_usage_error_before_any_case(suite: pytest.Pytester, device: str) -> None:
+    result = suite.runpytest("--backbones", "resnet18", "--batch-sizes", "1", "--devices", device, "test_inference.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == f"ERROR: --devices {device}: {NO_CUDA}; {FIX_DEVICES}"
+    assert "test_inference" not in result.stdout.str()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_skip_unavailable_skips_the_device_and_a_session_of_skips_exits_5(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-rs", "--backbones", "resnet18", "--batch-sizes", "1", "--devices", "cuda", "--skip-unavailable", "test_inference.py")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*torch.cuda.is_available() is False*"])
+    result.stdout.fnmatch_lines(["backbone-bench: all 1 selected benchmark case(s) skipped, nothing was measured (exit 5); -rs shows each reason",
+                                 f"SKIPPED [[]1[]] test_inference.py: {NO_CUDA}"])
+    assert result.outlines[-1].strip("= ").startswith("1 skipped, 1 run measured nothing: every benchmark case skipped in ")
 
 
-def test_cpu_fp16_is_a_skip_with_the_reason(suite: pytest.Pytester) -> None:
+def test_auto_runs_what_the_machine_has_and_exits_0(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--backbones", "resnet18", "--batch-sizes", "1", "--devices", "auto", "-m", "not gpu", *FAST, "test_inference.py")
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=1)
+    assert "measured nothing" not in result.stdout.str()
+
+
+def test_cpu_fp16_is_a_skip_with_the_reason_and_nothing_measured_exits_5(suite: pytest.Pytester) -> None:
     result = suite.runpytest("-rs", "--backbones", "resnet18", "--batch-sizes", "1", "--devices", "cpu", "--precisions", "fp16", "test_inference.py")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*fp16 is not a deployment precision on CPU*"])
+    result.stdout.fnmatch_lines(["*fp16 is not a deployment precision on CPU*", ALL_SKIPPED_LINE])
+
+
+def test_a_session_with_one_case_measured_exits_0_though_others_skipped(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--backbones", "resnet18", "--batch-sizes", "1", "--devices", "cpu", "--precisions", "fp32,fp16", *FAST, "test_inference.py")
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=1, skipped=1)
 
 
 CONTRACT_KEYS = {
@@ -233,7 +264,112 @@ def test_training_reads_generated_cifar10_batches_and_an_image_folder(suite: pyt
     assert record["class_counts"] == {"bin": 8, "box": 8, "can": 8} and record["test_size"] == 12
 
 
-def test_a_dataset_missing_offline_is_a_skip_naming_the_path_and_the_fix(suite: pytest.Pytester) -> None:
-    result = suite.runpytest("-rs", *TRAIN, "--dataset", "cifar10", "--data-root", "nowhere", "--subsets", "500")
+def test_a_dataset_missing_offline_is_a_usage_error_naming_the_path_and_the_fix(suite: pytest.Pytester) -> None:
+    result = suite.runpytest(*TRAIN, "--dataset", "cifar10", "--data-root", "nowhere", "--subsets", "500")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == (
+        "ERROR: --dataset cifar10: dataset 'cifar10' (train split) is not available offline: nowhere/cifar-10-batches-py does not exist "
+        "(expected layout: nowhere/cifar-10-batches-py). Fix: pass --data-root PATH, set the environment variable BACKBONE_BENCH_DATA=PATH, "
+        "or pass --download to fetch it (about 163 MB) (or --skip-unavailable to skip its cases)")
+
+
+def test_an_image_folder_that_does_not_exist_is_a_usage_error(suite: pytest.Pytester) -> None:
+    result = suite.runpytest(*TRAIN, "--dataset", "imagefolder:/nonexistent", "--data-root", "nowhere")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == (
+        "ERROR: --dataset imagefolder:/nonexistent: dataset 'imagefolder:/nonexistent' (train split): folder /nonexistent does not exist "
+        "(relative paths are taken under the data root nowhere). Fix: pass an absolute path after 'imagefolder:', or put the folder under "
+        "the data root (--data-root PATH or BACKBONE_BENCH_DATA=PATH) (or --skip-unavailable to skip its cases)")
+
+
+def test_skip_unavailable_keeps_a_missing_dataset_a_skip_naming_the_path_and_the_fix(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-rs", *TRAIN, "--dataset", "cifar10", "--data-root", "nowhere", "--subsets", "500", "--skip-unavailable")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*not available offline: nowhere/cifar-10-batches-py*--data-root PATH*--download*"])
+    result.stdout.fnmatch_lines(["*not available offline: nowhere/cifar-10-batches-py*--data-root PATH*--download*", ALL_SKIPPED_LINE])
+
+
+def test_pretrained_weights_not_cached_are_a_usage_error(suite: pytest.Pytester) -> None:
+    from harness.backbones.weights import find_cached, parse_backbone
+
+    if find_cached(parse_backbone("resnet50.a1_in1k")) is not None:
+        pytest.skip("resnet50.a1_in1k is cached on this machine")
+    result = suite.runpytest(*TRAIN[:2], "--backbones", "resnet50.a1_in1k", "--protocols", "linear", "test_train.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    line = result.stderr.lines[0]
+    assert line.startswith("ERROR: --backbones resnet50.a1_in1k: not cached; looked in ")
+    assert line.endswith("; fetch: python -m harness weights --download resnet50.a1_in1k, or pass --download (or --skip-unavailable to skip its cases)")
+
+
+def test_a_misspelt_marker_is_a_usage_error_naming_the_closest_markers(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-m", "infrence and cpu", "test_inference.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == (
+        "ERROR: -m 'infrence and cpu': no marker named 'infrence' (did you mean inference?), 'cpu' (did you mean gpu?); "
+        "the benchmark markers are inference, train, plan, cnn, transformer, hybrid, edge, gpu, jetson, smoke, slow "
+        "(pytest --markers lists all; -k selects by test id, e.g. -k cpu)")
+
+
+def test_declared_markers_in_any_expression_select_as_before(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("--collect-only", "-q", "--backbones", "resnet18", "--devices", "cpu", "-m", "not (slow or gpu) and inference", "test_inference.py")
+    assert result.ret == pytest.ExitCode.OK
+
+
+IMG_EXTENSIONS = ".jpg, .jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff, .webp"
+
+
+def test_an_image_folder_of_one_class_is_refused_before_any_case(suite: pytest.Pytester) -> None:
+    from tests.datagen import write_imagefolder
+
+    folder = suite.path / "one"
+    write_imagefolder(folder, ("robot",), 8)
+    result = suite.runpytest(*TRAIN, "--dataset", f"imagefolder:{folder}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == (
+        f"ERROR: --dataset imagefolder:{folder}: dataset 'imagefolder:{folder}': {folder} holds one class (robot); a classifier needs at "
+        f"least 2 classes. Fix: add a folder of images per class, {folder}/<class name>/<image> with extensions {IMG_EXTENSIONS}")
+
+
+def test_an_empty_image_folder_is_called_empty_even_with_skip_unavailable(suite: pytest.Pytester) -> None:
+    folder = suite.path / "empty"
+    folder.mkdir()
+    result = suite.runpytest(*TRAIN, "--dataset", f"imagefolder:{folder}", "--skip-unavailable")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == (
+        f"ERROR: --dataset imagefolder:{folder}: dataset 'imagefolder:{folder}': {folder} is empty: it holds no image. "
+        f"Fix: put images of each class in {folder}/<class name>/<image> with extensions {IMG_EXTENSIONS}")
+
+
+def test_a_corrupt_image_fails_its_case_with_one_message_naming_the_file(suite: pytest.Pytester) -> None:
+    from tests.datagen import write_imagefolder
+
+    folder = suite.path / "bad"
+    write_imagefolder(folder, ("bin", "box"), 8)
+    broken = sorted((folder / "bin").iterdir())[0]
+    broken.write_bytes(b"not an image")
+    result = suite.runpytest(*TRAIN, "--dataset", f"imagefolder:{folder}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert out.count("is corrupt: unreadable image") == 1, out
+    assert "The above exception" not in out and "During handling" not in out
+    result.stdout.fnmatch_lines([f"corrupt dataset: dataset 'imagefolder:{folder}': {broken} is corrupt: unreadable image (*). Fix: delete or replace {broken}."])
+
+
+def test_a_training_batch_of_one_with_batchnorm_is_refused_before_any_case(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-m", "train", "--backbones", "resnet18", "--train-batch-sizes", "1", "test_train.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == "ERROR: --train-batch-sizes 1: resnet18 has BatchNorm, which cannot train on one image per batch; use --train-batch-sizes 2 or more"
+
+
+def test_micro_batches_of_one_with_batchnorm_are_refused(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-m", "train", "--backbones", "resnet18", "--train-batch-sizes", "8", "--grad-accum", "8", "test_train.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == ("ERROR: --train-batch-sizes 8 with --grad-accum 8 (micro-batches of 1): resnet18 has BatchNorm, which cannot "
+                                      "train on one image per batch; use --train-batch-sizes 16 or more (or a smaller --grad-accum)")
+
+
+def test_a_training_batch_of_one_without_batchnorm_or_with_frozen_features_is_allowed(suite: pytest.Pytester) -> None:
+    for args in (("--backbones", "deit_tiny_patch16_224"), ("--backbones", "resnet18", "--protocols", "linear")):
+        result = suite.runpytest("--collect-only", "-q", "-m", "train", *args, "--train-batch-sizes", "1", "test_train.py")
+        assert result.ret == pytest.ExitCode.OK, result.stderr.str()

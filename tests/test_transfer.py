@@ -180,7 +180,7 @@ def test_compare_and_report_read_a_transfer_run(project: Project, tmp_path: Path
     assert "resnet10t@resnet10t_digits04" in text and "linear" in text and "knn" in text
 
 
-def test_a_tag_in_the_hugging_face_cache_loads_offline_and_an_absent_one_is_a_skip_naming_the_fetch(project: Project) -> None:
+def test_a_tag_in_the_hugging_face_cache_loads_offline_and_an_absent_one_is_refused_naming_the_fetch(project: Project) -> None:
     args = ("-m", "train", "--protocols", "knn", "--subsets", "5pc", "--devices", "cpu", "--backbones", TAG,
             "--dataset", f"imagefolder:{project.target}")
     done = project.pytest(*args, "--benchmark-save=tagged")
@@ -188,9 +188,14 @@ def test_a_tag_in_the_hugging_face_cache_loads_offline_and_an_absent_one_is_a_sk
     [case] = project.cases("tagged").values()
     assert case["case_id"] == f"train/{TAG}-imagefolder-digits59_5pc-knn-cpu-bs128-32px-fp32"
     assert (case["weights_source"], case["weights_sha256"]) == ("hf-cache", hashlib.sha256(project.weights.read_bytes()).hexdigest())
-    empty = project.pytest(*args, env={"HF_HUB_CACHE": str(project.path / "empty-hf")})
-    assert empty.returncode == 0 and "1 skipped" in empty.stdout
-    assert f"models--timm--{TAG}" in empty.stdout and f"python -m harness weights --download {TAG}" in empty.stdout
+    empty_cache = {"HF_HUB_CACHE": str(project.path / "empty-hf")}
+    refused = project.pytest(*args, env=empty_cache)  # named explicitly: a usage error before any case runs
+    assert refused.returncode == 4, refused.stdout[-3000:]
+    assert refused.stderr.startswith(f"ERROR: --backbones {TAG}: not cached; looked in ")
+    assert f"models--timm--{TAG}" in refused.stderr and f"python -m harness weights --download {TAG}, or pass --download" in refused.stderr
+    skipped = project.pytest(*args, "--skip-unavailable", env=empty_cache)  # opted in: a skip, and a session of skips exits 5
+    assert skipped.returncode == 5 and "1 skipped" in skipped.stdout
+    assert f"models--timm--{TAG}" in skipped.stdout and f"python -m harness weights --download {TAG}" in skipped.stdout
 
 
 @pytest.mark.parametrize(
@@ -260,3 +265,10 @@ def test_a_subset_smaller_than_the_batch_trains_at_its_own_size() -> None:
     with pytest.raises(SubsetError, match="use a larger subset"):
         batch_for(recipe, 1, World(rank=0, size=2), "full")
     assert isinstance(spec, CaseSpec)
+    # A subset that leaves one image per batch: refused for a BatchNorm arch, with the fix; not for a ViT.
+    with pytest.raises(SubsetError) as info:
+        batch_for(recipe, 1, World(), "2", arch="resnet18")
+    assert str(info.value) == ("2 leaves 1 training image(s): batches of one image per process, on which resnet18's BatchNorm cannot train; "
+                               "use a larger subset (at least 2 images per batch)")
+    assert batch_for(recipe, 1, World(), "2", arch="deit_tiny_patch16_224") == 1
+    assert batch_for(recipe, 2, World(), "2", arch="resnet18") == 2

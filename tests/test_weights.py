@@ -363,12 +363,12 @@ def _cli(names: list[str]) -> argparse.Namespace:
 def test_cli_lines_and_exit_codes(offline: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = hf_cache(offline[0], "timm/resnet18.a1_in1k", "model.safetensors", random_state("resnet18"))
     own = tmp_path / "own.pt"
-    own.write_bytes(b"x")
+    torch.save(random_state("resnet18", seed=1), own)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     assert weights_cli.run(_cli(["resnet18.a1_in1k", f"resnet18@{own}"])) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"resnet18.a1_in1k: hf-cache {path} sha256 {sha[:12]}…",
-        f"resnet18@own: file {own} sha256 {hashlib.sha256(b'x').hexdigest()[:12]}…",
+        f"resnet18@own: file {own} sha256 {hashlib.sha256(own.read_bytes()).hexdigest()[:12]}…",
     ]
     assert weights_cli.run(_cli(["resnet18.a1_in1k", "resnet18.a2_in1k"])) == 1
     lines = capsys.readouterr().out.splitlines()
@@ -376,3 +376,25 @@ def test_cli_lines_and_exit_codes(offline: tuple[Path, Path], tmp_path: Path, ca
     with pytest.raises(UnknownWeights, match=r"resnet18 names no weights: write resnet18.TAG"):
         weights_cli.run(_cli(["resnet18.a1_in1k", "resnet18"]))
     assert capsys.readouterr().out == ""  # every name is checked before any is looked up
+
+
+def test_cli_refuses_a_file_that_is_no_checkpoint_as_pytest_does(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli.main import main
+
+    junk = tmp_path / "random-bytes.pt"
+    junk.write_bytes(bytes(range(256)) * 8)
+    assert main(["weights", f"resnet18@{junk}"]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""  # no sha256 of a file pytest would refuse
+    [line] = out.err.splitlines()
+    assert line.startswith(f"error: {junk} is not a readable checkpoint (")
+    assert line.endswith("); write resnet18@PATH with a state dict saved by torch.save or safetensors")
+
+
+def test_cli_refuses_a_checkpoint_of_another_architecture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli.main import main
+
+    other = tmp_path / "other.safetensors"
+    save_file(random_state("resnet34"), str(other))
+    assert main(["weights", f"resnet18@{other}"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {other} does not fit resnet18: ")

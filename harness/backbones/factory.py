@@ -178,6 +178,20 @@ def _build(ref: WeightsRef, path: Path | None, num_classes: int, img_size: int) 
     return model
 
 
+def has_batchnorm(arch: str) -> bool:
+    """Whether ``arch`` normalises with BatchNorm, which cannot train on a batch of one image
+    (PyTorch: "Expected more than 1 value per channel when training"). Built on the meta device:
+    no memory, no initialisation cost."""
+    import timm
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(arch, num_classes=1)
+    except Exception:  # a model whose __init__ computes on real tensors: build it for real (the answer is the same)
+        model = timm.create_model(arch, num_classes=1)
+    return any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
+
+
 def check_fits(ref: WeightsRef) -> None:
     """Refuse an own checkpoint whose keys are not ``ref.arch``'s (:class:`WeightsMismatch` with the
     counts), without building real weights: the option parser calls it, so a file for another

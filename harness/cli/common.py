@@ -63,8 +63,9 @@ def add_gate_options(parser: argparse.ArgumentParser, *, keep_text: bool = False
             parser.add_argument(f"--{option.name}", dest=option.field, metavar=option.metavar, type=argtype(checked_text(option.parse)),
                                 default=option.default, help=option.help_text())
         else:
-            default = option.parse(option.default) if option.default is not None else None
-            parser.add_argument(f"--{option.name}", dest=option.field, metavar=option.metavar, type=argtype(option.parse), default=default,
+            # The default stays text: argparse parses it with ``type`` when the verb runs without the
+            # option, so building the parser (--help) imports no parser's modules (scipy for --fail-on).
+            parser.add_argument(f"--{option.name}", dest=option.field, metavar=option.metavar, type=argtype(option.parse), default=option.default,
                                 help=option.help_text())
 
 

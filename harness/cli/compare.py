@@ -11,8 +11,6 @@ import sys
 from typing import Any
 
 from harness.cli.common import add_gate_options, add_storage
-from harness.results.compare import compare_runs
-from harness.results.runs import load_run, machine_history
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -28,6 +26,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Compare and print; the comparison's exit code."""
+    from harness.results.compare import compare_runs  # scipy: imported by the verb that runs, not by --help
+    from harness.results.runs import load_run, machine_history
+
     base = load_run(args.baseline, args.storage)
     # 'latest' (and other bare ids) for CURRENT resolve in the baseline's machine folder when it has one.
     machine = base.baseline_key if (args.storage / base.baseline_key).is_dir() else None

@@ -13,11 +13,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from harness.backbones.registry import UnknownBackbone
-from harness.backbones.weights import UnknownWeights
 from harness.cli import compare, contract, launch, merge, report, weights
 from harness.cli.common import USAGE_ERROR, Parser, UsageError
-from harness.results.runs import RunError
 
 # The verbs in the order --help lists them.
 VERBS = {"compare": compare, "contract": contract, "report": report, "launch": launch, "weights": weights, "merge": merge}
@@ -37,6 +34,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
         return VERBS[args.command].run(args)
-    except (UsageError, RunError, OSError, UnknownWeights, UnknownBackbone) as exc:
+    except Exception as exc:
+        if not isinstance(exc, usage_errors()):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
+
+
+# The verbs' own usage errors: (module, class). Their modules load torch, timm or scipy, so each
+# verb imports what it needs when it runs and --help or a typo imports none of them; an error of
+# a module that was never imported cannot have been raised.
+_VERB_ERRORS = (("harness.results.runs", "RunError"), ("harness.backbones.weights", "UnknownWeights"),
+                ("harness.backbones.weights", "WeightsMismatch"), ("harness.backbones.registry", "UnknownBackbone"))
+
+
+def usage_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions :func:`main` prints as one ``error:`` line with exit 2, of the modules imported so far."""
+    loaded = [getattr(sys.modules[module], name) for module, name in _VERB_ERRORS if module in sys.modules]
+    return (UsageError, OSError, *loaded)

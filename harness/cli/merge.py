@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.cli.common import UsageError, add_storage
-from harness.results.merge import merge_runs
-from harness.results.storage import check_run_name, dumps, save_run, write_new
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -29,6 +27,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Merge, then save or write; 0."""
+    from harness.results.merge import merge_runs  # imported by the verb that runs, not by --help
+    from harness.results.storage import check_run_name, dumps, save_run, write_new
+
     # Refuse a bad destination before reading the shards: the merge itself may read many runs.
     if args.save is not None:
         check_run_name(args.save)

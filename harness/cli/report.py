@@ -11,14 +11,14 @@ import argparse
 import math
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.cli.common import UsageError, add_storage, argtype
 from harness.config.parsers import byte_size, positive_float, positive_int
 from harness.errors import SettingError
-from harness.results.report import write_report
-from harness.results.runs import load_run
-from harness.results.transfer import ReportOptions
+
+if TYPE_CHECKING:
+    from harness.results.transfer import ReportOptions
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -33,6 +33,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report and name each file; 0."""
+    from harness.results.report import write_report  # pandas and plots: imported by the verb that runs
+    from harness.results.runs import load_run
+
     runs = [load_run(ref, args.storage) for ref in args.runs]
     if args.out.resolve() == args.storage.resolve() or args.storage.resolve() in args.out.resolve().parents:
         raise UsageError(f"--out {args.out} is inside the storage {args.storage}; write reports elsewhere")
@@ -63,6 +66,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def report_options(args: argparse.Namespace) -> ReportOptions:
     """The :class:`ReportOptions` of parsed arguments; options the namespace lacks take their defaults."""
+    from harness.results.transfer import ReportOptions
+
     return ReportOptions(**{f.name: getattr(args, f.name, None) for f in fields(ReportOptions)})
 
 

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness.config import parsers as p
-from harness.contract import PRECISIONS, PROTOCOLS, RUNTIMES
+from harness.contract import PRECISIONS, PROTOCOLS, RUNTIMES, TUNE_MODES
 from harness.errors import SettingError
-from harness.measure.selection import TUNE_MODES
 from harness.scale.shards import parse_shard
 from harness.settings import Settings
 
@@ -102,6 +101,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("checkpoint-dir", "checkpoint_dir", p.path, ".bench-checkpoints", "PATH", "where training cases keep checkpoints for --resume", env="BACKBONE_BENCH_CHECKPOINTS"),
     Option("skip-checksums", "skip_checksums", p.flag, "false", "", "read dataset files without checking their official md5 sums (your own re-packed copies)", flag=True),
     Option("download", "download", p.flag, "false", "", "download missing datasets (torchvision) and pretrained weights (Hugging Face hub); without it nothing is fetched", flag=True),
+    Option("skip-unavailable", "skip_unavailable", p.flag, "false", "", "skip the cases of a device, dataset or weights named explicitly that this machine lacks, instead of refusing the session before any case runs (--devices auto skips what is absent anyway)", flag=True),
     Option("feature-cache", "feature_cache", p.path, ".bench-features", "PATH", "where linear and knn cases keep the frozen backbones' features, reused by every case that needs the same ones", env="BACKBONE_BENCH_FEATURES"),
     Option("resume", "resume", p.flag, "false", "", "resume interrupted training cases from their last checkpoint", flag=True),
     # Scale-out: which part of the selection this session runs (see harness/scale/shards.py).

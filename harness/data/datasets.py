@@ -37,8 +37,8 @@ from typing import Literal
 
 from harness.data.convert import check_img_size
 from harness.data.digits import load_digits_split
-from harness.data.errors import DatasetCorrupt, DatasetError, DatasetUnavailable
-from harness.data.imagefolder import load_imagefolder, resolve_folder
+from harness.data.errors import DatasetCorrupt, DatasetError, DatasetUnavailable, unavailable
+from harness.data.imagefolder import check_folder, load_imagefolder, resolve_folder
 from harness.data.registry import (
     DATASETS,
     IMAGEFOLDER_PREFIX,
@@ -57,6 +57,7 @@ __all__ = [
     "DatasetError",
     "DatasetInfo",
     "DatasetUnavailable",
+    "check_available",
     "clear_cache",
     "dataset_names",
     "dataset_source",
@@ -94,6 +95,20 @@ def dataset_source(name: str, root: Path | None = None) -> str:
         raise ValueError(f"{name!r} names no folder; write '{IMAGEFOLDER_PREFIX}PATH' (e.g. imagefolder:/data/robot_images)")
     base = Path(root).expanduser() if root is not None else default_data_root()
     return IMAGEFOLDER_PREFIX + str(resolve_folder(path_text, base).resolve())
+
+
+def check_available(name: str, root: Path | None = None) -> None:
+    """Raise :class:`DatasetUnavailable` when dataset ``name`` is not on this machine: its folder
+    under the data root (or the image folder) does not exist. Cheap, reads no file: a session
+    checks every dataset it was given before any case runs; the files themselves are checked
+    when a case loads them."""
+    base = Path(root).expanduser() if root is not None else default_data_root()
+    if name.startswith(IMAGEFOLDER_PREFIX):
+        check_folder(name[len(IMAGEFOLDER_PREFIX) :], base)
+        return
+    info = dataset_info(name)
+    if info.download_mb is not None and not (base / info.layout).is_dir():  # download_mb None: embedded
+        raise unavailable(name, "train", base / info.layout, root=base, layout=info.layout, download_mb=info.download_mb)
 
 
 # Glyphs change meaning when mirrored (a mirrored 2 or 7 is no digit); flips stay on for natural images.

@@ -27,6 +27,10 @@ class DatasetUnavailable(DatasetError):
     """The dataset is not on disk and was not downloaded; the message says where we looked."""
 
 
+class DatasetUnusable(DatasetError):
+    """The dataset reads but cannot train a classifier: an empty image folder, or one of one class."""
+
+
 class DatasetCorrupt(DatasetError):
     """A dataset file exists but cannot be read (wrong checksum, truncated, wrong format)."""
 

@@ -20,7 +20,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from harness.data.convert import decode_images
-from harness.data.errors import DatasetCorrupt, DatasetUnavailable, corrupt
+from harness.data.errors import DatasetCorrupt, DatasetUnavailable, DatasetUnusable, corrupt
 from harness.data.registry import IMAGEFOLDER_PREFIX
 from harness.data.subsets import split_validation
 from harness.data.types import TensorSplit
@@ -38,6 +38,42 @@ def resolve_folder(path_text: str, root: Path) -> Path:
     return path if path.is_absolute() else root / path
 
 
+def check_folder(path_text: str, root: Path, split: str = "train") -> Path:
+    """The folder ``imagefolder:path_text`` names, or :class:`DatasetUnavailable` when it does not exist."""
+    base = resolve_folder(path_text, root)
+    if not base.is_dir():
+        raise DatasetUnavailable(
+            f"dataset {IMAGEFOLDER_PREFIX + path_text!r} ({split} split): folder {base} does not exist (relative paths are taken "
+            f"under the data root {root}). Fix: pass an absolute path after 'imagefolder:', or put the "
+            "folder under the data root (--data-root PATH or BACKBONE_BENCH_DATA=PATH).",
+            dataset=IMAGEFOLDER_PREFIX + path_text,
+            path=base,
+        )
+    return base
+
+
+def _has_image(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMG_EXTENSIONS and p.is_file() for p in folder.rglob("*"))
+
+
+def check_classes(path_text: str, root: Path) -> None:
+    """Refuse an image folder that cannot train a classifier (:class:`DatasetUnusable`): one with no
+    image, or with images of one class only (every prediction would be right: top-1 100%).
+    Reads directory entries, no image: a session calls it before any case runs."""
+    name = f"{IMAGEFOLDER_PREFIX}{path_text}"
+    base = check_folder(path_text, root)
+    folder = base / "train" if (base / "train").is_dir() else base
+    # As torchvision's ImageFolder: every sub-folder is a class; here only those holding an image count.
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and _has_image(d))
+    layout = f"{folder}/<class name>/<image> with extensions {', '.join(IMG_EXTENSIONS)}"
+    if not classes and not _has_image(folder):
+        raise DatasetUnusable(f"dataset {name!r}: {folder} is empty: it holds no image. Fix: put images of each class in {layout}.",
+                              dataset=name, path=folder)
+    if len(classes) == 1:
+        raise DatasetUnusable(f"dataset {name!r}: {folder} holds one class ({classes[0]}); a classifier needs at least 2 classes. "
+                              f"Fix: add a folder of images per class, {layout}.", dataset=name, path=folder)
+
+
 def _scan(name: str, folder: Path) -> ImageFolder:
     try:
         return ImageFolder(str(folder))
@@ -53,15 +89,8 @@ def _scan(name: str, folder: Path) -> ImageFolder:
 def load_imagefolder(path_text: str, split: str, root: Path, *, img_size: int) -> TensorSplit:
     """Load ``split`` of the image folder ``path_text`` (see the module docstring for layouts)."""
     name = f"{IMAGEFOLDER_PREFIX}{path_text}"
-    base = resolve_folder(path_text, root)
-    if not base.is_dir():
-        raise DatasetUnavailable(
-            f"dataset {name!r} ({split} split): folder {base} does not exist (relative paths are taken "
-            f"under the data root {root}). Fix: pass an absolute path after 'imagefolder:', or put the "
-            "folder under the data root (--data-root PATH or BACKBONE_BENCH_DATA=PATH).",
-            dataset=name,
-            path=base,
-        )
+    base = check_folder(path_text, root, split)
+    check_classes(path_text, root)
     train_dir = base / "train"
     eval_dir = next((d for d in (base / "test", base / "val") if d.is_dir()), None)
     if eval_dir is not None and not train_dir.is_dir():

@@ -43,7 +43,7 @@ def _policy() -> tuple[tuple[type[BaseException], Outcome, str], ...]:
     """(exception, outcome, message prefix), most specific first."""
     from harness.backbones.registry import BackboneUnsupported
     from harness.backbones.weights import WeightsMismatch, WeightsUnavailable
-    from harness.data.errors import DatasetCorrupt, DatasetUnavailable
+    from harness.data.errors import DatasetCorrupt, DatasetUnavailable, DatasetUnusable
     from harness.data.subsets import SubsetError
     from harness.edge.planning import PlanningError
     from harness.edge.power import PowerUnavailable
@@ -64,6 +64,7 @@ def _policy() -> tuple[tuple[type[BaseException], Outcome, str], ...]:
         (MemoryBudgetExceeded, "fail", ""),
         (PlanningError, "fail", "batch-size planning"),
         (DatasetCorrupt, "fail", "corrupt dataset"),
+        (DatasetUnusable, "fail", ""),
         (WeightsMismatch, "fail", "weights"),
         (SubsetError, "fail", "subset"),
         (FlopCountError, "fail", "counting GMACs"),

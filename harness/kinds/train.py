@@ -155,19 +155,24 @@ def load_case_splits(spec: CaseSpec, options: Settings, world: World) -> tuple[T
     return train_split, test_split
 
 
-def batch_for(recipe: Recipe, train_images: int, world: World, subset: str) -> int:
+def batch_for(recipe: Recipe, train_images: int, world: World, subset: str, *, arch: str | None = None) -> int:
     """The global batch a case trains at: the recipe's, or, for a subset smaller than it, the
     largest batch the subset fills that the ranks, gradient accumulation and mixing can split.
 
-    Raises :class:`SubsetError` when the subset cannot fill even the smallest such batch.
+    Raises :class:`SubsetError` when the subset cannot fill even the smallest such batch, or, given
+    the ``arch`` that trains, when it leaves that arch's BatchNorm one image per (micro-)batch.
     """
-    if train_images >= recipe.batch_size:
-        return recipe.batch_size
     step = world.size * recipe.grad_accum_steps * (2 if {"mixup", "cutmix"} & set(recipe.augment) else 1)
-    batch = train_images // step * step
+    batch = recipe.batch_size if train_images >= recipe.batch_size else train_images // step * step
     if batch < 1:
         raise SubsetError(f"{subset} leaves {train_images} training image(s), fewer than one step of {step} "
                           f"({world.size} process(es) x grad_accum {recipe.grad_accum_steps}); use a larger subset")
+    if arch is not None and batch // (world.size * recipe.grad_accum_steps) < 2:
+        from harness.backbones.factory import has_batchnorm
+
+        if has_batchnorm(arch):
+            raise SubsetError(f"{subset} leaves {train_images} training image(s): batches of one image per process, on which "
+                              f"{arch}'s BatchNorm cannot train; use a larger subset (at least 2 images per batch)")
     return batch
 
 
@@ -220,7 +225,7 @@ def _train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, te
         counts = class_counts(train_split.labels, indices, train_split.classes)
         recipe = recipe_for(spec, options, seed)
         kept = split_validation(indices, train_split.labels, fraction=recipe.val_fraction, seed=seed)[0] if recipe.val_fraction else indices
-        batch = batch_for(recipe, len(kept), world, str(spec.subset))
+        batch = batch_for(recipe, len(kept), world, str(spec.subset), arch=spec.backbone)
         schedule = case_schedule(spec, options, len(kept), batch)
         schedules.append(schedule)
         head: LinearProbe | None = None
@@ -334,7 +339,7 @@ def _search_lr(spec: CaseSpec, options: Settings, seed: int, train_split: Tensor
     fit_idx, val_idx = split_validation(indices, train_split.labels, fraction=VAL_FRACTION, seed=seed)
     fit, val = train_split.take(fit_idx), train_split.take(val_idx)
     base = recipe_for(spec, options, seed)
-    batch = batch_for(base, len(fit_idx), world, str(spec.subset))
+    batch = batch_for(base, len(fit_idx), world, str(spec.subset), arch=spec.backbone)
     short = schedule.shortened(POINT_FRACTION)
     head = start.probe(fit_idx, l2)
 

@@ -6,6 +6,8 @@ identity keys of its JSON record. Nothing else re-derives them: a new axis is on
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -33,6 +35,32 @@ MARKERS: dict[str, str] = {
     "slow": "large inputs, full datasets, batch-size searches",
 }
 
+
+# Words of a -m expression that are no marker names.
+_MARK_OPERATORS = {"and", "or", "not", "True", "False", "None"}
+
+
+def marker_names(expression: str) -> list[str]:
+    """The marker names a ``-m`` expression tests (``"inference and not slow"`` → inference, slow);
+    arguments of the ``name(key=value)`` form are dropped."""
+    text = re.sub(r"(?<=\w)\(\s*\w+\s*=(?:[^()'\"]|'[^']*'|\"[^\"]*\")*\)", " ", expression)  # name(key=...) keeps its name
+    names = re.findall(r"[\w.:+\-\[\]/\\]+", text)
+    return list(dict.fromkeys(name for name in names if name not in _MARK_OPERATORS))
+
+
+def unknown_markers_message(expression: str, registered: list[str]) -> str | None:
+    """The usage error of a ``-m`` expression naming a marker nobody declared (it would select
+    nothing and exit 5 silently), with the closest declared names; ``None`` when every name is declared."""
+    unknown = [name for name in marker_names(expression) if name not in registered]
+    if not unknown:
+        return None
+    ours = list(MARKERS)
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, ours, n=3, cutoff=0.6) or difflib.get_close_matches(name, registered, n=3, cutoff=0.6)
+        parts.append(f"{name!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    return (f"-m {expression!r}: no marker named {', '.join(parts)}; the benchmark markers are {', '.join(ours)} "
+            "(pytest --markers lists all; -k selects by test id, e.g. -k cpu)")
 
 @dataclass(frozen=True)
 class CaseSpec:

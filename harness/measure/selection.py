@@ -33,6 +33,8 @@ from typing import Literal
 
 import torch
 
+from harness.contract import TUNE_MODES
+
 # VTAB-1k: 200 of 1,000 images select; the same share of any subset.
 VAL_FRACTION = 0.2
 # The fine-tune search trains each grid point for this share of the case's schedule.
@@ -43,7 +45,6 @@ KNN_K_GRID: tuple[int, ...] = (10, 20, 100, 200)
 # lr, as in Kumar et al. 2022); timm's fine-tuning recipes sit in 1e-4…1e-3.
 FINETUNE_LR_GRID: tuple[float, ...] = (1e-4, 3e-4, 1e-3)
 REFERENCE_BATCH = 128
-TUNE_MODES = ("on", "off")
 
 # Points are ranked by validation top-1, then by validation cross-entropy (lower first): a 25-image
 # subset validates on 5 images, where top-1 ties across most of a grid and the loss still ranks

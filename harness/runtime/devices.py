@@ -47,12 +47,13 @@ def unavailable_reason(device: str) -> str | None:
         return None
     if kind == "cuda":
         if not torch.cuda.is_available():
-            return "cuda requested but torch.cuda.is_available() is False on this machine"
-        if index and int(index) >= torch.cuda.device_count():
-            return f"{device} requested but only {torch.cuda.device_count()} CUDA device(s) are visible"
+            return "no CUDA device is visible (torch.cuda.is_available() is False)"
+        count = torch.cuda.device_count()
+        if index and int(index) >= count:
+            return f"only {count} CUDA device(s) are visible (cuda:0 to cuda:{count - 1})"
         return None
     if kind == "mps" and "mps" not in available_devices():
-        return "mps requested but torch.backends.mps.is_available() is False on this machine"
+        return "no MPS device is visible (torch.backends.mps.is_available() is False)"
     return None
 
 

@@ -1,0 +1,97 @@
+"""Before any case runs: a device, dataset or weights the user named that this machine lacks.
+
+``--devices auto`` names only what the machine has, and the default dataset (digits) is embedded,
+so whatever this finds was asked for explicitly: the session is refused with one line naming the
+fix, unless ``--skip-unavailable`` asks for the old behaviour (each case a skip with the reason).
+"""
+
+from __future__ import annotations
+
+from harness.errors import SettingError
+from harness.settings import Settings
+
+SKIP_HINT = "or --skip-unavailable to skip its cases"
+
+
+def check_available(settings: Settings) -> None:
+    """Raise :class:`SettingError` for the first explicit device, dataset or weights that cannot run here."""
+    _check_image_folders(settings)
+    _check_batchnorm(settings)
+    if settings.skip_unavailable:
+        return
+    _check_devices(settings.devices)
+    if not settings.download:  # --download fetches missing datasets and weights when a case needs them
+        _check_datasets(settings)
+        _check_weights(settings.backbones)
+
+
+def _check_devices(devices: list[str]) -> None:
+    from harness.runtime.devices import unavailable_reason
+
+    for device in devices:
+        reason = unavailable_reason(device)
+        if reason is not None:
+            raise SettingError(f"--devices {device}: {reason}; use --devices auto to run what this machine has, or --devices cpu ({SKIP_HINT})")
+
+
+def _check_datasets(settings: Settings) -> None:
+    from harness.data.datasets import check_available as check_dataset
+    from harness.data.errors import DatasetUnavailable
+
+    for name in settings.datasets:
+        try:
+            check_dataset(name, settings.data_root)
+        except DatasetUnavailable as exc:
+            raise SettingError(f"--dataset {name}: {str(exc).rstrip('.')} ({SKIP_HINT})") from None
+
+
+def _check_image_folders(settings: Settings) -> None:
+    """An image folder that is there but cannot train a classifier (empty, one class) is refused
+    whatever --skip-unavailable says: it is not missing, it is wrong."""
+    from harness.data.errors import DatasetUnavailable, DatasetUnusable
+    from harness.data.imagefolder import check_classes
+    from harness.data.registry import IMAGEFOLDER_PREFIX, default_data_root
+
+    root = settings.data_root.expanduser() if settings.data_root is not None else default_data_root()
+    for name in settings.datasets:
+        if name.startswith(IMAGEFOLDER_PREFIX):
+            try:
+                check_classes(name[len(IMAGEFOLDER_PREFIX):], root)
+            except DatasetUnavailable:
+                continue  # missing: _check_datasets refuses it, or --skip-unavailable skips it
+            except DatasetUnusable as exc:
+                raise SettingError(f"--dataset {name}: {str(exc).rstrip('.')}") from None
+
+
+# Protocols that train the backbone in train mode; linear and knn read frozen features (eval mode).
+_TRAINED_PROTOCOLS = ("scratch", "finetune")
+
+
+def _check_batchnorm(settings: Settings) -> None:
+    """A training batch (or micro-batch, under --grad-accum) of one image with a BatchNorm backbone
+    fails inside the case with a long traceback; refuse it here, naming the fix."""
+    accum = settings.grad_accum or 1
+    small = [batch for batch in settings.train_batch_sizes if batch // accum < 2]
+    if not small or not set(_TRAINED_PROTOCOLS) & set(settings.protocols):
+        return
+    from harness.backbones.factory import has_batchnorm
+    from harness.backbones.weights import parse_backbone
+
+    for arch in dict.fromkeys(parse_backbone(token).arch for token in settings.backbones):
+        if has_batchnorm(arch):
+            batch = f"--train-batch-sizes {small[0]}" + (f" with --grad-accum {accum} (micro-batches of {small[0] // accum})" if accum > 1 else "")
+            fix = f"--train-batch-sizes {2 * accum} or more" + (" (or a smaller --grad-accum)" if accum > 1 else "")
+            raise SettingError(f"{batch}: {arch} has BatchNorm, which cannot train on one image per batch; use {fix}")
+
+
+def _check_weights(backbones: list[str]) -> None:
+    from harness.backbones.weights import WeightsUnavailable, locate, parse_backbone
+
+    for token in backbones:
+        ref = parse_backbone(token)
+        if ref.tag is None:  # random weights, or an own file (checked when --backbones is parsed)
+            continue
+        try:
+            locate(ref)
+        except WeightsUnavailable as exc:
+            raise SettingError(f"--backbones {token}: {str(exc).removeprefix(ref.name + ': ')}, or pass --download ({SKIP_HINT})") from None
