@@ -264,22 +264,19 @@ def test_training_reads_generated_cifar10_batches_and_an_image_folder(suite: pyt
     assert record["class_counts"] == {"bin": 8, "box": 8, "can": 8} and record["test_size"] == 12
 
 
-def test_a_dataset_missing_offline_is_a_usage_error_naming_the_path_and_the_fix(suite: pytest.Pytester) -> None:
-    result = suite.runpytest(*TRAIN, "--dataset", "cifar10", "--data-root", "nowhere", "--subsets", "500")
+@pytest.mark.parametrize(("dataset", "message"), [
+    ("cifar10", "ERROR: --dataset cifar10: dataset 'cifar10' (train split) is not available offline: nowhere/cifar-10-batches-py does not exist "
+                "(expected layout: nowhere/cifar-10-batches-py). Fix: pass --data-root PATH, set the environment variable BACKBONE_BENCH_DATA=PATH, "
+                "or pass --download to fetch it (about 163 MB) (or --skip-unavailable to skip its cases)"),
+    ("imagefolder:/nonexistent",
+     "ERROR: --dataset imagefolder:/nonexistent: dataset 'imagefolder:/nonexistent' (train split): folder /nonexistent does not exist "
+     "(relative paths are taken under the data root nowhere). Fix: pass an absolute path after 'imagefolder:', or put the folder under "
+     "the data root (--data-root PATH or BACKBONE_BENCH_DATA=PATH) (or --skip-unavailable to skip its cases)"),
+])
+def test_a_dataset_named_but_absent_is_a_usage_error_naming_the_path_and_the_fix(suite: pytest.Pytester, dataset: str, message: str) -> None:
+    result = suite.runpytest(*TRAIN, "--dataset", dataset, "--data-root", "nowhere", "--subsets", "500")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert result.stderr.lines[0] == (
-        "ERROR: --dataset cifar10: dataset 'cifar10' (train split) is not available offline: nowhere/cifar-10-batches-py does not exist "
-        "(expected layout: nowhere/cifar-10-batches-py). Fix: pass --data-root PATH, set the environment variable BACKBONE_BENCH_DATA=PATH, "
-        "or pass --download to fetch it (about 163 MB) (or --skip-unavailable to skip its cases)")
-
-
-def test_an_image_folder_that_does_not_exist_is_a_usage_error(suite: pytest.Pytester) -> None:
-    result = suite.runpytest(*TRAIN, "--dataset", "imagefolder:/nonexistent", "--data-root", "nowhere")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert result.stderr.lines[0] == (
-        "ERROR: --dataset imagefolder:/nonexistent: dataset 'imagefolder:/nonexistent' (train split): folder /nonexistent does not exist "
-        "(relative paths are taken under the data root nowhere). Fix: pass an absolute path after 'imagefolder:', or put the folder under "
-        "the data root (--data-root PATH or BACKBONE_BENCH_DATA=PATH) (or --skip-unavailable to skip its cases)")
+    assert result.stderr.lines[0] == message
 
 
 def test_skip_unavailable_keeps_a_missing_dataset_a_skip_naming_the_path_and_the_fix(suite: pytest.Pytester) -> None:
