@@ -182,14 +182,19 @@ def has_batchnorm(arch: str) -> bool:
     """Whether ``arch`` normalises with BatchNorm, which cannot train on a batch of one image
     (PyTorch: "Expected more than 1 value per channel when training"). Built on the meta device:
     no memory, no initialisation cost."""
+    return any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in _weightless(arch).modules())
+
+
+def _weightless(arch: str) -> nn.Module:
+    """``arch`` with one output, built on the meta device when it can be: its modules and parameter
+    names without memory or initialisation cost (what :func:`has_batchnorm` and :func:`check_fits` read)."""
     import timm
 
     try:
         with torch.device("meta"):
-            model = timm.create_model(arch, num_classes=1)
-    except Exception:  # a model whose __init__ computes on real tensors: build it for real (the answer is the same)
-        model = timm.create_model(arch, num_classes=1)
-    return any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
+            return timm.create_model(arch, num_classes=1)
+    except Exception:  # a model whose __init__ computes on real tensors: build it for real (names and modules are the same)
+        return timm.create_model(arch, num_classes=1)
 
 
 def check_fits(ref: WeightsRef) -> None:
@@ -198,14 +203,7 @@ def check_fits(ref: WeightsRef) -> None:
     architecture stops the session before any case runs. Tags and random weights pass."""
     if ref.file is None:
         return
-    import timm
-
-    try:
-        with torch.device("meta"):  # the keys only: no memory, no initialisation cost
-            model = timm.create_model(ref.arch, num_classes=1)
-    except Exception:  # a model whose __init__ computes on real tensors: build it for real (the check is the same)
-        model = timm.create_model(ref.arch, num_classes=1)
-    _check_keys(model, ref.file, ref.arch)
+    _check_keys(_weightless(ref.arch), ref.file, ref.arch)
 
 
 def _check_keys(model: nn.Module, path: Path, arch: str) -> None:
