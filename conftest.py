@@ -29,4 +29,4 @@ def load_fixtures(folder: Path) -> None:
 
 load_fixtures(Path(__file__).resolve().parent / "fixtures")
 
-pytest_plugins = ["pytester", "harness.plugin", f"{FIXTURES}.recording", f"{FIXTURES}.inference", f"{FIXTURES}.train", f"{FIXTURES}.plan"]
+pytest_plugins = ["pytester", "harness.plugin", *sys.modules[FIXTURES].PLUGINS]

@@ -35,8 +35,6 @@ SCHEMA_VERSION = 4
 STATUSES = ("ok", "failed")
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "fp16", "bf16")
-RUNTIMES = ("eager", "compile", "onnxruntime", "onnxruntime-int8")
-FAMILIES = ("cnn", "transformer", "hybrid")
 # `standard` is crop + flip; randaugment/mixup/cutmix add to it; `none` turns everything off.
 AUGMENTS = ("standard", "randaugment", "mixup", "cutmix", "none")
 # Every augmentation but `standard` itself and `none` adds to the standard crop + flip.
@@ -48,15 +46,112 @@ NATIVE = "native"
 # The normalisation of a model trained from scratch here: [0, 1] -> [-1, 1] on every channel.
 SCRATCH_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
 SCRATCH_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
-# How a train case uses a backbone: from random weights, the whole network from pretrained weights,
-# a linear head on frozen features, or k-nearest neighbours on those features (no training).
-PROTOCOLS = ("scratch", "finetune", "linear", "knn")
 # --tune: choose each protocol's hyperparameter on a validation split (on), or one fixed setting (off).
 TUNE_MODES = ("on", "off")
-# The protocols that read a frozen backbone's features (cached on disk, harness.data.features).
-FEATURE_PROTOCOLS = ("linear", "knn")
 
 Better = Literal["higher", "lower"]
+
+# --- the open sets: one row each, and the module the row names by its name -------------------
+# A protocol's row is read here; how it runs is the module harness.protocols.<name>, a runtime's
+# builder is harness.measure.runners.<name> ("-" read as "_"), a kind's runner harness.kinds.<name>.
+# tests/test_registries.py checks that every row has its module and every module its row.
+
+@dataclass(frozen=True)
+class Family:
+    """A backbone family: what it means, and the defaults its training reads.
+
+    ``scratch`` names the from-scratch recipe rule (:data:`harness.measure.recipes.SCRATCH_RULES`);
+    ``freeze_norm_stats``: a fine-tune keeps the pretrained BatchNorm running statistics.
+    """
+
+    name: str
+    meaning: str
+    scratch: Literal["sgd", "adamw"]
+    freeze_norm_stats: bool
+
+
+_FAMILIES = (
+    # BatchNorm frozen in a fine-tune: the running statistics of the pretraining data kept (measured,
+    # resnet18 digits 0-4 -> 5-9, 300 images, batch 32: with batch statistics the LP-FT head's
+    # validation top-1 fell from 98.3 to 90.0 within 25 steps at the smallest lr; frozen, it starts
+    # where the probe ends).
+    Family("cnn", "convolutional backbones", "sgd", True),
+    # LayerNorm has no running statistics: nothing to freeze.
+    Family("transformer", "vision transformers", "adamw", False),
+    # Hybrids mix BatchNorm stems with attention blocks: their BatchNorm is frozen like a CNN's.
+    Family("hybrid", "hybrid conv/attention and MetaFormer backbones", "adamw", True),
+)
+FAMILY_SPECS: Mapping[str, Family] = {f.name: f for f in _FAMILIES}
+FAMILIES: tuple[str, ...] = tuple(FAMILY_SPECS)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a train case uses a backbone (its run function: the module ``harness.protocols.<name>``).
+
+    ``features``: reads the frozen backbone's cached features instead of training the network.
+    ``weights``: ``never`` (the case starts from random weights whatever the backbone names),
+    ``optional`` (pretrained when named; on random weights the record calls it a baseline),
+    ``required`` (a backbone without pretrained weights is a skip naming the fetch command).
+    ``recipe``: the default recipe of a protocol that trains the network
+    (:data:`harness.measure.recipes.RECIPES`), and ``warmup`` the share of its step schedule spent
+    warming up; ``None`` for a protocol that trains none.
+    """
+
+    name: str
+    meaning: str
+    features: bool
+    weights: Literal["never", "optional", "required"]
+    recipe: Literal["scratch", "finetune"] | None
+    warmup: float | None
+
+
+_PROTOCOLS = (
+    # Warm-up: BiT's 20 % (100 of its 500 small-data steps) from scratch; 10 % for LP-FT, whose head
+    # starts from the fitted probe, so its first gradients do not kick the pretrained features the
+    # way a random head's do.
+    Protocol("scratch", "the whole network from random weights", False, "never", "scratch", 0.2),
+    Protocol("finetune", "the whole network from pretrained weights, its head from the linear probe: LP-FT", False, "required", "finetune", 0.1),
+    Protocol("linear", "a linear head on frozen features", True, "optional", None, None),
+    Protocol("knn", "k-nearest neighbours on frozen features, no training", True, "optional", None, None),
+)
+PROTOCOL_SPECS: Mapping[str, Protocol] = {p.name: p for p in _PROTOCOLS}
+PROTOCOLS: tuple[str, ...] = tuple(PROTOCOL_SPECS)
+# The protocols that read a frozen backbone's features (cached on disk, harness.data.features).
+FEATURE_PROTOCOLS: tuple[str, ...] = tuple(p.name for p in _PROTOCOLS if p.features)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """An inference runtime (its builder: the module ``harness.measure.runners.<name>``).
+
+    ``devices``: the device types it runs on. ``cpu_arena``: on the CPU it allocates in an arena of
+    its own, invisible to torch's tensor accounting, so a case records no peak memory there rather
+    than a wrong one (an RSS delta does not repeat run to run). ``parity``: its outputs must match
+    eager's within tolerance (a quantised runtime records its difference instead).
+    """
+
+    name: str
+    meaning: str
+    devices: tuple[str, ...]
+    cpu_arena: bool
+    parity: bool
+
+
+_RUNTIMES = (
+    Runtime("eager", "torch eager mode", ("cpu", "cuda", "mps"), False, True),
+    Runtime("compile", "torch.compile (inductor)", ("cpu", "cuda", "mps"), False, True),
+    Runtime("onnxruntime", "ONNX export run by ONNX Runtime", ("cpu", "cuda"), True, True),
+    Runtime("onnxruntime-int8", "ONNX export, dynamic int8 quantisation, ONNX Runtime's CPU provider", ("cpu",), True, False),
+)
+RUNTIME_SPECS: Mapping[str, Runtime] = {r.name: r for r in _RUNTIMES}
+RUNTIMES: tuple[str, ...] = tuple(RUNTIME_SPECS)
+
+
+def module_name(name: str) -> str:
+    """The module an open set's row names: ``onnxruntime-int8`` -> ``onnxruntime_int8``."""
+    return name.replace("-", "_")
+
 # timed: raw samples exist (or the metric is a clock reading); seeded: repeated over seeds;
 # exact: deterministic, any change is the model's or the code's, not noise.
 NoiseClass = Literal["timed", "seeded", "exact"]
@@ -129,6 +224,12 @@ class Kind:
     ``settings`` are the keys of the session's settings that change this kind's results but are
     not in the case id; a case records their resolved values and their digest. ``rounds``:
     ``many`` is timed over many rounds (latency), ``once`` is one timed round of the whole work.
+    How it runs is the module ``harness.kinds.<name>`` (its cases' expansion and settings); its
+    pytest fixture is ``<name>_case`` (``fixtures/<name>.py``), its benchmark ``benchmarks/test_<name>.py``.
+
+    ``cost`` is how ``--shard`` estimates a case that never ran (:mod:`harness.scale.shards`):
+    ``training`` in GMACs x images x passes x seeds, ``timed`` in its timed seconds plus set-up,
+    ``fixed`` one unit a case; ``seconds_per_unit`` is the estimate before stored runs calibrate it.
     """
 
     name: str
@@ -136,24 +237,30 @@ class Kind:
     metrics: tuple[str, ...]
     settings: tuple[str, ...]
     rounds: Literal["many", "once"]
+    cost: Literal["training", "timed", "fixed"]
+    seconds_per_unit: float
 
 
 _INFERENCE_METRICS = (
     "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "throughput_ips",
     "params", "gmacs", "weights_bytes", "peak_mem_bytes", "energy_mj_per_img", "duration_s",
 )
+# Seconds per cost unit before calibration, measured on a 2-core CPU (torch 2.14): 0.2 s per GMAC
+# of one image trained, forward, backward and evaluation (resnet18's digits case, 0.037 GMACs x
+# 1,437 images x 10 passes, takes ~100 s); a latency case its timed seconds plus ~2 s of set-up
+# (model, GMACs, memory probe); a batch-size search ~30 s.
 _KINDS = (
     Kind("inference", "latency, throughput, params, GMACs and peak memory of one forward", _INFERENCE_METRICS,
-         ("num_classes", "threads", "bench_time_s", "edge_profile", "power"), "many"),
+         ("num_classes", "threads", "bench_time_s", "edge_profile", "power"), "many", "timed", 1.0),
     Kind("train", "small-data training: accuracy over seeds, convergence, cost",
          ("top1", "top5", "macro_f1", "int8_top1_change_pp", "train_time_s", "eval_time_s", "feature_time_s", "train_ips",
           "peak_train_mem_bytes", "duration_s"),
          ("threads", "seeds", "schedule", "optimizer", "lr", "weight_decay", "label_smoothing", "augment", "hflip",
-          "early_stop", "val_fraction", "grad_accum", "clip_grad", "tune", "edge_profile", "weights_sha256"), "once"),
+          "early_stop", "val_fraction", "grad_accum", "clip_grad", "tune", "edge_profile", "weights_sha256"), "once", "training", 0.2),
     Kind("plan", "largest inference and training batch under a memory budget",
          ("plan_inference_estimated_max_batch", "plan_inference_searched_max_batch",
           "plan_train_estimated_max_batch", "plan_train_searched_max_batch", "duration_s"),
-         ("num_classes", "plan_budget_bytes", "edge_profile"), "once"),
+         ("num_classes", "plan_budget_bytes", "edge_profile"), "once", "fixed", 30.0),
 )
 KINDS: Mapping[str, Kind] = {k.name: k for k in _KINDS}
 KIND_NAMES: tuple[str, ...] = tuple(KINDS)
@@ -201,13 +308,25 @@ def unknown(what: str, value: str, choices: Iterable[str]) -> str:
 
 
 def markdown_tables() -> str:
-    """The contract as the README shows it: one table of kinds, one of metrics."""
-    lines = ["| kind | what it measures | metrics | settings (digested) | rounds |", "|---|---|---|---|---|"]
+    """The contract as the README shows it: kinds, metrics, protocols, runtimes and families, a table each."""
+    lines = ["| kind | what it measures | metrics | settings (digested) | rounds | shard cost |", "|---|---|---|---|---|---|"]
     for kind in KINDS.values():
-        lines.append(f"| `{kind.name}` | {kind.meaning} | {', '.join(f'`{m}`' for m in kind.metrics)} | {', '.join(kind.settings)} | {kind.rounds} |")
+        lines.append(f"| `{kind.name}` | {kind.meaning} | {', '.join(f'`{m}`' for m in kind.metrics)} | {', '.join(kind.settings)} | "
+                     f"{kind.rounds} | {kind.cost}, {kind.seconds_per_unit:g} s/unit |")
     lines += ["", "| metric | unit | better | noise | default gate | meaning |", "|---|---|---|---|---|---|"]
     for m in METRICS.values():
         lines.append(f"| `{m.key}` | {m.unit} | {m.better} | {m.noise} | {m.tolerance or 'not gated'} | {m.meaning} |")
+    lines += ["", "| protocol | what it does | reads frozen features | pretrained weights | recipe | warm-up |", "|---|---|---|---|---|---|"]
+    for p in PROTOCOL_SPECS.values():
+        warmup = f"{p.warmup:.0%} of the steps" if p.warmup is not None else "–"
+        lines.append(f"| `{p.name}` | {p.meaning} | {'yes' if p.features else 'no'} | {p.weights} | {p.recipe or '–'} | {warmup} |")
+    lines += ["", "| runtime | what runs | devices | peak memory on the CPU | parity with eager |", "|---|---|---|---|---|"]
+    for r in RUNTIME_SPECS.values():
+        memory = "not recorded (its own arena)" if r.cpu_arena else "recorded"
+        lines.append(f"| `{r.name}` | {r.meaning} | {', '.join(r.devices)} | {memory} | {'enforced' if r.parity else 'recorded'} |")
+    lines += ["", "| family | meaning | from-scratch recipe | fine-tune keeps BatchNorm statistics |", "|---|---|---|---|"]
+    for f in FAMILY_SPECS.values():
+        lines.append(f"| `{f.name}` | {f.meaning} | {f.scratch} | {'yes' if f.freeze_norm_stats else 'no'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -26,16 +26,18 @@ import pytest
 from harness.cli.common import argtype
 from harness.config.options import OPTIONS
 from harness.config.parsers import run_name
+from harness.contract import KIND_NAMES
 from harness.errors import SettingError
 from harness.matrix.cases import MARKERS, CaseSpec
 from harness.results.records import CaseResult
 from harness.runtime.distributed import check_session, current_world, init_distributed, shutdown_distributed
-from harness.settings import Settings
+from harness.settings import Settings, Shard
 
 RESULT_KEY = "backbone_bench"
 CASE_KEY = "backbone_bench_case"
 SHARD_KEY = "backbone_bench_shard"
-CASE_FIXTURES = {"inference_case": "inference", "train_case": "train", "plan_case": "plan"}
+# Each kind's case fixture is named after it: inference_case, train_case, plan_case (fixtures/<kind>.py).
+CASE_FIXTURES = {f"{kind}_case": kind for kind in KIND_NAMES}
 # A session whose every selected benchmark case skipped measured nothing: it exits with pytest's
 # "no tests ran" status, so CI is not green on nothing, and its last line says so.
 ALL_SKIPPED = pytest.ExitCode.NO_TESTS_COLLECTED
@@ -105,7 +107,7 @@ class BenchSession:
         if self.settings.shard is None:
             return
         try:
-            keep, self.shard_record = _shard_items(items, self.settings, self.storage)
+            keep, self.shard_record = _shard_items(items, self.settings, self.settings.shard, self.storage)
         except SettingError as exc:
             raise pytest.UsageError(str(exc)) from None
         kept = set(map(id, keep))
@@ -166,24 +168,17 @@ class BenchSession:
         # A shard writes its run even when all its cases skipped: the merge needs every part.
         if self.is_worker or not ((self.results or self.shard_record is not None) and (self.save_name or self.json_path or self.baseline is not None)):
             return
-        from harness.files import write_atomic
+        from harness.results.publish import publish_run
         from harness.results.records import build_run
-        from harness.results.storage import dumps, save_run
 
         results = [replace(r, record={**r.record, "duration_s": round(self.durations.get(r.fullname, 0.0), 3)}) for r in self.results.values()]
         run = build_run(results, machine_info=self.machine_info(), commit_info=self.commit_info(),
                         options={"bench_time_s": self.settings.bench_time_s}, shard=self.shard_record)
-        if self.save_name:
-            self.saved_path = save_run(self.storage, run["machine_info"]["baseline_key"], self.save_name, run)
-        if self.json_path is not None:
-            text = dumps(run)
-            write_atomic(self.json_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-        if self.baseline is not None:
-            from harness.results.gate import gate_run
-
-            self.gate_lines, code = gate_run(self.baseline, run, self.settings, storage=self.storage)
-            if code:
-                session.exitstatus = code
+        published = publish_run(run, storage=self.storage, save=self.save_name, json_path=self.json_path,
+                                baseline=self.baseline, gate=self.settings)
+        self.saved_path, self.gate_lines = published.saved, published.gate_lines
+        if published.code:
+            session.exitstatus = published.code
 
     def machine_info(self) -> dict[str, Any]:
         """pytest-benchmark's machine info, updated through its public hook (our facts included)."""
@@ -362,18 +357,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _all_cases(settings: Settings) -> list[Any]:
-    from harness.matrix.expand import build
+    from harness.kinds import all_cases
 
-    return [case for kind in CASE_FIXTURES.values() for case in build(kind, settings)]
+    return all_cases(settings)
 
 
-def _shard_items(items: list[pytest.Item], settings: Settings, storage: Path) -> tuple[list[pytest.Item], dict[str, Any]]:
-    """The items of ``settings.shard`` among ``items`` and the record of the split (harness/scale/shards.py)."""
+def _shard_items(items: list[pytest.Item], settings: Settings, shard: Shard, storage: Path) -> tuple[list[pytest.Item], dict[str, Any]]:
+    """The items of ``shard`` among ``items`` and the record of the split (harness/scale/shards.py)."""
     from harness.contract import settings_digest
     from harness.kinds import case_settings
     from harness.scale.shards import CaseFacts, CostModel, case_facts, plan
 
-    shard = settings.shard
     if not items:
         raise SettingError(f"--shard {shard}: the selection is empty, nothing to split; check -k/-m and the paths (the cases live in benchmarks/)")
     if len(items) < shard.count:
@@ -415,7 +409,7 @@ def _devices(items: Iterable[pytest.Item]) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    from harness.matrix.expand import build
+    from harness.kinds import build
 
     for argname, kind in CASE_FIXTURES.items():
         if argname not in metafunc.fixturenames:

@@ -10,10 +10,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # edge.profiles imports torch: a parsed --edge-profile is one, but --help needs none
+    from harness.edge.profiles import EdgeProfile
 
 # 512 MiB: a Jetson-class share for one model, and a search a 2-core CPU finishes in minutes.
 DEFAULT_PLAN_BUDGET = 512 * 2**20
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (1-based, as users and CI matrices count): ``--shard 2/3``."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
 
 
 @dataclass(frozen=True)
@@ -48,7 +62,7 @@ class Settings:
     val_fraction: float | None
     grad_accum: int | None
     clip_grad: float | None
-    edge_profile: Any
+    edge_profile: EdgeProfile | None
     plan_budget: int | None
     power: bool
     int8_accuracy: bool
@@ -59,9 +73,10 @@ class Settings:
     skip_unavailable: bool
     feature_cache: Path
     resume: bool
-    shard: Any
+    shard: Shard | None
     gate: str | None
-    fail_on: Any
+    # The gate's tolerance spec as given (checked when parsed; harness.results.compare.parse_tolerances reads it).
+    fail_on: str
     fail_on_missing: bool
     force: bool
     no_history: bool
@@ -71,10 +86,15 @@ class Settings:
         """The planning budget: --plan-budget, else the edge profile's memory, else 512 MiB."""
         if self.plan_budget is not None:
             return self.plan_budget
-        budget = getattr(self.edge_profile, "mem_budget_bytes", None)
+        budget = self.edge_profile.mem_budget_bytes if self.edge_profile is not None else None
         return int(budget) if budget else DEFAULT_PLAN_BUDGET
+
+    @property
+    def edge_profile_name(self) -> str | None:
+        """The edge profile as a digested setting: its name, or ``None``."""
+        return self.edge_profile.name if self.edge_profile is not None else None
 
     @property
     def inference_threads(self) -> int | None:
         """CPU threads of inference cases: an edge profile's count wins over --threads."""
-        return getattr(self.edge_profile, "threads", None) or self.threads
+        return (self.edge_profile.threads if self.edge_profile is not None else None) or self.threads

@@ -1,6 +1,6 @@
 """Eager PyTorch vs ONNX Runtime (fp32 and dynamic int8) CPU latency and parity for edge backbones.
 
-Every runtime is wrapped by ``harness.measure.export.build_runner`` and timed with the same loop:
+Every runtime is wrapped by ``harness.measure.runners.build_runner`` and timed with the same loop:
 ``--warmup`` untimed ``step()`` calls, then ``--rounds`` calls each bracketed by
 ``time.perf_counter``; the median is reported (robust to the odd preempted round on a shared box).
 
@@ -24,7 +24,7 @@ try:
 except ImportError:  # run as `python scripts/...` from a checkout: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.measure.export import build_runner
+from harness.measure.runners import build_runner
 from harness.measure.runtimes import ParityError, RuntimeUnsupported, parse_runtime
 
 EDGE_MODELS = (

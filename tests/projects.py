@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGINS = ["harness.plugin", "backbone_bench_fixtures.recording", "backbone_bench_fixtures.inference", "backbone_bench_fixtures.train",
-           "backbone_bench_fixtures.plan"]
 # A project's conftest: the checkout's conftest.py runs first, loading its fixtures/ folder as
-# backbone_bench_fixtures (installed or not), then the plugins are named.
-CONFTEST = f"import runpy\nrunpy.run_path({str(ROOT / 'conftest.py')!r})\npytest_plugins = {PLUGINS!r}\n"
+# backbone_bench_fixtures (installed or not), then the plugins are named (one per kind).
+CONFTEST = (f"import runpy, sys\nrunpy.run_path({str(ROOT / 'conftest.py')!r})\n"
+            "pytest_plugins = ['harness.plugin', *sys.modules['backbone_bench_fixtures'].PLUGINS]\n")
 
 
 def write_project(path: Path) -> Path:

@@ -106,9 +106,8 @@ def test_one_policy_decides_skip_fail_or_bug() -> None:
 
 
 def test_readme_tables_are_the_contract() -> None:
-    from harness.config.options import markdown_table
-    from harness.contract import markdown_tables
+    from harness.cli.contract import document
 
     readme = (ROOT / "README.md").read_text()
     block = readme.split("<!-- contract:begin -->\n", 1)[1].split("<!-- contract:end -->", 1)[0]
-    assert block == markdown_tables() + "\n" + markdown_table(), "README is stale: paste `python -m harness contract` between its contract markers"
+    assert block == document(), "README is stale: paste `python -m harness contract` between its contract markers"

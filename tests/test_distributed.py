@@ -88,7 +88,7 @@ def test_world_size_is_part_of_a_train_case_id() -> None:
 
 
 def test_matrix_under_torchrun_names_the_world_and_skips_single_process_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.matrix.expand import build
+    from harness.kinds import build
 
     for key, value in TORCHRUN_ENV.items():
         monkeypatch.setenv(key, value)

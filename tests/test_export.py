@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from harness.contract import RUNTIMES
-from harness.measure.export import OrtRunner, build_runner, export_onnx, quantize_int8
+from harness.measure.export import OrtRunner, export_onnx, quantize_int8
+from harness.measure.runners import build_runner
 from harness.measure.runtimes import (
     INFO_KEYS,
     ParityError,
@@ -155,7 +156,7 @@ def test_int8_runs_and_records_its_difference(backbone_runner: tuple[nn.Module, 
 
 
 def test_int8_is_cpu_only(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeUnsupported, match="CPU execution provider only"):
+    with pytest.raises(RuntimeUnsupported, match="onnxruntime-int8 runs on cpu only, not cuda"):
         build_runner(TinyNet(), torch.randn(1, 3, 8, 8), "onnxruntime-int8", device=torch.device("cuda"),
                      workdir=tmp_path, threads=None)
 

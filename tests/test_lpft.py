@@ -17,7 +17,7 @@ from harness.config.options import default_settings
 from harness.data.datasets import load_split
 from harness.data.types import TensorSplit
 from harness.kinds import train as train_kind
-from harness.matrix.expand import train_cases
+from harness.kinds.train import cases as train_cases
 from harness.measure.probes import fit_linear, load_into_head
 from harness.measure.recipes import Recipe
 from harness.measure.training import CURVE_POINTS, train

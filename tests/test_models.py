@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import get_args
-
 import pytest
 
 from harness.backbones.factory import create_backbone, resolve_backbones
-from harness.backbones.registry import GROUPS, REGISTRY, BackboneUnsupported, Family, UnknownBackbone, family_of
+from harness.backbones.registry import GROUPS, REGISTRY, Backbone, BackboneUnsupported, UnknownBackbone, family_of
 from harness.contract import FAMILIES
 
 REFERENCE = ["convnextv2_tiny", "tf_efficientnetv2_s", "mobilenetv3_large_100", "resnet50", "vit_base_patch16_224", "deit_small_patch16_224", "swin_tiny_patch4_window7_224"]
@@ -32,9 +30,11 @@ def test_groups() -> None:
     assert family_of("maxvit_tiny_tf_224") == "hybrid" and family_of("beit_base_patch16_224") == "transformer" and family_of("convnext_atto") == "cnn"
 
 
-def test_the_family_type_is_the_contract_vocabulary() -> None:
-    assert get_args(Family) == FAMILIES
+def test_a_family_is_a_contract_row_and_an_entry_of_another_is_refused() -> None:
     assert GROUPS == (*FAMILIES, "edge", "all")
+    assert {entry.family for entry in REGISTRY.values()} <= set(FAMILIES)
+    with pytest.raises(ValueError, match="backbone mlpnet: unknown family 'mlp'; valid: cnn, transformer, hybrid"):
+        Backbone("mlpnet", "mlp")
 
 
 def test_unknown_names_close_matches() -> None:

@@ -348,7 +348,7 @@ def test_a_baseline_from_before_steps_is_not_comparable_naming_the_schedule() ->
     from harness.config.options import default_settings
     from harness.contract import settings_differences
     from harness.kinds import case_settings
-    from harness.matrix.expand import train_cases
+    from harness.kinds.train import cases as train_cases
 
     smoke = read_run_file(next((ROOT / "baselines").glob("*/0008_smoke.json")))
     old = smoke.cases["train/resnet18-digits_full-cpu-bs128-32px-fp32"].settings

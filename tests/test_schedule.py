@@ -74,27 +74,31 @@ def test_grids_are_the_documented_ones() -> None:
 
 
 def test_tune_setting_says_what_is_searched() -> None:
-    assert tune_setting("linear", "on") == {"grid": {"l2": list(LINEAR_L2_GRID)}, "selection": (
+    from harness.protocols import searched
+
+    on, off, fixed_lr = default_settings(tune="on"), default_settings(tune="off"), default_settings(tune="on", lr=1e-3)
+    assert searched("linear", on) == {"grid": {"l2": list(LINEAR_L2_GRID)}, "selection": (
         "best validation top-1 on a stratified 20% of the subset, then retrained on the whole subset")}
-    assert tune_setting("finetune", "on", lr_override=False)["grid"] == {"lr_at_batch_128": [1e-4, 3e-4, 1e-3], "point_steps_fraction": 0.25}  # type: ignore[index]
-    assert tune_setting("finetune", "on", lr_override=True) is None  # --lr fixes it: nothing left to search
-    assert tune_setting("scratch", "on") is None and tune_setting("linear", "off") is None
+    assert searched("finetune", on)["grid"] == {"lr_at_batch_128": [1e-4, 3e-4, 1e-3], "point_steps_fraction": 0.25}  # type: ignore[index]
+    assert searched("finetune", fixed_lr) is None  # --lr fixes it: nothing left to search
+    assert searched("scratch", on) is None and searched("linear", off) is None
+    assert searched("knn", on) == {"grid": {"k": list(KNN_K_GRID)}, "selection": searched("linear", on)["selection"]}  # type: ignore[index]
     with pytest.raises(ValueError, match="tune must be one of on, off"):
-        tune_setting("linear", "maybe")
+        tune_setting({"l2": [1.0]}, "maybe")
 
 
 def test_choose_ranks_by_top1_then_loss_then_the_protocol_s_preference() -> None:
     table = {1e-5: (80.0, 0.5), 1e-4: (80.0, 0.4), 1e-3: (60.0, 0.1)}
-    choice = choose("linear", list(table), lambda v: table[v], fit_images=20, val_images=5)
+    choice = choose("l2", "largest", list(table), lambda v: table[v], fit_images=20, val_images=5)
     assert choice.chosen == 1e-4 and choice.val_top1 == (80.0, 80.0, 60.0) and choice.val_loss == (0.5, 0.4, 0.1)
     assert choice.as_record() == {"param": "l2", "grid": [1e-5, 1e-4, 1e-3], "val_top1": [80.0, 80.0, 60.0], "val_loss": [0.5, 0.4, 0.1],
                                   "chosen": 1e-4, "fit_images": 20, "val_images": 5}
     tie = {10: (90.0, 0.3), 20: (90.0, 0.3)}
-    assert choose("knn", list(tie), lambda v: tie[v], fit_images=1, val_images=1).chosen == 10  # the most local vote
-    assert choose("linear", [1e-3, 1e-2], lambda v: (50.0, 1.0), fit_images=1, val_images=1).chosen == 1e-2  # the most regularised
-    assert choose("finetune", [1e-4, 1e-3], lambda v: (50.0, 1.0), fit_images=1, val_images=1).chosen == 1e-4  # the gentlest
+    assert choose("k", "smallest", list(tie), lambda v: tie[v], fit_images=1, val_images=1).chosen == 10  # the most local vote
+    assert choose("l2", "largest", [1e-3, 1e-2], lambda v: (50.0, 1.0), fit_images=1, val_images=1).chosen == 1e-2  # the most regularised
+    assert choose("lr_at_batch_128", "smallest", [1e-4, 1e-3], lambda v: (50.0, 1.0), fit_images=1, val_images=1).chosen == 1e-4  # the gentlest
     with pytest.raises(ValueError, match="empty grid"):
-        choose("linear", [], lambda v: (0.0, 0.0), fit_images=1, val_images=1)
+        choose("l2", "largest", [], lambda v: (0.0, 0.0), fit_images=1, val_images=1)
 
 
 def test_validation_scores_by_hand() -> None:

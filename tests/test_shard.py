@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from harness.errors import SettingError
-from harness.scale.shards import CaseFacts, CostModel, Item, Shard, parse_shard, plan, split, stored_seconds
+from harness.scale.shards import CaseFacts, CostModel, Item, parse_shard, plan, split, stored_seconds
+from harness.settings import Shard
 from tests.test_plugin import FAST, ROOT, suite  # noqa: F401  (the pytester project fixture)
 
 # --- parsing -------------------------------------------------------------------------------------

@@ -22,9 +22,9 @@ import torch
 
 from harness.config.options import default_settings
 from harness.data.registry import held_size
-from harness.kinds.train import batch_for, recipe_for
+from harness.kinds.train import cases as train_cases
 from harness.matrix.cases import CaseSpec
-from harness.matrix.expand import train_cases
+from harness.protocols.recipe import batch_for, recipe_for
 from harness.runtime.distributed import World
 from tests.projects import write_project
 

@@ -26,7 +26,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Compare and print; the comparison's exit code."""
-    from harness.results.compare import compare_runs  # scipy: imported by the verb that runs, not by --help
+    from harness.results.compare import compare_runs, parse_tolerances  # scipy: imported by the verb that runs, not by --help
     from harness.results.runs import load_run, machine_history
 
     base = load_run(args.baseline, args.storage)
@@ -36,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
     if base.source == cur.source:
         print(f"warning: baseline and current are the same run ({cur.source}); nothing can differ", file=sys.stderr)
     history = [] if args.no_history else machine_history(args.storage, base.baseline_key)
-    comparison = compare_runs(base, cur, args.fail_on, fail_on_missing=args.fail_on_missing, force=args.force, history=history)
+    comparison = compare_runs(base, cur, parse_tolerances(args.fail_on), fail_on_missing=args.fail_on_missing, force=args.force, history=history)
     sys.stdout.write(comparison.render(markdown=args.markdown))
     return comparison.exit_code

@@ -41,7 +41,8 @@ from harness.cli.common import DEFAULT_STORAGE, add_gate_options, add_storage, a
 from harness.config.options import GATE_OPTIONS
 from harness.config.parsers import positive_int, run_name
 from harness.errors import SettingError
-from harness.results.runs import RunError, resolve_run_id
+from harness.files import write_atomic
+from harness.results.runs import Run, RunError, resolve_run_id
 from harness.scale.launch import (
     COSTS_DIR,
     DEFAULT_TIME_MIN,
@@ -63,6 +64,7 @@ from harness.scale.launch import (
     shard_list,
     snapshot_costs,
 )
+from harness.settings import Settings
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -239,27 +241,27 @@ def _submit(args: argparse.Namespace, folder: Path, tasks: Sequence[ShardTask]) 
 def collect(plan: LaunchPlan, folder: Path, args: argparse.Namespace) -> int:
     """Merge every shard's run of ``folder``, write ``merged.json``, save (``--save``), write
     ``--json``, and gate (``--gate``): the gate's exit code, else 1 when a case failed (as pytest), else 0."""
-    from harness.files import write_atomic
     from harness.results.merge import merge_runs
-    from harness.results.storage import dumps, save_run
+    from harness.results.publish import UnwritableRun, publish_run
 
     files = [run_file(folder, k, plan.shards) for k in range(1, plan.shards + 1)]
     doc = merge_runs([str(path) for path in files], args.storage)
-    try:
-        text = dumps(doc)
-    except ValueError as exc:  # a NaN or Infinity in a shard's run: JSON cannot hold it
-        raise LaunchError(f"the merged run cannot be written as JSON ({exc}); re-run the shard that recorded it") from None
+    baseline, code = _baseline(doc, args)
     merged = folder / MERGED_FILE
-    write_atomic(merged, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    try:
+        published = publish_run(doc, storage=args.storage, save=args.save, json_path=merged, baseline=baseline, gate=_gate_settings(args))
+    except UnwritableRun as exc:  # a NaN or Infinity in a shard's run
+        raise LaunchError(f"{exc}; re-run the shard that recorded it") from None
     cases = len(doc.get("benchmarks", [])) + len(doc.get("backbone_bench", {}).get("failed", []))
     print(f"merged {cases} case(s) from {plan.shards} shard(s) into {merged}")
-    key = str(doc["machine_info"]["baseline_key"])
-    if args.save:
-        print(f"saved the merged run to {save_run(args.storage, key, args.save, doc)}")
+    if published.saved is not None:
+        print(f"saved the merged run to {published.saved}")
     if args.json is not None:
-        write_atomic(args.json, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        write_atomic(args.json, lambda tmp: shutil.copyfile(merged, tmp))
         print(f"wrote the merged run to {args.json}")
-    code = _gate(doc, key, args) if args.gate else 0
+    for line in published.gate_lines:
+        print(line)
+    code = code or published.code
     failed = [str(f.get("extra_info", {}).get("case_id")) for f in doc.get("backbone_bench", {}).get("failed", [])
               if f.get("extra_info", {}).get("status") == "failed"]
     if failed:  # the merged run records them; like pytest, they fail the launch
@@ -267,20 +269,24 @@ def collect(plan: LaunchPlan, folder: Path, args: argparse.Namespace) -> int:
     return code or (1 if failed else 0)
 
 
-def _gate(doc: dict[str, Any], key: str, args: argparse.Namespace) -> int:
-    from harness.config.options import default_settings
-    from harness.results.gate import NOT_COMPARABLE, gate_run, load_baseline
+def _baseline(doc: dict[str, Any], args: argparse.Namespace) -> tuple[Run | None, int]:
+    """The ``--gate`` baseline on the merged run's machine, or (None, exit code) when it cannot be read."""
+    from harness.results.gate import NOT_COMPARABLE, load_baseline
 
+    if not args.gate:
+        return None, 0
     try:
-        baseline = load_baseline(args.gate, args.storage, key)
+        return load_baseline(args.gate, args.storage, str(doc["machine_info"]["baseline_key"])), 0
     except ValueError as exc:
         print(f"backbone-bench gate: error: {exc}")
-        return NOT_COMPARABLE
-    settings = default_settings(**{o.field: getattr(args, o.field) if o.flag else o.parse(getattr(args, o.field)) for o in GATE_OPTIONS})
-    lines, code = gate_run(baseline, doc, settings, storage=args.storage)
-    for line in lines:
-        print(line)
-    return code
+        return None, NOT_COMPARABLE
+
+
+def _gate_settings(args: argparse.Namespace) -> Settings:
+    """The gate's options as pytest's ``--gate`` would parse them."""
+    from harness.config.options import default_settings
+
+    return default_settings(**{o.field: getattr(args, o.field) if o.flag else o.parse(getattr(args, o.field)) for o in GATE_OPTIONS})
 
 
 def rerun_command(args: argparse.Namespace, folder: Path, shards: Sequence[int]) -> str:

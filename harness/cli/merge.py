@@ -28,7 +28,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Merge, then save or write; 0."""
     from harness.results.merge import merge_runs  # imported by the verb that runs, not by --help
-    from harness.results.storage import check_run_name, dumps, save_run, write_new
+    from harness.results.publish import UnwritableRun, publish_run
+    from harness.results.storage import check_run_name
 
     # Refuse a bad destination before reading the shards: the merge itself may read many runs.
     if args.save is not None:
@@ -37,17 +38,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--json {args.json} exists; merge never overwrites a file: pass a new path")
     doc = merge_runs(args.runs, args.storage)
     try:
-        text = dumps(doc)  # before any file exists: a saved run holds no NaN or Infinity
-    except ValueError as exc:
-        raise UsageError(f"the merged run cannot be written as JSON ({exc}); a shard run holds NaN or Infinity: re-run that shard") from None
-    if args.save is not None:
-        path = save_run(args.storage, doc["machine_info"]["baseline_key"], args.save, doc)
-    else:
-        try:
-            write_new(args.json, text)
-        except FileExistsError:
-            raise UsageError(f"--json {args.json} exists; merge never overwrites a file: pass a new path") from None
-        path = args.json
+        published = publish_run(doc, storage=args.storage, save=args.save, json_path=args.json, new_json=True)
+    except UnwritableRun as exc:
+        raise UsageError(f"{exc}: re-run the shard that recorded it") from None
+    except FileExistsError:
+        raise UsageError(f"--json {args.json} exists; merge never overwrites a file: pass a new path") from None
     cases = len(doc["benchmarks"]) + len(doc["backbone_bench"]["failed"])
-    print(f"merged {doc['backbone_bench']['merged']['count']} shard(s), {cases} case(s) into {path}")
+    print(f"merged {doc['backbone_bench']['merged']['count']} shard(s), {cases} case(s) into {published.saved or published.written}")
     return 0

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness.config import parsers as p
-from harness.contract import PRECISIONS, PROTOCOLS, RUNTIMES, TUNE_MODES
+from harness.contract import PRECISIONS, PROTOCOL_SPECS, PROTOCOLS, RUNTIMES, TUNE_MODES
+from harness.data.registry import DATASETS
 from harness.errors import SettingError
 from harness.scale.shards import parse_shard
 from harness.settings import Settings
@@ -57,6 +58,9 @@ def _int(what: str) -> Callable[[str], int]:
     return lambda text: p.positive_int(text, what)
 
 
+# The registered datasets as the help lists them (an embedded one says so).
+_DATASET_NAMES = ", ".join(f"{d.name} (embedded)" if d.embedded else d.name for d in DATASETS.values())
+
 OPTIONS: tuple[Option, ...] = (
     # The matrix: every value is a case axis.
     Option("backbones", "backbones", p.parse_backbones, "all", "NAMES", "registry names, groups (cnn, transformer, hybrid, edge, all) or any timm model name; training cases also take weights: a timm pretrained tag (resnet50.a1_in1k) or a checkpoint file (resnet18@PATH)"),
@@ -67,11 +71,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("runtimes", "runtimes", p.choice_list("runtime", RUNTIMES), "eager", "R", f"inference runtimes: {', '.join(RUNTIMES)}"),
     Option("channels-last", "channels_last", p.flag, "false", "", "run models and inputs in channels_last memory format", flag=True),
     Option("compile", "compile", p.flag, "false", "", "add the torch.compile runtime to the matrix (same as --runtimes eager,compile)", flag=True),
-    Option("dataset", "datasets", p.datasets, "digits", "NAMES", "training datasets: digits (embedded), cifar10, cifar100, svhn, mnist, fashion_mnist, stl10, flowers102, imagefolder:PATH"),
+    Option("dataset", "datasets", p.datasets, "digits", "NAMES", f"training datasets: {_DATASET_NAMES}, imagefolder:PATH"),
     Option("subsets", "subsets", p.subsets, "full", "SIZES", "training subset sizes: 500, 5k, 10k, 50k, full, or per class: 50pc"),
     Option("train-batch-sizes", "train_batch_sizes", p.int_list("train-batch-sizes"), "128", "N", "training batch sizes (a subset smaller than the batch trains at its own size, recorded as train_batch_used)"),
     Option("train-img-sizes", "train_img_sizes", p.train_img_sizes, None, "PX", "training resolutions, or native (each weights' pretrained input size); images are resized on the device (unset: the first of --img-sizes)"),
-    Option("protocols", "protocols", p.choice_list("protocol", PROTOCOLS), "scratch", "P", "how train cases use the backbone: scratch (random weights), finetune (all layers from pretrained weights), linear (a linear head on frozen features), knn (k-nearest neighbours on them)"),
+    Option("protocols", "protocols", p.choice_list("protocol", PROTOCOLS), "scratch", "P", "how train cases use the backbone: " + "; ".join(f"{p.name} ({p.meaning})" for p in PROTOCOL_SPECS.values())),
     # Settings that change results without being an axis: recorded per case and digested, so a
     # run with other settings is "not comparable" with the baseline, never a regression.
     # 1 thread, like torch.utils.benchmark: multi-threaded CPU latency on a shared machine moves

@@ -11,10 +11,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from harness.contract import NATIVE, unknown
 from harness.errors import SettingError
+
+if TYPE_CHECKING:
+    from harness.edge.profiles import EdgeProfile
 
 T = TypeVar("T")
 
@@ -201,18 +204,20 @@ def byte_size(text: str) -> int:
     return _setting(lambda: parse_bytes(text))
 
 
-def edge_profile(text: str) -> Any:
+def edge_profile(text: str) -> EdgeProfile:
     """A named board profile (``orin-nano-8gb``) or ``threads=4,mem=2GiB``."""
     from harness.edge.profiles import parse_edge_profile
 
     return _setting(lambda: parse_edge_profile(text))
 
 
-def tolerances(text: str) -> Any:
-    """A gate tolerance spec (``latency_p50_ms:10%,top1:-1pp``) over the contract's defaults."""
+def tolerances(text: str) -> str:
+    """A gate tolerance spec (``latency_p50_ms:10%,top1:-1pp``) over the contract's defaults, checked
+    here and kept as given: the gate parses it when it judges (:func:`harness.results.compare.parse_tolerances`)."""
     from harness.results.compare import parse_tolerances
 
-    return _setting(lambda: parse_tolerances(text))
+    _setting(lambda: parse_tolerances(text))
+    return text
 
 
 def run_name(text: str) -> str:

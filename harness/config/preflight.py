@@ -7,6 +7,7 @@ fix, unless ``--skip-unavailable`` asks for the old behaviour (each case a skip 
 
 from __future__ import annotations
 
+from harness.contract import PROTOCOL_SPECS
 from harness.errors import SettingError
 from harness.settings import Settings
 
@@ -63,8 +64,6 @@ def _check_image_folders(settings: Settings) -> None:
                 raise SettingError(f"--dataset {name}: {str(exc).rstrip('.')}") from None
 
 
-# Protocols that train the backbone in train mode; linear and knn read frozen features (eval mode).
-_TRAINED_PROTOCOLS = ("scratch", "finetune")
 
 
 def _check_batchnorm(settings: Settings) -> None:
@@ -72,7 +71,8 @@ def _check_batchnorm(settings: Settings) -> None:
     fails inside the case with a long traceback; refuse it here, naming the fix."""
     accum = settings.grad_accum or 1
     small = [batch for batch in settings.train_batch_sizes if batch // accum < 2]
-    if not small or not set(_TRAINED_PROTOCOLS) & set(settings.protocols):
+    # Protocols that train the backbone in train mode; feature protocols read it frozen (eval mode).
+    if not small or all(PROTOCOL_SPECS[p].features for p in settings.protocols):
         return
     from harness.backbones.factory import has_batchnorm
     from harness.backbones.weights import parse_backbone

@@ -31,12 +31,10 @@ one :class:`DatasetCorrupt`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 from harness.data.convert import check_img_size
-from harness.data.digits import load_digits_split
 from harness.data.errors import DatasetCorrupt, DatasetError, DatasetUnavailable, unavailable
 from harness.data.imagefolder import check_folder, load_imagefolder, resolve_folder
 from harness.data.registry import (
@@ -48,7 +46,6 @@ from harness.data.registry import (
     dataset_names,
     default_data_root,
 )
-from harness.data.torchvision_sources import load_cifar, load_flowers102, load_mnist, load_stl10, load_svhn
 from harness.data.types import TensorSplit
 
 __all__ = [
@@ -65,16 +62,6 @@ __all__ = [
     "load_split",
 ]
 
-_Loader = Callable[..., TensorSplit]
-_LOADERS: dict[str, _Loader] = {
-    "cifar10": load_cifar,
-    "cifar100": load_cifar,
-    "svhn": load_svhn,
-    "mnist": load_mnist,
-    "fashion_mnist": load_mnist,
-    "stl10": load_stl10,
-    "flowers102": load_flowers102,
-}
 _CacheKey = tuple[str, str, str, int, bool]
 _CACHE: dict[_CacheKey, TensorSplit] = {}
 
@@ -111,20 +98,18 @@ def check_available(name: str, root: Path | None = None) -> None:
         raise unavailable(name, "train", base / info.layout, root=base, layout=info.layout, download_mb=info.download_mb)
 
 
-# Glyphs change meaning when mirrored (a mirrored 2 or 7 is no digit); flips stay on for natural images.
-NO_HFLIP = ("digits", "mnist", "fashion_mnist", "svhn")
 # An image folder states what its images are in PATH/dataset.json, e.g. {"hflip": false} for glyphs.
 FOLDER_FACTS = "dataset.json"
 
 
 def hflip_of(name: str, root: Path | None = None) -> bool:
-    """Whether training may mirror images of dataset ``name``: not for the glyph datasets
-    (:data:`NO_HFLIP`), and for an image folder what its ``dataset.json`` says (default: yes).
+    """Whether training may mirror images of dataset ``name``: its registry row's ``hflip`` (not for
+    glyphs), and for an image folder what its ``dataset.json`` says (default: yes).
 
     Raises ``ValueError`` for a ``dataset.json`` that is not a JSON object with a boolean ``hflip``.
     """
     if not name.startswith(IMAGEFOLDER_PREFIX):
-        return name not in NO_HFLIP
+        return dataset_info(name).hflip
     facts = Path(dataset_source(name, root)[len(IMAGEFOLDER_PREFIX):]) / FOLDER_FACTS
     if not facts.is_file():
         return True
@@ -170,9 +155,7 @@ def load_split(
         return _CACHE[key]
     if is_folder:
         result = load_imagefolder(path_text, split, base, img_size=img_size)
-    elif name == "digits":
-        result = load_digits_split(split, img_size=img_size)
     else:
-        result = _LOADERS[name](info, split, base, img_size=img_size, download_=download, verify=verify_checksums)
+        result = info.load(split, base, img_size=img_size, download=download, verify=verify_checksums)
     _CACHE[key] = result
     return result

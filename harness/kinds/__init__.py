@@ -1,29 +1,54 @@
 """The kinds of case, one module each: how a :class:`~harness.matrix.cases.CaseSpec` becomes a record.
 
-:data:`harness.contract.KINDS` says what each kind records; this package says how it runs.
-Every kind module provides ``settings_of(spec, settings)``: the resolved values of the kind's
-contract settings for one case (what makes two cases of the same id comparable). The one
-skip/fail policy of every kind is :func:`outcome`.
+:data:`harness.contract.KINDS` says what each kind records (its row registers it); the module
+``harness.kinds.<name>`` says how it runs, and provides:
+
+- ``cases(settings)``: the kind's cases under the session's settings (its matrix expansion);
+- ``settings_of(spec, settings)``: the resolved values of the kind's contract settings for one
+  case (what makes two cases of the same id comparable).
+
+The one skip/fail policy of every kind is :func:`outcome`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Literal
+import importlib
+from typing import Any, Literal, Protocol, cast
 
-from harness.contract import KINDS, settings_digest
-from harness.kinds import inference, plan, train
+from harness.contract import KIND_NAMES, KINDS, module_name, settings_digest, unknown
 from harness.matrix.cases import CaseSpec
+from harness.matrix.expand import MatrixCase
 from harness.settings import Settings
 
 
-def _resolvers() -> Mapping[str, Callable[[CaseSpec, Settings], dict[str, Any]]]:
-    return {"inference": inference.settings_of, "train": train.settings_of, "plan": plan.settings_of}
+class KindModule(Protocol):
+    """What ``harness.kinds.<name>`` provides (see the module docstring)."""
+
+    def cases(self, settings: Settings) -> list[MatrixCase]: ...
+
+    def settings_of(self, spec: CaseSpec, settings: Settings) -> dict[str, object]: ...
+
+
+def kind_module(name: str) -> KindModule:
+    """The module of kind ``name``; ``ValueError`` naming the kinds for a name with no row."""
+    if name not in KINDS:
+        raise ValueError(unknown("kind", name, KINDS))
+    return cast(KindModule, importlib.import_module(f"{__name__}.{module_name(name)}"))
+
+
+def build(kind: str, settings: Settings) -> list[MatrixCase]:
+    """The cases of ``kind`` under ``settings``."""
+    return kind_module(kind).cases(settings)
+
+
+def all_cases(settings: Settings) -> list[MatrixCase]:
+    """Every kind's cases, in the contract's order of kinds."""
+    return [case for kind in KIND_NAMES for case in build(kind, settings)]
 
 
 def case_settings(spec: CaseSpec, settings: Settings) -> dict[str, Any]:
     """The resolved contract settings of ``spec`` under the session's ``settings``."""
-    values = _resolvers()[spec.kind](spec, settings)
+    values = kind_module(spec.kind).settings_of(spec, settings)
     expected = KINDS[spec.kind].settings
     if tuple(values) != expected:  # the contract and the kind module must agree, key for key
         raise AssertionError(f"{spec.kind} settings {tuple(values)} differ from the contract's {expected}")

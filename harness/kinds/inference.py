@@ -13,14 +13,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import product
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from harness.backbones.factory import create_backbone
-from harness.kinds.keys import profile_name
+from harness.contract import RUNTIME_SPECS
 from harness.matrix.cases import CaseSpec
+from harness.matrix.expand import SMOKE_IMG_SIZE, MatrixCase, architectures, matrix_case
 from harness.measure.flops import count_gmacs, count_params
 from harness.measure.memory import module_bytes, peak_bytes
 from harness.measure.timing import LatencyStats
@@ -35,7 +37,7 @@ def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
         "num_classes": spec.num_classes,
         "threads": settings.inference_threads or torch.get_num_threads(),
         "bench_time_s": settings.bench_time_s,
-        "edge_profile": profile_name(settings),
+        "edge_profile": settings.edge_profile_name,
         "power": settings.power,
     }
 
@@ -70,6 +72,21 @@ class PreparedInference:
         return record
 
 
+def cases(settings: Settings) -> list[MatrixCase]:
+    """backbone × device × batch × resolution × precision × runtime."""
+    runtimes = list(dict.fromkeys([*settings.runtimes, *(["compile"] if settings.compile else [])]))
+    return [
+        matrix_case(
+            "inference", name, device, precision, batch_size=batch, img_size=size, runtime=runtime,
+            num_classes=settings.num_classes, channels_last=settings.channels_last,
+            smoke=(device, batch, size, precision, runtime, settings.channels_last) == ("cpu", 1, SMOKE_IMG_SIZE, "fp32", "eager", False),
+        )
+        for name, device, batch, size, precision, runtime in product(
+            architectures(settings), settings.devices, settings.batch_sizes, settings.img_sizes, settings.precisions, runtimes
+        )
+    ]
+
+
 def prepare_inference(spec: CaseSpec, *, workdir: Path, threads: int | None = 1) -> PreparedInference:
     """Build the model for ``spec``, place it, build its runtime, and measure params/GMACs/memory.
 
@@ -77,7 +94,7 @@ def prepare_inference(spec: CaseSpec, *, workdir: Path, threads: int | None = 1)
     Raises ``BackboneUnsupported`` (cannot run at this size) and ``RuntimeUnsupported``
     (the runtime cannot take this model here); the caller turns both into skips.
     """
-    from harness.measure.export import build_runner
+    from harness.measure.runners import build_runner
 
     params, gmacs = static_profile(spec.backbone, spec.img_size, spec.num_classes)
     device = torch.device(spec.device)
@@ -99,11 +116,9 @@ def prepare_inference(spec: CaseSpec, *, workdir: Path, threads: int | None = 1)
         **runner.info,
         "threads": torch.get_num_threads(),
     }
-    if spec.runtime.startswith("onnxruntime") and device.type == "cpu":
-        # ONNX Runtime allocates with its own arena, invisible to torch's tensor accounting;
-        # an RSS delta would not repeat run to run, so no figure is better than a wrong one.
+    if RUNTIME_SPECS[spec.runtime].cpu_arena and device.type == "cpu":  # no figure is better than a wrong one
         static["peak_mem_bytes"] = None
-        static["peak_mem_unavailable"] = "ONNX Runtime's CPU arena is not visible to the tensor-level memory probe"
+        static["peak_mem_unavailable"] = f"{spec.runtime}'s CPU arena is not visible to the tensor-level memory probe"
     else:
         static["peak_mem_bytes"] = peak_bytes(runner.step, device, resident=_resident(model, example))
 

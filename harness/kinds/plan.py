@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import gc
 from collections.abc import Callable
+from itertools import product
 from typing import Any
 
 import torch
@@ -21,8 +22,8 @@ import torch
 from harness.backbones.factory import create_backbone
 from harness.data.types import TensorSplit
 from harness.edge.planning import estimate_max_batch, search_max_batch
-from harness.kinds.keys import profile_name
 from harness.matrix.cases import CaseSpec
+from harness.matrix.expand import MatrixCase, architectures, matrix_case
 from harness.measure.memory import peak_bytes
 from harness.measure.recipes import default_recipe
 from harness.measure.training import train
@@ -47,7 +48,15 @@ BATCH_LIMIT = 4096
 def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
     """The contract settings of a planning case."""
 
-    return {"num_classes": spec.num_classes, "plan_budget_bytes": settings.plan_budget_bytes, "edge_profile": profile_name(settings)}
+    return {"num_classes": spec.num_classes, "plan_budget_bytes": settings.plan_budget_bytes, "edge_profile": settings.edge_profile_name}
+
+
+def cases(settings: Settings) -> list[MatrixCase]:
+    """backbone × device × resolution × precision: the batch-size plan of each."""
+    return [
+        matrix_case("plan", name, device, precision, batch_size=1, img_size=size, num_classes=settings.num_classes)
+        for name, device, size, precision in product(architectures(settings), settings.devices, settings.img_sizes, settings.precisions)
+    ]
 
 
 def inference_peak(spec: CaseSpec, batch: int, model: torch.nn.Module | None = None) -> int:
@@ -74,7 +83,7 @@ def train_peak(spec: CaseSpec, batch: int) -> int:
     images = torch.zeros(2 * batch, 3, spec.img_size, spec.img_size, dtype=torch.uint8)
     labels = torch.arange(2 * batch, dtype=torch.int64) % spec.num_classes
     split = TensorSplit(images, labels, tuple(str(c) for c in range(spec.num_classes)))
-    recipe = default_recipe(spec.family, epochs=1, batch_size=batch, precision=spec.precision, warmup_epochs=0.0)  # type: ignore[arg-type]
+    recipe = default_recipe(spec.family, epochs=1, batch_size=batch, precision=spec.precision, warmup_epochs=0.0)
     model = create_backbone(spec.backbone, num_classes=spec.num_classes, img_size=spec.img_size)
     return train(model, split, split.take(torch.arange(min(batch, 2))), recipe, device=device, measure_memory=True).peak_train_mem_bytes
 

@@ -9,25 +9,24 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from harness.contract import FAMILIES, KINDS, PROTOCOLS, unknown
+from harness.contract import FAMILY_SPECS, KINDS, PROTOCOLS, unknown
+from harness.data.registry import DATASETS
 
 if TYPE_CHECKING:
     from harness.backbones.weights import WeightsRef
 
-KindName = Literal["inference", "train", "plan"]
 
 # Inference cases at or below this many pixels per batch (img_size**2 * batch) are cheap on a
 # CPU; above it (224 px at batch > 1, or 32 px at batch > 49) a case is marked `slow`.
 _SLOW_PIXELS = 224 * 224
 
 
-_FAMILY_MEANING = {"cnn": "convolutional backbones", "transformer": "vision transformers", "hybrid": "hybrid conv/attention and MetaFormer backbones"}
 # Every marker a case can carry (CaseSpec.markers), declared once: pytest registers these.
 MARKERS: dict[str, str] = {
     **{name: f"{kind.meaning} (kind)" for name, kind in KINDS.items()},
-    **{family: _FAMILY_MEANING[family] for family in FAMILIES},
+    **{family.name: family.meaning for family in FAMILY_SPECS.values()},
     "edge": "edge-tagged backbones",
     "gpu": "cases that run on an accelerator (cuda, mps)",
     "jetson": "edge backbones at batch 1: the cases meant to run on a Jetson board",
@@ -66,7 +65,7 @@ def unknown_markers_message(expression: str, registered: list[str]) -> str | Non
 class CaseSpec:
     """What one case measures: backbone × device × batch × resolution × precision (× data)."""
 
-    kind: KindName
+    kind: str  # a row of harness.contract.KINDS
     backbone: str
     family: str
     edge: bool
@@ -168,8 +167,9 @@ class CaseSpec:
 
     @property
     def is_slow(self) -> bool:
-        if self.kind == "train":
-            return self.dataset != "digits"
+        if self.kind == "train":  # a dataset embedded in a package is small enough for a CPU smoke
+            info = DATASETS.get(str(self.dataset))
+            return info is None or not info.embedded
         if self.kind == "plan":
             return True  # dozens of probe runs, up to thousands of images per batch
         return self.img_size * self.img_size * self.batch_size > _SLOW_PIXELS

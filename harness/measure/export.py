@@ -1,4 +1,4 @@
-"""ONNX export, int8 quantisation and ONNX Runtime runners; :func:`build_runner` for every runtime.
+"""ONNX export, int8 quantisation and the ONNX Runtime runner (built by :mod:`harness.measure.runners`).
 
 Exporter choice (torch 2.15): ``torch.onnx.export(..., dynamo=True)`` -- the torch.export-based
 exporter, the default since torch 2.9 -- is used. Both exporters export every registry backbone at
@@ -28,19 +28,11 @@ import torch
 from torch import nn
 
 from harness.contract import unknown
-from harness.measure.runtimes import (
-    CompileRunner,
-    ParityError,
-    Runner,
-    RuntimeUnsupported,
-    TorchRunner,
-    parse_runtime,
-    record_parity,
-)
+from harness.measure.runtimes import Runner, RuntimeUnsupported
 
 __all__ = [
     "ONNX_OPSET", "EXPORTERS", "OnnxExport", "export_onnx", "quantize_int8", "ort_providers",
-    "OrtRunner", "build_runner",
+    "OrtRunner",
 ]
 
 # Opset 18 is the opset the dynamo exporter's torchlib is written against (no version conversion
@@ -62,6 +54,11 @@ class OnnxExport:
     exporter: str
     export_time_s: float
     dynamic_batch: bool
+
+    def as_info(self) -> dict[str, object]:
+        """What a runner's ``info`` (and so the case's record) says of the export."""
+        return {"onnx_opset": self.opset, "onnx_exporter": self.exporter, "export_time_s": round(self.export_time_s, 3),
+                "onnx_dynamic_batch": self.dynamic_batch}
 
 
 def _reason(exc: BaseException) -> str:
@@ -248,43 +245,3 @@ class OrtRunner(Runner):
         super().close()
         self._binding = None
         self.session = None
-
-
-def build_runner(model: nn.Module, example: torch.Tensor, runtime: str, *, device: torch.device, workdir: Path,
-                 threads: int | None, opset: int = ONNX_OPSET, exporter: str = "dynamo") -> Runner:
-    """Turn a runtime name into a :class:`Runner` whose ``step()`` is one forward of ``example``.
-
-    Parity against eager ``model`` on ``example`` is computed once here and stored in ``info``;
-    fp32 runtimes beyond tolerance raise :class:`ParityError`, int8 only records its difference.
-    Raises :class:`RuntimeUnsupported` when the runtime cannot run here (the caller skips).
-    ONNX files are written under ``workdir`` (``model.onnx``, ``model.int8.onnx``).
-    """
-    name = parse_runtime(runtime)
-    device = torch.device(device)
-    if name == "onnxruntime-int8" and device.type != "cpu":
-        raise RuntimeUnsupported(f"onnxruntime-int8 runs on the CPU execution provider only, not {device}")
-    if name.startswith("onnxruntime") and example.dtype != torch.float32:
-        raise RuntimeUnsupported(
-            f"{name} exports and runs float32 models; this case is {example.dtype} (use precision fp32 for it)"
-        )
-    model = model.eval().to(device)
-    if name in ("eager", "compile"):
-        cls = TorchRunner if name == "eager" else CompileRunner
-        runner: Runner = cls(model, example, device=device, threads=threads)
-    else:
-        exported = export_onnx(model, example, Path(workdir) / "model.onnx", opset=opset, exporter=exporter)
-        path, extra = exported.path, {}
-        if name == "onnxruntime-int8":
-            start = time.perf_counter()
-            path = quantize_int8(exported.path, Path(workdir) / "model.int8.onnx")
-            extra["quantize_time_s"] = round(time.perf_counter() - start, 3)
-        runner = OrtRunner(path, example, device=device, threads=threads, runtime=name)
-        runner.info.update(onnx_opset=exported.opset, onnx_exporter=exported.exporter,
-                           export_time_s=round(exported.export_time_s, 3), onnx_dynamic_batch=exported.dynamic_batch,
-                           **extra)
-    try:
-        record_parity(model, runner, example, enforce=name != "onnxruntime-int8")
-    except ParityError:
-        runner.close()
-        raise
-    return runner

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
@@ -19,7 +19,7 @@ import torch
 from timm.optim import param_groups_weight_decay
 
 from harness.backbones.registry import Family
-from harness.contract import FAMILIES, PRECISIONS, SCRATCH_MEAN, SCRATCH_STD, normalise_augment, unknown
+from harness.contract import FAMILIES, FAMILY_SPECS, PRECISIONS, SCRATCH_MEAN, SCRATCH_STD, normalise_augment, unknown
 from harness.runtime.devices import DTYPES
 
 Optimizer = Literal["sgd", "adamw"]
@@ -150,36 +150,31 @@ def _check_keys(overrides: dict[str, Any]) -> None:
         raise TypeError(unknown("Recipe field", extra[0], valid))
 
 
+# The from-scratch rules a family's row names (harness.contract.Family.scratch), each with its lr
+# rule for the batch: a function of the batch size, and the settings that go with it.
+SCRATCH_RULES: dict[str, tuple[Callable[[int], float], dict[str, Any]]] = {
+    # Goyal et al. 2017 linear scaling rule: 0.1 at batch 256, proportional otherwise.
+    # 5e-4 is the standard from-scratch ResNet/CIFAR decay; small data needs the regularisation.
+    # Nesterov momentum 0.9, the classic SGD setting for CNNs. 2 warm-up epochs: enough to
+    # stabilise BN statistics at lr ~0.05 without wasting short runs.
+    "sgd": (lambda batch: 0.1 * batch / 256, dict(optimizer="sgd", weight_decay=5e-4, momentum=0.9, warmup_epochs=2.0)),
+    # 1e-3 at batch 128 (from-scratch small-data ViTs, Lee et al. 2021); square-root scaling is the
+    # batch rule for Adam-type optimisers (Malladi et al. 2022). 0.05 is the DeiT/Swin decay:
+    # attention models overfit small data without it. Momentum is unused by AdamW (its betas stay
+    # at torch defaults). Transformers diverge without a longer warm-up from scratch (DeiT uses 5).
+    "adamw": (lambda batch: 1e-3 * math.sqrt(batch / 128), dict(optimizer="adamw", weight_decay=0.05, momentum=0.9, warmup_epochs=5.0)),
+}
+
+
 def default_recipe(family: Family, **overrides: Any) -> Recipe:
-    """The from-scratch default recipe for a model ``family``, with ``overrides`` applied.
+    """The from-scratch default recipe for a model ``family`` (its row's rule in :data:`SCRATCH_RULES`),
+    with ``overrides`` applied.
 
     If ``lr`` is not overridden it is scaled to the (possibly overridden) ``batch_size``.
     """
     batch_size = _batch_size(family, overrides)
-    base: dict[str, Any]
-    if family == "cnn":
-        base = dict(
-            optimizer="sgd",
-            # Goyal et al. 2017 linear scaling rule: 0.1 at batch 256, proportional otherwise.
-            lr=0.1 * batch_size / 256,
-            # 5e-4 is the standard from-scratch ResNet/CIFAR decay; small data needs the regularisation.
-            weight_decay=5e-4,
-            momentum=0.9,  # Nesterov momentum 0.9, the classic SGD setting for CNNs.
-            # 2 warm-up epochs: enough to stabilise BN statistics at lr ~0.05 without wasting short runs.
-            warmup_epochs=2.0,
-        )
-    else:
-        base = dict(
-            optimizer="adamw",
-            # 1e-3 at batch 128 (from-scratch small-data ViTs, Lee et al. 2021); square-root
-            # scaling is the batch rule for Adam-type optimisers (Malladi et al. 2022).
-            lr=1e-3 * math.sqrt(batch_size / 128),
-            # 0.05 is the DeiT/Swin decay; attention models overfit small data without it.
-            weight_decay=0.05,
-            momentum=0.9,  # unused by AdamW (its betas stay at torch defaults 0.9/0.999)
-            # Transformers diverge without a longer warm-up when trained from scratch (DeiT uses 5).
-            warmup_epochs=5.0,
-        )
+    lr_rule, settings = SCRATCH_RULES[FAMILY_SPECS[family].scratch]
+    base: dict[str, Any] = dict(settings, lr=lr_rule(batch_size))
     # 100 epochs: small sets need many passes from scratch; benchmarks override per dataset.
     base.update(epochs=100, batch_size=batch_size, label_smoothing=0.1)  # 0.1 = Szegedy et al. 2016 / timm default
     return _with_overrides(base, overrides)
@@ -203,22 +198,9 @@ def _with_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> Recipe:
     return Recipe(**base)
 
 
-# What a family needs to fine-tune at all, one row each with its reason (finetune_recipe applies it).
-FINETUNE_FAMILY: dict[str, dict[str, Any]] = {
-    # BatchNorm: running statistics of the pretraining data kept (measured, resnet18 digits 0-4 ->
-    # 5-9, 300 images, batch 32: with batch statistics the LP-FT head's validation top-1 fell from
-    # 98.3 to 90.0 within 25 steps at the smallest lr; frozen, it starts where the probe ends).
-    "cnn": {"freeze_norm_stats": True},
-    # LayerNorm has no running statistics: nothing to freeze, nothing to change.
-    "transformer": {},
-    # Hybrids mix BatchNorm stems with attention blocks: their BatchNorm is frozen like a CNN's.
-    "hybrid": {"freeze_norm_stats": True},
-}
-
-
 def finetune_recipe(family: Family, **overrides: Any) -> Recipe:
     """The fine-tuning default: the whole network from pretrained weights (LP-FT: the head is set
-    from the linear probe by the caller), the family's row of :data:`FINETUNE_FAMILY`, then
+    from the linear probe by the caller), the family row's ``freeze_norm_stats``, then
     ``overrides``. If ``lr`` is not overridden it is scaled to the (possibly overridden) ``batch_size``.
     """
     batch_size = _batch_size(family, overrides)
@@ -242,9 +224,13 @@ def finetune_recipe(family: Family, **overrides: Any) -> Recipe:
         # turn its confident logits (a loss of 0.0005 on a 300-image subset) into a loss of 1.15
         # whose first gradients all go into reshaping the pretrained features.
         label_smoothing=0.0,
-        **FINETUNE_FAMILY[family],
+        freeze_norm_stats=FAMILY_SPECS[family].freeze_norm_stats,
     )
     return _with_overrides(base, overrides)
+
+
+# The default recipe of each protocol that trains the network (harness.contract.Protocol.recipe).
+RECIPES: dict[str, Callable[..., Recipe]] = {"scratch": default_recipe, "finetune": finetune_recipe}
 
 
 def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:

@@ -4,7 +4,7 @@ A *runtime* is how one forward of a backbone is executed. Every runtime is turne
 :class:`Runner` whose zero-argument :meth:`Runner.step` is what the inference timer calls, so
 eager PyTorch, ``torch.compile`` and ONNX Runtime latencies come from the same timing loop and are
 stored under the same keys. ONNX runners live in :mod:`harness.measure.export`, which also holds
-:func:`harness.measure.export.build_runner`, the one entry point that picks between them.
+:func:`harness.measure.runners.build_runner`, the one entry point that picks between them.
 
 Runtime names (:data:`harness.contract.RUNTIMES`; ``parse_runtime`` also accepts the aliases in ``_ALIASES``):
 
@@ -105,7 +105,7 @@ def _single_tensor(out: Any, what: str) -> torch.Tensor:
 
 
 class Runner:
-    """One forward of a fixed input batch on one runtime; see :func:`harness.measure.export.build_runner`.
+    """One forward of a fixed input batch on one runtime; see :func:`harness.measure.runners.build_runner`.
 
     ``step()`` runs one forward of the example and returns once the result is ready (CUDA is
     synchronised); ``outputs(x)`` returns float32 logits on the CPU for parity and accuracy;

@@ -29,8 +29,8 @@ Where this departs from BiT, and why:
 * **Warm-up and decay.** BiT decays the lr ×0.1 at 30/60/90 % after a warm-up; the suite keeps
   its one schedule (linear warm-up, then cosine to zero, :func:`harness.measure.recipes.lr_factor`),
   with the warm-up a fraction of the steps: BiT's 20 % (its first 100 of 500 steps) from
-  scratch, 10 % for a fine-tune (:data:`FINETUNE_WARMUP_FRACTION`).
-* **Datasets with a measured budget** keep it (:data:`DATASET_STEPS`): the embedded digits
+  scratch, 10 % for a fine-tune (each protocol's ``warmup`` in :data:`harness.contract.PROTOCOL_SPECS`).
+* **Datasets with a measured budget** keep it (their registry row's ``steps``): the embedded digits
   reaches >= 97 % top-1 from scratch in 80 steps, so its smoke trains 100, not 500.
 
 ``--steps N`` overrides the rule; ``--epochs N`` is converted to ``N`` times the steps of one
@@ -42,19 +42,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.data.registry import DATASETS
+
 # (upper bound on training images, steps): BiT's HyperRule with a small-subset row below it; the
 # first row whose bound exceeds n decides.
 HYPERRULE: tuple[tuple[int, int], ...] = ((1_000, 100), (20_000, 500), (500_000, 10_000))
 HYPERRULE_LARGE = 20_000
-# BiT warms up over 100 of its 500 small-data steps (20 %): the from-scratch default. A fine-tune
-# warms up over 10 %: it starts from a fitted linear head (LP-FT), whose first gradients do not
-# kick the pretrained features the way a random head's do.
+# BiT warms up over 100 of its 500 small-data steps (20 %): the default of a notebook's call; the
+# suite's cases pass their protocol's (harness.contract.PROTOCOL_SPECS).
 WARMUP_FRACTION = 0.2
-FINETUNE_WARMUP_FRACTION = 0.1
-# digits: resnet18 from scratch reaches >= 97 % top-1 on the 450 test images from 80 steps on
-# (8 epochs of 10 steps at batch 128; 98.0/98.2 % for seeds 0/1); 100 leaves a margin and keeps
-# the CPU smoke at its old cost (it ran 10 epochs of the same 10 steps).
-DATASET_STEPS: dict[str, int] = {"digits": 100}
 
 
 @dataclass(frozen=True)
@@ -112,8 +108,8 @@ def choose_schedule(train_images: int, batch_size: int, *, dataset: str, steps: 
         total, rule = steps, "--steps"
     elif epochs is not None:
         total, rule = epochs * per_epoch, f"--epochs {epochs} x {per_epoch} steps/epoch"
-    elif dataset in DATASET_STEPS:
-        total, rule = DATASET_STEPS[dataset], f"dataset {dataset}: {DATASET_STEPS[dataset]} steps"
+    elif (budget := dataset_steps(dataset)) is not None:
+        total, rule = budget, f"dataset {dataset}: {budget} steps"
     else:
         total = hyperrule_steps(train_images)
         bound = next((b for b, s in HYPERRULE if train_images < b), None)
@@ -136,8 +132,8 @@ def schedule_setting(dataset: str, *, steps: int | None, epochs: int | None, war
         rule = f"steps {steps}"
     elif epochs is not None:
         rule = f"epochs {epochs}"
-    elif dataset in DATASET_STEPS:
-        rule = f"dataset {dataset}: {DATASET_STEPS[dataset]} steps"
+    elif (budget := dataset_steps(dataset)) is not None:
+        rule = f"dataset {dataset}: {budget} steps"
     else:
         rule = "hyperrule"
     return f"{rule}, warmup {warmup_fraction:.0%}"
@@ -154,3 +150,9 @@ def planned_steps(setting: str, train_images: int, batch_size: int) -> int:
     if rule.startswith("dataset "):
         return int(rule.split(": ")[1].split()[0])
     return hyperrule_steps(train_images)
+
+
+def dataset_steps(dataset: str) -> int | None:
+    """The measured step budget of a registered dataset (its row's ``steps``), or ``None``."""
+    info = DATASETS.get(dataset)
+    return info.steps if info is not None else None

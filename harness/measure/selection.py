@@ -27,7 +27,7 @@ by less than one validation image.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,11 +48,10 @@ REFERENCE_BATCH = 128
 
 # Points are ranked by validation top-1, then by validation cross-entropy (lower first): a 25-image
 # subset validates on 5 images, where top-1 ties across most of a grid and the loss still ranks
-# them. On a tie in both, which point wins: the most regularised head (linear: the largest L2),
-# the most local vote (knn: the smallest k), the gentlest update of the pretrained features
-# (finetune: the lowest lr).
+# them. On a tie in both, the protocol says which point wins (its ``prefer``): the most
+# regularised head (linear: the largest L2), the most local vote (knn: the smallest k), the
+# gentlest update of the pretrained features (finetune: the lowest lr).
 Prefer = Literal["largest", "smallest"]
-PREFER: dict[str, tuple[str, Prefer]] = {"linear": ("l2", "largest"), "knn": ("k", "smallest"), "finetune": ("lr_at_batch_128", "smallest")}
 SELECTION_RULE = f"best validation top-1 on a stratified {VAL_FRACTION:.0%} of the subset, then retrained on the whole subset"
 
 
@@ -86,13 +85,12 @@ def knn_grid(train_images: int) -> tuple[int, ...]:
     return tuple(dict.fromkeys(min(k, train_images) for k in KNN_K_GRID))
 
 
-def choose(protocol: str, grid: Sequence[float], score: Callable[[float], tuple[float, float]], *,
+def choose(param: str, prefer: Prefer, grid: Sequence[float], score: Callable[[float], tuple[float, float]], *,
            fit_images: int, val_images: int) -> Choice:
-    """Score every point of ``grid`` with ``score`` (validation top-1 in %, validation cross-entropy)
-    and pick the highest top-1, then the lowest loss, then by :data:`PREFER`."""
+    """Score every point of ``grid`` of ``param`` with ``score`` (validation top-1 in %, validation
+    cross-entropy) and pick the highest top-1, then the lowest loss, then the ``prefer`` end."""
     if not grid:
-        raise ValueError(f"{protocol}: an empty grid has nothing to choose")
-    param, prefer = PREFER[protocol]
+        raise ValueError(f"{param}: an empty grid has nothing to choose")
     scores = [score(value) for value in grid]
     top1 = tuple(float(t) for t, _ in scores)
     loss = tuple(float(v) for _, v in scores)
@@ -120,18 +118,12 @@ def _top1(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return 100.0 * float((scores.argmax(dim=1) == labels).float().mean())
 
 
-def tune_setting(protocol: str, tune: str, *, lr_override: bool = False) -> dict[str, object] | None:
-    """What a case digests about its search: the grid's definition and the selection rule, or
-    ``None`` when nothing is searched (``--tune off``, scratch, or a fine-tune given ``--lr``)."""
+def tune_setting(grid: Mapping[str, object] | None, tune: str) -> dict[str, object] | None:
+    """What a case digests about its search: the protocol's ``grid`` (its definition, from the
+    protocol's module) and the selection rule, or ``None`` when nothing is searched (``--tune off``,
+    or a protocol with no grid: scratch, a fine-tune given ``--lr``)."""
     if tune not in TUNE_MODES:
         raise ValueError(f"tune must be one of {', '.join(TUNE_MODES)}, got {tune!r}")
-    if tune == "off" or protocol == "scratch" or (protocol == "finetune" and lr_override):
+    if tune == "off" or grid is None:
         return None
-    grids: dict[str, object] = {
-        "linear": {"l2": list(LINEAR_L2_GRID)},
-        "knn": {"k": list(KNN_K_GRID)},
-        "finetune": {"lr_at_batch_128": list(FINETUNE_LR_GRID), "point_steps_fraction": POINT_FRACTION},
-    }
-    if protocol not in grids:
-        raise ValueError(f"no search is defined for protocol {protocol!r}")
-    return {"grid": grids[protocol], "selection": SELECTION_RULE}
+    return {"grid": dict(grid), "selection": SELECTION_RULE}

@@ -31,6 +31,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
+from harness.contract import PROTOCOLS
 from harness.files import write_atomic
 from harness.results.runs import Run
 
@@ -40,10 +41,10 @@ Plot = Callable[[Path], "str | None"]
 # Unset --target-top1: 90% of a curve's own best top-1, the usual "close to its plateau" threshold;
 # it is relative, so a weak and a strong model are each asked how fast they approach their own best.
 TARGET_FRACTION = 0.9
-# Line style and marker per protocol (a protocol outside these: solid with crosses); their order is
-# the order of rows and curves: from random weights to no training at all.
+# Line style and marker per protocol (a protocol outside these: solid with crosses). Rows and curves
+# follow the contract's order of protocols: from random weights to no training at all.
 STYLES = {"scratch": ("-", "o"), "finetune": ("--", "s"), "linear": (":", "^"), "knn": ("-.", "D")}
-PROTOCOL_ORDER = {protocol: i for i, protocol in enumerate(STYLES)}
+PROTOCOL_ORDER = {protocol: i for i, protocol in enumerate(PROTOCOLS)}
 _POINT = ["dataset", "backbone_name", "protocol", "train_px", "train_size"]
 _CURVE = _POINT[:-1]
 

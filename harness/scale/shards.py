@@ -29,22 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.contract import KINDS
 from harness.errors import SettingError
+from harness.settings import Shard
 
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 # A test that is not a benchmark case (a plain test collected beside them) is cheap.
 _PLAIN_TEST_S = 0.1
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard ``index`` of ``count`` (1-based, as users and CI matrices count)."""
-
-    index: int
-    count: int
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
 
 
 def parse_shard(text: str) -> Shard:
@@ -179,12 +170,9 @@ class CostModel:
     on a 2-core CPU.
     """
 
-    # Seconds per unit without calibration, measured on a 2-core CPU (torch 2.14): 0.2 s per GMAC
-    # of one image trained, forward, backward and evaluation (resnet18's digits case, 0.037 GMACs
-    # × 1,437 images × 10 epochs, takes ~100 s); a latency case's set-up (model, GMACs, memory
-    # probe) ~2 s on top of its timed seconds; a batch-size search ~30 s.
-    DEFAULT_SCALE = {"train": 0.2, "inference": 1.0, "plan": 30.0}
-    INFERENCE_SETUP_S = 2.0
+    # Seconds per unit without calibration: each kind's row (harness.contract.Kind.seconds_per_unit).
+    DEFAULT_SCALE = {kind.name: kind.seconds_per_unit for kind in KINDS.values()}
+    TIMED_SETUP_S = 2.0
 
     def __init__(self, durations: Mapping[str, list[float]], gmacs: Mapping[tuple[str, int], float]) -> None:
         self.durations = {key: statistics.median(values) for key, values in durations.items() if values}
@@ -236,11 +224,13 @@ class CostModel:
             self.scale[kind] = statistics.median(values)
 
     def units(self, fact: CaseFacts) -> float | None:
-        if fact.kind == "train":
+        """The case's work in its kind's cost units (:attr:`harness.contract.Kind.cost`)."""
+        cost = KINDS[fact.kind].cost
+        if cost == "training":
             gmacs = self.backbone_gmacs(fact.backbone, fact.img_size)
             return None if gmacs is None else gmacs * fact.images * fact.epochs * fact.seeds
-        if fact.kind == "inference":
-            return fact.bench_time_s + self.INFERENCE_SETUP_S
+        if cost == "timed":
+            return fact.bench_time_s + self.TIMED_SETUP_S
         return 1.0
 
     def backbone_gmacs(self, backbone: str, img_size: int) -> float | None:
@@ -266,7 +256,8 @@ class CostModel:
 def stored_seconds(kind: str, record: Mapping[str, Any], stats: Mapping[str, Any]) -> float | None:
     """A stored case's wall seconds: ``duration_s``; for runs written before it, the training's
     ``case_wall_s`` or the total of the timed rounds."""
-    for value in (record.get("duration_s"), record.get("case_wall_s") if kind == "train" else None, stats.get("total")):
+    trained = kind in KINDS and KINDS[kind].cost == "training"
+    for value in (record.get("duration_s"), record.get("case_wall_s") if trained else None, stats.get("total")):
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
             return float(value)
     return None
@@ -293,9 +284,7 @@ def plan(selected: Sequence[tuple[str, str, CaseFacts | None]], count: int, mode
 def case_facts(spec: Any, settings: Any, digested: Mapping[str, Any]) -> CaseFacts:
     """The cost-model facts of a :class:`~harness.matrix.cases.CaseSpec` under the session's settings;
     ``digested`` are the case's resolved contract settings (epochs and seeds as they will run)."""
-    images = 0
-    if spec.kind == "train":
-        images = _training_images(str(spec.dataset), str(spec.subset))
+    images = _training_images(str(spec.dataset), str(spec.subset)) if KINDS[spec.kind].cost == "training" else 0
     return CaseFacts(
         case_id=spec.case_id,
         kind=spec.kind,

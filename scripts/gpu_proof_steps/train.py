@@ -4,7 +4,7 @@ The cases run through the suite (``pytest benchmarks -m train``) at 32 px (digit
 and 224 px (resized on the device; where a GPU has work enough for MFU to mean something).
 Then, in this process, for each recorded case:
 
-* **compute time**: the same steps (the case's recipe from :func:`harness.kinds.train.recipe_for`,
+* **compute time**: the same steps (the case's recipe from :func:`harness.protocols.recipe.recipe_for`,
   its optimiser, schedule, autocast and ``GradScaler`` for fp16, under the same determinism
   settings) on inputs already resized and normalised on the device: the epoch as pure compute;
   the engine's steady epochs (the record's ``curve``, epochs 2 on) over it should be within 1.5x;
@@ -40,7 +40,7 @@ def run(ctx: StepContext) -> None:
     }
     session = pytest_session(ctx, "train", ["-m", "train"], values)
     settings = suite_settings(values)
-    from harness.matrix.expand import build
+    from harness.kinds import build
 
     specs = {case.spec.case_id: case.spec for case in build("train", settings)}
     ctx.plan("cases", sorted(specs))
@@ -71,7 +71,7 @@ def run(ctx: StepContext) -> None:
 
 def _compare(ctx: StepContext, spec: Any, settings: Any, record: Mapping[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
     from harness.kinds.inference import static_profile
-    from harness.kinds.train import recipe_for
+    from harness.protocols.recipe import recipe_for
 
     recipe = recipe_for(spec, settings, seed=0)
     if record.get("train_batch_used", recipe.batch_size) != recipe.batch_size:

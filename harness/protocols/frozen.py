@@ -1,5 +1,5 @@
-"""The frozen-feature protocols of the train kind: ``linear`` (a linear head) and ``knn`` (k-nearest
-neighbours) on a backbone's features.
+"""What the frozen-feature protocols share (``linear``, ``knn``: :class:`Probe` is what each of them
+defines): features, the search on a validation split, the seed loop and the record.
 
 Features of each whole split are extracted once per (backbone and weights, dataset, split,
 resolution, precision, device type) and cached on disk (:mod:`harness.data.features`); a case's
@@ -12,7 +12,8 @@ initialisation is the seed's.
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import torch
 
@@ -22,36 +23,75 @@ from harness.data.datasets import dataset_source
 from harness.data.features import FeatureCache, FeatureKey, Features
 from harness.data.subsets import class_counts, parse_subset, split_validation, subset_indices
 from harness.data.types import TensorSplit
-from harness.kinds.keys import case_keys, seed_keys
 from harness.matrix.cases import CaseSpec
 from harness.measure.classification import macro_f1, per_class_accuracy, topk_accuracy
-from harness.measure.probes import KNN_K, KNN_TEMPERATURE, LINEAR_L2, LINEAR_MAX_ITER, fit_linear, knn_scores
 from harness.measure.recipes import autocast_dtype
-from harness.measure.selection import LINEAR_L2_GRID, VAL_FRACTION, Choice, choose, knn_grid, logit_score, tune_setting, vote_score
+from harness.measure.selection import VAL_FRACTION, Choice, Prefer, choose, tune_setting
 from harness.measure.trained import TrainResult
 from harness.measure.training import EVAL_BATCH
+from harness.protocols.keys import case_keys, seed_keys
 from harness.runtime.devices import synchronize
 from harness.settings import Settings
 
 RANDOM_WEIGHTS_NOTE = "{protocol} on random weights: a baseline for pretrained features, not a transfer"
 
 
-def probe_settings(protocol: str, tune: str) -> dict[str, object]:
-    """The train kind's recipe settings for a frozen-feature protocol: the probe's fixed choices
+class Fitted(Protocol):
+    """A fitted probe: its fit's seconds (``None``: nothing is fitted) and its scores of new features."""
+
+    @property
+    def seconds(self) -> float | None: ...
+
+    def scores(self, queries: torch.Tensor) -> torch.Tensor:
+        """Class scores ``[N, C]`` of ``queries`` (logits, or k-NN votes)."""
+        ...
+
+
+class Probe(Protocol):
+    """A frozen-feature protocol: what it fits on a subset's features and how it scores others."""
+
+    name: str
+    # The hyperparameter searched (``--tune on``) and its fixed value (``--tune off``).
+    param: str
+    default: float
+    prefer: Prefer
+
+    def grid_values(self, fit_images: int) -> tuple[float, ...]:
+        """The values searched for ``fit_images`` fitting images."""
+        ...
+
+    def grid(self) -> Mapping[str, object]:
+        """The search as digested (``tune``)."""
+        ...
+
+    def recipe(self, searched: bool) -> tuple[str, float | None]:
+        """``(optimizer, weight_decay)`` settings: the probe's fixed choices (a searched one is ``None``)."""
+        ...
+
+    def keys(self, tuned: bool) -> dict[str, object]:
+        """What the record says of the probe."""
+        ...
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, value: float, device: torch.device) -> Fitted:
+        """The probe fitted on the features ``x`` and labels ``y`` at the hyperparameter ``value``."""
+        ...
+
+    def score(self, scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+        """``(top-1 %, loss)`` of validation ``scores``: the search's ranking."""
+        ...
+
+
+def probe_settings(probe: Probe, tune: str) -> dict[str, object]:
+    """The train kind's training settings for a frozen-feature protocol: the probe's fixed choices
     (in ``optimizer`` and ``weight_decay``; searched ones are unset and ``tune`` holds their grid),
     nothing of a network's training."""
-    searched = tune_setting(protocol, tune)
-    if protocol == "linear":
-        optimizer, decay = f"lbfgs max_iter={LINEAR_MAX_ITER}", None if searched else LINEAR_L2
-    elif protocol == "knn":
-        optimizer, decay = (f"knn T={KNN_TEMPERATURE}" if searched else f"knn k={KNN_K} T={KNN_TEMPERATURE}"), None
-    else:
-        raise ValueError(f"{protocol!r} is not a frozen-feature protocol (linear, knn)")
+    searched = tune_setting(probe.grid(), tune)
+    optimizer, decay = probe.recipe(searched is not None)
     return {"schedule": None, "optimizer": optimizer, "lr": None, "weight_decay": decay, "label_smoothing": None, "augment": None,
             "hflip": None, "early_stop": None, "val_fraction": None, "grad_accum": None, "clip_grad": None, "tune": searched}
 
 
-def search_probe(protocol: str, train_f: Features, indices: torch.Tensor, num_classes: int, seed: int,
+def search_probe(probe: Probe, train_f: Features, indices: torch.Tensor, num_classes: int, seed: int,
                  device: torch.device) -> Choice:
     """The probe's hyperparameter chosen on a stratified validation split of the subset ``indices``.
 
@@ -62,15 +102,10 @@ def search_probe(protocol: str, train_f: Features, indices: torch.Tensor, num_cl
     x_fit, y_fit = train_f.take(fit_idx)
     x_val, y_val = train_f.take(val_idx)
 
-    def linear(l2: float) -> tuple[float, float]:
-        probe = fit_linear(x_fit, y_fit, num_classes, l2=l2, device=device)
-        return logit_score(probe.logits(x_val.to(device)), y_val)
+    def score(value: float) -> tuple[float, float]:
+        return probe.score(probe.fit(x_fit, y_fit, num_classes, value, device).scores(x_val), y_val)
 
-    def knn(k: float) -> tuple[float, float]:
-        return vote_score(knn_scores(x_fit.to(device), y_fit.to(device), x_val.to(device), num_classes, k=int(k)), y_val)
-
-    grid: tuple[float, ...] = LINEAR_L2_GRID if protocol == "linear" else knn_grid(len(fit_idx))
-    return choose(protocol, grid, linear if protocol == "linear" else knn, fit_images=len(fit_idx), val_images=len(val_idx))
+    return choose(probe.param, probe.prefer, probe.grid_values(len(fit_idx)), score, fit_images=len(fit_idx), val_images=len(val_idx))
 
 
 class _Extractor:
@@ -119,8 +154,8 @@ def extract_train_features(spec: CaseSpec, options: Settings, train_split: Tenso
     return extractor.features("train", train_split, None), extractor.device
 
 
-def run_frozen_case(spec: CaseSpec, options: Settings, train_split: TensorSplit, test_split: TensorSplit) -> dict[str, Any]:
-    """Every seed of a ``linear`` or ``knn`` case on cached features; the flat record of the train kind.
+def run_frozen_case(probe: Probe, spec: CaseSpec, options: Settings, train_split: TensorSplit, test_split: TensorSplit) -> dict[str, Any]:
+    """Every seed of a frozen-feature case (``probe``) on cached features; the flat record of the train kind.
 
     Raises ``WeightsUnavailable`` (a skip) before any feature is extracted when the weights are not
     cached offline.
@@ -133,7 +168,7 @@ def run_frozen_case(spec: CaseSpec, options: Settings, train_split: TensorSplit,
     feature_s: list[float] = []
     fit_s: list[float] = []
     counts: dict[str, int] = {}
-    tuned = tune_setting(spec.protocol, options.tune) is not None
+    tuned = tune_setting(probe.grid(), options.tune) is not None
     choices: list[dict[str, object]] = []
     wall = time.perf_counter()
     for seed in range(options.seeds):
@@ -150,18 +185,14 @@ def run_frozen_case(spec: CaseSpec, options: Settings, train_split: TensorSplit,
         counts = class_counts(train_split.labels, indices, train_split.classes)
         x, y = train_f.take(indices)
         device = extractor.device
-        choice = search_probe(spec.protocol, train_f, indices, train_split.num_classes, seed, device) if tuned else None
+        choice = search_probe(probe, train_f, indices, train_split.num_classes, seed, device) if tuned else None
         if choice is not None:
             choices.append(choice.as_record())
-        start = time.perf_counter()
-        if spec.protocol == "linear":
-            probe = fit_linear(x, y, train_split.num_classes, l2=LINEAR_L2 if choice is None else choice.chosen, device=device)
-            fit_s.append(probe.seconds)
-            start = time.perf_counter()
-            scores = probe.logits(test_f.features.to(device)).float().cpu()
-        else:
-            k = KNN_K if choice is None else int(choice.chosen)
-            scores = knn_scores(x.to(device), y.to(device), test_f.features.to(device), train_split.num_classes, k=k).float().cpu()
+        fitted = probe.fit(x, y, train_split.num_classes, probe.default if choice is None else choice.chosen, device)
+        if fitted.seconds is not None:
+            fit_s.append(fitted.seconds)
+        start = time.perf_counter()  # evaluation: the test split's scores, not the fit
+        scores = fitted.scores(test_f.features).float().cpu()
         synchronize(device)
         eval_s = time.perf_counter() - start
         labels = test_f.labels
@@ -175,7 +206,7 @@ def run_frozen_case(spec: CaseSpec, options: Settings, train_split: TensorSplit,
     record: dict[str, Any] = {
         **case_keys(spec, train_split, test_split, counts, options.seeds),
         **seed_keys(results),
-        "probe": _probe_keys(spec.protocol, tuned),
+        "probe": probe.keys(tuned),
         "tuning": choices or None,
         "pretrained": pretrained,
         "feature_dim": int(train_f.features.shape[1]),
@@ -194,11 +225,3 @@ def run_frozen_case(spec: CaseSpec, options: Settings, train_split: TensorSplit,
     else:
         record["note"] = RANDOM_WEIGHTS_NOTE.format(protocol=spec.protocol)
     return record
-
-
-def _probe_keys(protocol: str, tuned: bool) -> dict[str, object]:
-    if protocol == "linear":
-        return {"head": "multinomial logistic regression on standardised features", "solver": "lbfgs",
-                "l2": "chosen per seed (tuning)" if tuned else LINEAR_L2, "max_iter": LINEAR_MAX_ITER}
-    return {"head": "weighted k-NN on L2-normalised features (cosine)", "k": "chosen per seed (tuning)" if tuned else KNN_K,
-            "temperature": KNN_TEMPERATURE}

@@ -1,6 +1,6 @@
-"""The record keys every kind shares: the edge profile as a setting, a train case's identity and data
-keys, and its seed summary. Both the fine-tuning loop (:mod:`harness.kinds.train`) and the frozen
-probes (:mod:`harness.kinds.frozen`) write them."""
+"""The record keys every protocol writes: a train case's identity and data keys, its seed summary,
+its recipe and how its batch was spread over processes. Both the network-training loop
+(:mod:`harness.protocols.network`) and the frozen probes (:mod:`harness.protocols.frozen`) write them."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from harness.measure.classification import summarize_seeds
 from harness.measure.recipes import Recipe
 from harness.measure.trained import TrainResult
 from harness.runtime.distributed import BATCHNORM_WHOLE_BATCH, World, device_backend, per_rank_batch
-from harness.settings import Settings
 
 
 def case_keys(spec: CaseSpec, train: TensorSplit, test: TensorSplit, counts: dict[str, int], seeds: int) -> dict[str, Any]:
@@ -48,12 +47,6 @@ def seed_keys(results: list[TrainResult]) -> dict[str, Any]:
         "top1_per_seed": summary["top1_per_seed"],
         "per_class_acc": results[-1].per_class_acc,
     }
-
-
-def profile_name(settings: Settings) -> str | None:
-    """The edge profile as a setting: its name, or ``None``."""
-    return getattr(settings.edge_profile, "name", None)
-
 
 
 def recipe_keys(recipe: Recipe) -> dict[str, Any]:

@@ -1,0 +1,79 @@
+"""``knn``: weighted k-nearest neighbours on the frozen backbone's L2-normalised features (cosine
+similarity, temperature-weighted votes: :func:`harness.measure.probes.knn_scores`); nothing is
+trained, k is searched over :data:`~harness.measure.selection.KNN_K_GRID` under ``--tune on``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from harness.data.types import TensorSplit
+from harness.matrix.cases import CaseSpec
+from harness.measure.probes import KNN_K, KNN_TEMPERATURE, knn_scores
+from harness.measure.selection import KNN_K_GRID, Prefer, knn_grid, vote_score
+from harness.protocols import Progress
+from harness.protocols.frozen import probe_settings, run_frozen_case
+from harness.runtime.distributed import World
+from harness.settings import Settings
+
+
+@dataclass(frozen=True)
+class _Neighbours:
+    x: torch.Tensor
+    y: torch.Tensor
+    num_classes: int
+    k: int
+    device: torch.device
+
+    @property
+    def seconds(self) -> float | None:
+        return None  # nothing is fitted
+
+    def scores(self, queries: torch.Tensor) -> torch.Tensor:
+        return knn_scores(self.x.to(self.device), self.y.to(self.device), queries.to(self.device), self.num_classes, k=self.k)
+
+
+class KNearest:
+    """k-NN as a :class:`~harness.protocols.frozen.Probe`."""
+
+    name, param = "knn", "k"
+    default: float = KNN_K
+    prefer: Prefer = "smallest"  # on a tie, the most local vote
+
+    def grid_values(self, fit_images: int) -> tuple[float, ...]:
+        return knn_grid(fit_images)
+
+    def grid(self) -> Mapping[str, object]:
+        return {"k": list(KNN_K_GRID)}
+
+    def recipe(self, searched: bool) -> tuple[str, float | None]:
+        return (f"knn T={KNN_TEMPERATURE}" if searched else f"knn k={KNN_K} T={KNN_TEMPERATURE}"), None
+
+    def keys(self, tuned: bool) -> dict[str, object]:
+        return {"head": "weighted k-NN on L2-normalised features (cosine)", "k": "chosen per seed (tuning)" if tuned else KNN_K,
+                "temperature": KNN_TEMPERATURE}
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, value: float, device: torch.device) -> _Neighbours:
+        return _Neighbours(x, y, num_classes, int(value), device)
+
+    def score(self, scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+        return vote_score(scores, labels)
+
+
+PROBE = KNearest()
+
+
+def grid(settings: Settings) -> Mapping[str, object] | None:
+    return PROBE.grid()
+
+
+def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
+    return probe_settings(PROBE, settings.tune)
+
+
+def run(spec: CaseSpec, settings: Settings, train_split: TensorSplit, test_split: TensorSplit, world: World,
+        progress: Progress | None) -> dict[str, Any]:
+    return run_frozen_case(PROBE, spec, settings, train_split, test_split)

@@ -1,0 +1,62 @@
+"""The end of every run, written once: save it, write its JSON, gate it.
+
+A pytest session (:mod:`harness.plugin`), ``python -m harness launch`` (the merged shards) and
+``python -m harness merge`` all finish a run the same way, through :func:`publish_run`: the run's
+text is made first (a run holding NaN or Infinity is refused before any file exists), then it is
+saved under the next free number of ``<storage>/<baseline_key>/`` (:func:`~harness.results.storage.save_run`:
+atomic, never over an old run), written to ``--benchmark-json``/``--json``, and compared with the
+baseline (:func:`~harness.results.gate.gate_run`). What happened comes back as lines to print and
+an exit code, so each caller only prints them in its own place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.files import write_atomic
+from harness.results.gate import GateOptions, gate_run
+from harness.results.runs import Run
+from harness.results.storage import dumps, save_run, write_new
+
+
+class UnwritableRun(ValueError):
+    """The run holds a value JSON cannot (NaN or Infinity); nothing was written."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """Where a run went and what its gate said: ``lines`` to print, ``code`` the gate's exit code (0 without one)."""
+
+    saved: Path | None = None
+    written: Path | None = None
+    gate_lines: list[str] = field(default_factory=list)
+    code: int = 0
+
+
+def publish_run(run: dict[str, Any], *, storage: Path, save: str | None = None, json_path: Path | None = None,
+                new_json: bool = False, baseline: Run | None = None, gate: GateOptions | None = None) -> Published:
+    """Save ``run`` as ``save`` in ``storage``, write it to ``json_path`` and gate it against ``baseline``.
+
+    ``new_json`` refuses an existing ``json_path`` (``FileExistsError``, ``merge`` never overwrites)
+    instead of replacing it atomically (``--benchmark-json`` replaces, as pytest-benchmark does).
+    ``gate`` holds the tolerances and switches; it is required with a ``baseline``. Raises
+    :class:`UnwritableRun` before writing anything when the run cannot be JSON.
+    """
+    try:
+        text = dumps(run)
+    except ValueError as exc:
+        raise UnwritableRun(f"the run cannot be written as JSON ({exc}); a case recorded NaN or Infinity") from None
+    saved = save_run(storage, str(run["machine_info"]["baseline_key"]), save, run) if save else None
+    if json_path is not None:
+        if new_json:
+            write_new(json_path, text)
+        else:
+            write_atomic(json_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    if baseline is None:
+        return Published(saved, json_path)
+    if gate is None:
+        raise ValueError("publish_run: a baseline needs the gate's options")
+    lines, code = gate_run(baseline, run, gate, storage=storage)
+    return Published(saved, json_path, lines, code)
