@@ -1,20 +1,8 @@
-"""The pytest plugin: options, markers, the matrix, the results channel, saving, gating.
-
-Wiring only; the work lives in the rest of :mod:`harness`. Every case reports its record
-through ``item.user_properties`` (which xdist carries from workers to the controller), so one
-path collects results serially and in parallel, and one writer (:mod:`harness.results.storage`)
-saves them. pytest-benchmark is used through its public surface: its options
-(``--benchmark-save``, ``--benchmark-autosave``, ``--benchmark-json``, ``--benchmark-storage``)
-are read from pytest's option namespace and honoured here, because pytest-benchmark saves nothing
-under xdist; its timing options that the cases replace are refused with the option to use; the
-run's JSON is shaped through its hooks (machine and commit info).
-"""
+"""The plugin's state for one pytest session: what the cases reported, the shard they are, the
+baseline they are gated against, and the end of the run (:func:`harness.results.publish.publish_run`)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-import shlex
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -23,14 +11,11 @@ from typing import Any
 
 import pytest
 
-from harness.cli.common import argtype
-from harness.config.options import OPTIONS
-from harness.config.parsers import run_name
 from harness.contract import KIND_NAMES
 from harness.errors import SettingError
-from harness.matrix.cases import MARKERS, CaseSpec
+from harness.matrix.cases import CaseSpec
 from harness.results.records import CaseResult
-from harness.runtime.distributed import check_session, current_world, init_distributed, shutdown_distributed
+from harness.runtime.distributed import current_world
 from harness.settings import Settings, Shard
 
 RESULT_KEY = "backbone_bench"
@@ -42,26 +27,6 @@ CASE_FIXTURES = {f"{kind}_case": kind for kind in KIND_NAMES}
 # "no tests ran" status, so CI is not green on nothing, and its last line says so.
 ALL_SKIPPED = pytest.ExitCode.NO_TESTS_COLLECTED
 ALL_SKIPPED_STAT = "run measured nothing: every benchmark case skipped"
-# pytest-benchmark's timing options: the cases time with their own protocol (warm-up of 3 calls
-# and 0.1 s, then at least 20 rounds filling --bench-time), so these would be silently ignored.
-REPLACED_OPTIONS = {
-    "--benchmark-max-time": "--bench-time SECONDS (ini key bench_time)",
-    "--benchmark-min-rounds": "--bench-time SECONDS: a latency case times at least 20 rounds and fills that time",
-    "--benchmark-min-time": "--bench-time SECONDS",
-    "--benchmark-calibration-precision": "nothing: a round is one call, no calibration is needed",
-    "--benchmark-warmup": "nothing: every case warms up until 3 calls and 0.1 s have passed",
-    "--benchmark-warmup-iterations": "nothing: every case warms up until 3 calls and 0.1 s have passed",
-}
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("backbone-bench", "backbone-bench (each option can be pinned in pytest.ini under its ini key)")
-    for option in OPTIONS:
-        if option.flag:
-            group.addoption(f"--{option.name}", dest=f"bb_{option.field}", action="store_const", const=True, default=None, help=option.help_text())
-        else:
-            group.addoption(f"--{option.name}", dest=f"bb_{option.field}", metavar=option.metavar, type=argtype(option.parse), default=None, help=option.help_text())
-        parser.addini(option.ini, help=option.help, default="")
 
 
 class BenchSession:
@@ -227,135 +192,6 @@ class BenchSession:
             terminalreporter.stats.setdefault(ALL_SKIPPED_STAT, []).append(SimpleNamespace(reason=ALL_SKIPPED_STAT))
 
 
-def bench_session(config: pytest.Config) -> BenchSession:
-    """The session state of the plugin."""
-    return config.stash[_KEY]
-
-
-_KEY = pytest.StashKey[BenchSession]()
-_PROFILE_KEY = pytest.StashKey[Any]()
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_configure(config: pytest.Config) -> None:
-    # tryfirst: pytest-benchmark builds its session in a trylast pytest_configure, after this
-    # one has taken the saving options over.
-    for name, text in MARKERS.items():
-        config.addinivalue_line("markers", f"{name}: {text}")
-    from harness.config.options import settings_from
-    from harness.config.preflight import check_available
-
-    try:
-        _refuse_replaced_options(config)
-        settings = settings_from(lambda field: config.getoption(f"bb_{field}"), lambda key: str(config.getini(key)))
-        check_available(settings)  # a device, dataset or weights named explicitly that this machine lacks
-        save_name, json_path = _take_over_saving(config)
-        # torchrun: refuse -n and global batches the ranks cannot split, before any rank waits on the others.
-        check_session(current_world(), settings, xdist=bool(getattr(config.option, "numprocesses", None)) or hasattr(config, "workerinput"))
-    except SettingError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    bench = BenchSession(config, settings, save_name, json_path)
-    config.stash[_KEY] = bench
-    config.pluginmanager.register(bench, "backbone-bench-session")
-    init_distributed(settings.devices, share_cores=settings.edge_profile is None)  # torchrun: join the ranks' process group
-    _apply_runtime_settings(config, settings)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # tryfirst: before -m deselects anything, so a misspelt marker is named instead of selecting nothing.
-    expression = str(config.getoption("markexpr", "") or "")
-    if expression:
-        from harness.matrix.cases import unknown_markers_message
-
-        registered = [line.split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")]
-        message = unknown_markers_message(expression, registered)
-        if message:
-            raise pytest.UsageError(message)
-
-
-def _given_options(config: pytest.Config) -> list[str]:
-    """Every option token the user gave: command line, PYTEST_ADDOPTS and the ini's addopts.
-
-    pytest parses long options without abbreviations, so an option appears spelled in full.
-    """
-    tokens = [*config.invocation_params.args, *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
-    tokens += [str(t) for t in config.getini("addopts")]
-    return [str(t).split("=", 1)[0] for t in tokens if str(t).startswith("--")]
-
-
-def _refuse_replaced_options(config: pytest.Config) -> None:
-    for option in _given_options(config):
-        if option in REPLACED_OPTIONS:
-            raise SettingError(f"{option} is pytest-benchmark's timing control, which backbone-bench's cases replace; use {REPLACED_OPTIONS[option]}")
-
-
-def _take_over_saving(config: pytest.Config) -> tuple[str | None, Path | None]:
-    """Read ``--benchmark-save/-autosave/-json`` and switch pytest-benchmark's own saving off.
-
-    pytest-benchmark saves nothing under xdist and writes non-atomically; this plugin's writer
-    saves the same contract serially and in parallel. ``--benchmark-json`` is an open file before
-    pytest-benchmark 5.3 and a path from 5.3 on: either way it names the file to write.
-    """
-    option = config.option
-    save = getattr(option, "benchmark_save", None)
-    if not save and getattr(option, "benchmark_autosave", False):
-        save = _autosave_name(config)
-    if save:
-        save = run_name(save)
-    raw_json = getattr(option, "benchmark_json", None)
-    json_path: Path | None = None
-    if isinstance(raw_json, (str, os.PathLike)):  # pytest-benchmark >= 5.3: the path itself
-        json_path = Path(raw_json)
-    elif raw_json is not None:  # before 5.3: a file opened for writing; its .name is the path as given
-        json_path = Path(raw_json.name)
-        raw_json.close()
-    for name, off in (("benchmark_save", None), ("benchmark_autosave", False), ("benchmark_json", None)):
-        if hasattr(option, name):
-            setattr(option, name, off)
-    if hasattr(config, "workerinput") or not current_world().is_main:
-        return None, None  # the xdist controller, or torchrun's rank 0, saves
-    return save, json_path
-
-
-def _autosave_name(config: pytest.Config) -> str:
-    """``<commit>_<UTC time>[_uncommitted-changes]``, like pytest-benchmark's autosave, from its public hook."""
-    info = config.hook.pytest_benchmark_generate_commit_info(config=config) or {}
-    parts = [str(info.get("id") or "unversioned")[:12], dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d_%H%M%S")]
-    if info.get("dirty"):
-        parts.append("uncommitted-changes")
-    return "_".join(parts)
-
-
-def _apply_runtime_settings(config: pytest.Config, settings: Settings) -> None:
-    import torch
-
-    if settings.edge_profile is not None:
-        from harness.edge.profiles import apply
-
-        # Threads, CPU affinity and the CUDA memory fraction hold for the whole session.
-        cuda = next((d for d in settings.devices if d.startswith("cuda")), None)
-        applied = apply(settings.edge_profile, cuda)
-        applied.__enter__()
-        config.stash[_PROFILE_KEY] = applied
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if worker and workers > 1 and settings.edge_profile is None:
-        # Share the cores between workers: N workers each running torch's default (all cores)
-        # oversubscribe the CPU, and OpenMP threads then spin waiting for each other.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    if worker.startswith("gw") and torch.cuda.is_available() and torch.cuda.device_count() > 1:
-        # One GPU per xdist worker: gw0 → cuda:0, gw1 → cuda:1, … wrapping around.
-        torch.cuda.set_device(int(worker[2:]) % torch.cuda.device_count())
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    applied = config.stash.get(_PROFILE_KEY, None)
-    if applied is not None:
-        applied.__exit__(None, None, None)
-    shutdown_distributed()  # torchrun: leave the process group
-
-
 def _all_cases(settings: Settings) -> list[Any]:
     from harness.kinds import all_cases
 
@@ -406,28 +242,3 @@ def _devices(items: Iterable[pytest.Item]) -> list[str]:
             if isinstance(value, CaseSpec):
                 devices.append(value.device)
     return devices
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    from harness.kinds import build
-
-    for argname, kind in CASE_FIXTURES.items():
-        if argname not in metafunc.fixturenames:
-            continue
-        params = []
-        for case in build(kind, bench_session(metafunc.config).settings):
-            marks = [getattr(pytest.mark, name) for name in case.spec.markers()]
-            if case.skip:
-                marks.append(pytest.mark.skip(reason=case.skip))
-            params.append(pytest.param(case.spec, id=case.spec.id, marks=marks))
-        metafunc.parametrize(argname, params)
-
-
-def report_case(node: pytest.Item, name: str, param: str, base: dict[str, Any]) -> None:
-    """Announce a case, so that a crash in it is still recorded as a failed case."""
-    node.user_properties.append((CASE_KEY, (name, param, base)))
-
-
-def report_result(node: pytest.Item, result: CaseResult) -> None:
-    """Send a case's result to the collector (this process, or the xdist controller)."""
-    node.user_properties.append((RESULT_KEY, result.to_wire()))
