@@ -60,8 +60,8 @@ class Probe(Protocol):
         """The values searched for ``fit_images`` fitting images."""
         ...
 
-    def grid(self) -> Mapping[str, object]:
-        """The search as digested (``tune``)."""
+    def grid(self) -> Mapping[str, object] | None:
+        """The search as digested (``tune``); ``None`` when the probe has nothing to search."""
         ...
 
     def recipe(self, searched: bool) -> tuple[str, float | None]:

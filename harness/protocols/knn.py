@@ -46,7 +46,7 @@ class KNearest:
     def grid_values(self, fit_images: int) -> tuple[float, ...]:
         return knn_grid(fit_images)
 
-    def grid(self) -> Mapping[str, object]:
+    def grid(self) -> Mapping[str, object] | None:
         return {"k": list(KNN_K_GRID)}
 
     def recipe(self, searched: bool) -> tuple[str, float | None]:

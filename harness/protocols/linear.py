@@ -43,7 +43,7 @@ class LinearHead:
     def grid_values(self, fit_images: int) -> tuple[float, ...]:
         return LINEAR_L2_GRID
 
-    def grid(self) -> Mapping[str, object]:
+    def grid(self) -> Mapping[str, object] | None:
         return {"l2": list(LINEAR_L2_GRID)}
 
     def recipe(self, searched: bool) -> tuple[str, float | None]:

@@ -58,6 +58,7 @@ def build_runner(model: nn.Module, example: torch.Tensor, runtime: str, *, devic
     model = model.eval().to(device)
     runner = runtime_module(name).build(model, example, device=device, workdir=Path(workdir), threads=threads,
                                         export=ExportOptions(opset, exporter))
+    runner.info["runtime"] = name  # the row's name, whichever runner class runs it
     try:
         record_parity(model, runner, example, enforce=spec.parity)
     except ParityError:
