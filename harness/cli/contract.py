@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from harness.config.options import markdown_table
-from harness.contract import markdown_tables
+from harness.contract import FAMILY_SPECS, KINDS, METRICS, PROTOCOL_SPECS, RUNTIME_SPECS
 from harness.data.registry import markdown_table as datasets_table
 
 
@@ -17,6 +17,29 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "contract", help="print the run contract (kinds, metrics, protocols, runtimes, families, datasets, options) as the README's tables")
     return parser
+
+
+def markdown_tables() -> str:
+    """The contract as the README shows it: kinds, metrics, protocols, runtimes and families, a table each."""
+    lines = ["| kind | what it measures | metrics | settings (digested) | rounds | shard cost |", "|---|---|---|---|---|---|"]
+    for kind in KINDS.values():
+        lines.append(f"| `{kind.name}` | {kind.meaning} | {', '.join(f'`{m}`' for m in kind.metrics)} | {', '.join(kind.settings)} | "
+                     f"{kind.rounds} | {kind.cost}, {kind.seconds_per_unit:g} s/unit |")
+    lines += ["", "| metric | unit | better | noise | default gate | meaning |", "|---|---|---|---|---|---|"]
+    for m in METRICS.values():
+        lines.append(f"| `{m.key}` | {m.unit} | {m.better} | {m.noise} | {m.tolerance or 'not gated'} | {m.meaning} |")
+    lines += ["", "| protocol | what it does | reads frozen features | pretrained weights | recipe | warm-up |", "|---|---|---|---|---|---|"]
+    for p in PROTOCOL_SPECS.values():
+        warmup = f"{p.warmup:.0%} of the steps" if p.warmup is not None else "–"
+        lines.append(f"| `{p.name}` | {p.meaning} | {'yes' if p.features else 'no'} | {p.weights} | {p.recipe or '–'} | {warmup} |")
+    lines += ["", "| runtime | what runs | devices | peak memory on the CPU | parity with eager |", "|---|---|---|---|---|"]
+    for r in RUNTIME_SPECS.values():
+        memory = "not recorded (its own arena)" if r.cpu_arena else "recorded"
+        lines.append(f"| `{r.name}` | {r.meaning} | {', '.join(r.devices)} | {memory} | {'enforced' if r.parity else 'recorded'} |")
+    lines += ["", "| family | meaning | from-scratch recipe | fine-tune keeps BatchNorm statistics |", "|---|---|---|---|"]
+    for f in FAMILY_SPECS.values():
+        lines.append(f"| `{f.name}` | {f.meaning} | {f.scratch} | {'yes' if f.freeze_norm_stats else 'no'} |")
+    return "\n".join(lines) + "\n"
 
 
 def document() -> str:
