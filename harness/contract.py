@@ -1,11 +1,14 @@
-"""The run contract: vocabularies, kinds, metrics and what makes two cases comparable.
+"""The run contract: vocabularies, the rows of every open set, and what makes two cases comparable.
 
 Everything the suite writes and judges is described here once, and this module imports nothing
 else of the project. The record builder, the run reader, compare, the noise history, the gate,
-the report and the README's metric tables all read it:
+the report and the README's tables (``python -m harness contract``) all read it:
 
-- a new metric is one :class:`Metric` row in :data:`METRICS`;
-- a new kind is one :class:`Kind` row in :data:`KINDS` plus one module in :mod:`harness.kinds`;
+- a new metric is one :class:`Metric` row in :data:`METRICS` (and its key in its kind's row);
+- a new kind is one :class:`Kind` row plus its module :mod:`harness.kinds`.<name> (and its fixture
+  and benchmark file); a new protocol one :class:`Protocol` row plus :mod:`harness.protocols`.<name>;
+  a new runtime one :class:`Runtime` row plus :mod:`harness.measure.runners`.<name>; a new family
+  one :class:`Family` row;
 - a new axis is one :class:`~harness.matrix.cases.CaseSpec` field, or one entry of a kind's
   ``settings`` (what a case records under ``settings`` and digests into ``settings_digest``).
 
