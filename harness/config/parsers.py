@@ -210,7 +210,7 @@ def edge_profile(text: str) -> Any:
 
 def tolerances(text: str) -> Any:
     """A gate tolerance spec (``latency_p50_ms:10%,top1:-1pp``) over the contract's defaults."""
-    from harness.results.compare import parse_tolerances
+    from harness.results.tolerances import parse_tolerances
 
     return _setting(lambda: parse_tolerances(text))
 
