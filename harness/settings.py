@@ -75,7 +75,7 @@ class Settings:
     resume: bool
     shard: Shard | None
     gate: str | None
-    # The gate's tolerance spec as given (checked when parsed; harness.results.compare.parse_tolerances reads it).
+    # The gate's tolerance spec as given (checked when parsed; harness.results.tolerances.parse_tolerances reads it).
     fail_on: str
     fail_on_missing: bool
     force: bool

@@ -24,7 +24,9 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.edge.jetson import jetson_facts  # noqa: E402
-from harness.edge.power import PolledSampler, PowerSampler, TegrastatsSampler, pick_sampler  # noqa: E402
+from harness.edge.power import PowerSampler  # noqa: E402
+from harness.edge.samplers import PolledSampler, TegrastatsSampler  # noqa: E402
+from harness.edge.sources import pick_sampler  # noqa: E402
 
 SAMPLE_LINE = (
     "04-27-2026 14:59:41 RAM 775/7620MB (lfb 3x4MB) SWAP 0/3810MB (cached 0MB) CPU [1%@729,0%@729,0%@729,0%@729,"

@@ -37,7 +37,7 @@ def test_help_imports_no_heavy_module(args: tuple[str, ...]) -> None:
 
 @pytest.mark.parametrize("args", [("compare",), ("compare", "--fail-on", "bogus", "a"), ("report", "x"), ("weights",), ("merge", "x")])
 def test_usage_errors_import_no_torch(args: tuple[str, ...]) -> None:
-    # A gate option's default is parsed when its verb runs (scipy for --fail-on), never torch.
+    # A gate option's default is parsed when its verb runs (results.tolerances for --fail-on: no scipy), never torch.
     assert "torch" not in _imported(*args).removeprefix("imported:").split(",")
 
 

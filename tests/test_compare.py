@@ -18,10 +18,11 @@ from scipy.stats import mannwhitneyu
 
 from harness.__main__ import main
 from harness.results.comparable import machine_differences
-from harness.results.compare import Tolerance, compare_runs, parse_tolerances
+from harness.results.compare import compare_runs
 from harness.results.gate import gate_run
 from harness.results.noise import ALPHA
 from harness.results.runs import Run, RunError
+from harness.results.tolerances import Tolerance, parse_tolerances
 from tests.data import synth
 
 DATA = Path(__file__).parent / "data"

@@ -13,7 +13,7 @@ from harness.config.options import default_settings
 from harness.contract import FAMILIES, KIND_NAMES, KINDS, METRICS, kind_metrics, settings_differences, settings_digest
 from harness.kinds import base_record, case_settings, outcome
 from harness.matrix.cases import MARKERS, CaseSpec
-from harness.results.compare import parse_tolerances
+from harness.results.tolerances import parse_tolerances
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from harness.results.compare import compare_runs, parse_tolerances
+from harness.results.compare import compare_runs
 from harness.results.noise import HISTORY_MIN, RunNoise, run_noise
 from harness.results.runs import Run
+from harness.results.tolerances import parse_tolerances
 from tests.data import synth
 
 DEFAULTS = parse_tolerances(None)

@@ -10,18 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from harness.edge.jetson import JetsonFacts
-from harness.edge.power import (
-    NvmlSampler,
-    PolledSampler,
-    PowerReading,
-    PowerUnavailable,
-    RaplSampler,
-    TegrastatsSampler,
-    energy_per_image_mj,
-    input_power_mw,
-    integrate,
-    pick_sampler,
-)
+from harness.edge.power import PowerReading, PowerUnavailable, energy_per_image_mj, input_power_mw, integrate
+from harness.edge.samplers import NvmlSampler, PolledSampler, RaplSampler, TegrastatsSampler
+from harness.edge.sources import pick_sampler
 
 DATA = Path(__file__).parent / "data" / "jetson"
 RANGE_UJ = 262143328850  # max_energy_range_uj of a real package-0 domain
@@ -90,7 +81,7 @@ def test_pick_sampler_reports_why_none(tmp_path: Path) -> None:
 
 
 def test_pick_sampler_on_jetson_without_tegrastats(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("harness.edge.power.shutil.which", lambda name: None)
+    monkeypatch.setattr("harness.edge.sources.shutil.which", lambda name: None)
     facts = JetsonFacts("NVIDIA Jetson Orin Nano Developer Kit", "36.3.0", "6.0", "15W", 0, None)
     sampler, reason = pick_sampler("cuda", facts)
     assert sampler is None and "tegrastats not on PATH" in reason and "jtop" in reason

@@ -12,12 +12,22 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 from harness.cli import compare, contract, launch, merge, report, weights
 from harness.cli.common import USAGE_ERROR, Parser, UsageError
 
+
+class Verb(Protocol):
+    """What each verb module provides (modules satisfy protocols for mypy)."""
+
+    def add_parser(self, subparsers: Any) -> argparse.ArgumentParser: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
 # The verbs in the order --help lists them.
-VERBS = {"compare": compare, "contract": contract, "report": report, "launch": launch, "weights": weights, "merge": merge}
+VERBS: dict[str, Verb] = {"compare": compare, "contract": contract, "report": report, "launch": launch, "weights": weights, "merge": merge}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -213,8 +213,8 @@ def edge_profile(text: str) -> EdgeProfile:
 
 def tolerances(text: str) -> str:
     """A gate tolerance spec (``latency_p50_ms:10%,top1:-1pp``) over the contract's defaults, checked
-    here and kept as given: the gate parses it when it judges (:func:`harness.results.compare.parse_tolerances`)."""
-    from harness.results.compare import parse_tolerances
+    here and kept as given: the gate parses it when it judges (:func:`harness.results.tolerances.parse_tolerances`)."""
+    from harness.results.tolerances import parse_tolerances
 
     _setting(lambda: parse_tolerances(text))
     return text

@@ -10,7 +10,7 @@ seeded per epoch and scoped by :func:`scoped_global_rng`.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -108,7 +108,7 @@ class RandAugmentBatch:
     """
 
     def __init__(self, img_size: int, config: str = "rand-m9-n2-mstd0.5") -> None:
-        from timm.data import rand_augment_transform
+        from timm.data.auto_augment import rand_augment_transform
 
         # timm's create_transform uses 45% of the image size as the maximum translation.
         hparams = {"translate_const": int(img_size * 0.45), "img_mean": (128, 128, 128)}
@@ -130,11 +130,12 @@ class MixBatch:
     """
 
     def __init__(self, num_classes: int, label_smoothing: float, *, mixup_alpha: float, cutmix_alpha: float) -> None:
-        from timm.data import Mixup
+        from timm.data.mixup import Mixup
 
         if not (mixup_alpha > 0 or cutmix_alpha > 0):
             raise ValueError(f"MixBatch needs mixup_alpha > 0 or cutmix_alpha > 0, got {mixup_alpha} and {cutmix_alpha}")
-        self.mix = Mixup(
+        # Typed as what its unannotated __call__ returns: (mixed batch, soft targets).
+        self.mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = Mixup(  # type: ignore[no-untyped-call]  # unannotated in timm
             mixup_alpha=mixup_alpha,
             cutmix_alpha=cutmix_alpha,
             switch_prob=0.5,

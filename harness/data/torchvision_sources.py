@@ -36,14 +36,14 @@ _IDX_IMAGES, _IDX_LABELS = 0x0803, 0x0801
 _STL_IMAGE_BYTES = 3 * 96 * 96
 
 
-class _LocalCIFAR10(tvd.CIFAR10):
+class _LocalCIFAR10(tvd.CIFAR10):  # type: ignore[misc]  # torchvision ships no py.typed: its classes are Any
     meta = {**tvd.CIFAR10.meta, "md5": None}
 
     def _check_integrity(self) -> bool:
         return True
 
 
-class _LocalCIFAR100(tvd.CIFAR100):
+class _LocalCIFAR100(tvd.CIFAR100):  # type: ignore[misc]  # torchvision ships no py.typed: its classes are Any
     meta = {**tvd.CIFAR100.meta, "md5": None}
 
     def _check_integrity(self) -> bool:
@@ -56,7 +56,7 @@ def _local_idx(real: type[tvd.MNIST]) -> type[tvd.MNIST]:
     torchvision derives the folder from the class name; keep the real class's folder.
     """
 
-    class Local(real):
+    class Local(real):  # type: ignore[misc]  # torchvision ships no py.typed: its classes are Any
         def _check_exists(self) -> bool:
             return True
 
@@ -75,12 +75,12 @@ _LocalMNIST = _local_idx(tvd.MNIST)
 _LocalFashionMNIST = _local_idx(tvd.FashionMNIST)
 
 
-class _LocalSVHN(tvd.SVHN):
+class _LocalSVHN(tvd.SVHN):  # type: ignore[misc]  # torchvision ships no py.typed: its classes are Any
     def _check_integrity(self) -> bool:
         return True
 
 
-class _LocalSTL10(tvd.STL10):
+class _LocalSTL10(tvd.STL10):  # type: ignore[misc]  # torchvision ships no py.typed: its classes are Any
     def _check_integrity(self) -> bool:
         return True
 
@@ -179,7 +179,7 @@ def load_stl10(info: DatasetInfo, split: str, root: Path, *, img_size: int, down
     return _finish(info, images, torch.from_numpy(ds.labels.astype(np.int64)), list(ds.classes), folder, img_size)
 
 
-class _LocalFlowers102(tvd.Flowers102):
+class _LocalFlowers102(tvd.Flowers102):  # type: ignore[misc]  # torchvision ships no py.typed: its classes are Any
     def _check_integrity(self) -> bool:
         return True
 

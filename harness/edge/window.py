@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from harness.edge.power import PowerReading, PowerSampler, energy_per_image_mj, pick_sampler
+from harness.edge.power import PowerReading, PowerSampler, energy_per_image_mj
+from harness.edge.sources import pick_sampler
 
 
 class PowerWindow:

@@ -14,7 +14,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -37,6 +37,8 @@ __all__ = [
 
 # fvcore/iopath loggers that print "unsupported operator" and "uncalled module" lines.
 _NOISY_LOGGERS: tuple[str, ...] = ("fvcore", "fvcore.nn.jit_analysis", "iopath")
+
+T = TypeVar("T")
 
 
 class FlopCountError(RuntimeError):
@@ -64,9 +66,10 @@ def sdpa_mac_handle(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
     The full L x S product is counted even with ``is_causal=True``, matching
     what fvcore counts for the equivalent unfused matmuls.
     """
-    q_shape = get_shape(inputs[0])
-    k_shape = get_shape(inputs[1])
-    v_shape = get_shape(inputs[2])
+    # fvcore's get_shape is annotated Optional[List[int]], but fvcore ships no py.typed.
+    q_shape: list[int] | None = get_shape(inputs[0])
+    k_shape: list[int] | None = get_shape(inputs[1])
+    v_shape: list[int] | None = get_shape(inputs[2])
     if q_shape is None or k_shape is None or v_shape is None:
         raise FlopCountError("scaled_dot_product_attention traced without static shapes; trace with a concrete tensor.")
     *batch, length, embed = q_shape
@@ -132,7 +135,7 @@ def _traced_in_eval(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _run(model: nn.Module, example: torch.Tensor, what: Callable[[FlopCountAnalysis], Any]) -> Any:
+def _run(model: nn.Module, example: torch.Tensor, what: Callable[[FlopCountAnalysis], T]) -> T:
     _check_inputs(model, example)
     with _traced_in_eval(model):
         try:

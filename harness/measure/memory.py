@@ -65,17 +65,17 @@ def module_bytes(module: nn.Module) -> int:
     return storage_bytes([*module.parameters(), *module.buffers()])
 
 
-class LiveStorageTracker(TorchDispatchMode):
+class LiveStorageTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]  # its __init_subclass__ is unannotated
     """Dispatch mode tracking live storage bytes on one device, and their peak.
 
     Use as a context manager; ``current`` and ``peak`` are in bytes.
     """
 
     def __init__(self, device: torch.device, resident: Iterable[torch.Tensor] = ()) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # unannotated in torch
         self.device = torch.device(device)
         self._live: dict[int, int] = {}  # StorageImpl address -> nbytes
-        self._finalizers: dict[int, weakref.finalize] = {}
+        self._finalizers: dict[int, weakref.finalize[[int], torch.UntypedStorage]] = {}
         self.current = 0
         self.peak = 0
         for tensor in resident:
@@ -111,7 +111,7 @@ class LiveStorageTracker(TorchDispatchMode):
         self._finalizers.pop(key, None)
 
     def __exit__(self, *exc_info: object) -> None:
-        super().__exit__(*exc_info)
+        super().__exit__(*exc_info)  # type: ignore[no-untyped-call]  # unannotated in torch
         # Stop watching storages that outlive the measurement (weights, outputs).
         for finalizer in self._finalizers.values():
             finalizer.detach()
@@ -144,7 +144,8 @@ def _peak_cpu(fn: Callable[[], object], device: torch.device, resident: Iterable
     gc.collect()  # drop garbage from earlier work so it cannot be freed mid-call
     gc.disable()
     try:
-        with LiveStorageTracker(device, resident) as tracker:
+        tracker = LiveStorageTracker(device, resident)  # typed: TorchDispatchMode.__enter__ (returns self) is not
+        with tracker:
             fn()
         return tracker.peak
     finally:

@@ -113,12 +113,12 @@ def fit_linear(features: torch.Tensor, labels: torch.Tensor, num_classes: int, *
         def closure() -> torch.Tensor:
             opt.zero_grad()
             loss = F.cross_entropy(x @ weight.T + bias, y) + l2 * weight.pow(2).sum()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # Tensor.backward is unannotated
             return loss
 
         synchronize(dev)
         start = time.perf_counter()
-        opt.step(closure)
+        opt.step(closure)  # type: ignore[no-untyped-call]  # torch leaves LBFGS.step unannotated
         synchronize(dev)
         seconds = time.perf_counter() - start
     iterations = int(opt.state[weight].get("n_iter", 0))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import torch
-from timm.optim import param_groups_weight_decay
+from timm.optim import param_groups_weight_decay  # type: ignore[attr-defined]  # timm's public home for it (no __all__); _param_groups is private
 
 from harness.backbones.registry import Family
 from harness.contract import FAMILIES, FAMILY_SPECS, PRECISIONS, SCRATCH_MEAN, SCRATCH_STD, normalise_augment, unknown

@@ -280,7 +280,7 @@ class _Run:
             x, targets = self.mix(x, labels)  # soft targets already carry the smoothing
             smoothing = 0.0
         micro = self.per_rank_batch // r.grad_accum_steps
-        chunks = list(zip(x.split(micro), targets.split(micro), strict=True))
+        chunks = list(zip(torch.split(x, micro), torch.split(targets, micro), strict=True))
         for k, (xs, ts) in enumerate(chunks):
             # DDP averages gradients once per optimiser step: not after every micro-batch.
             sync = self.ddp.no_sync() if self.ddp is not None and k < len(chunks) - 1 else nullcontext()
@@ -291,7 +291,7 @@ class _Run:
                 loss = F.cross_entropy(logits.float(), ts, label_smoothing=smoothing)
                 total_loss += loss.detach() / r.grad_accum_steps
                 scaled = loss / r.grad_accum_steps
-                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()  # type: ignore[no-untyped-call]  # Tensor.backward is unannotated
         if r.clip_grad_norm is not None:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)

@@ -1,1 +1,1 @@
-"""Results: records, the atomic writer, the run schema, reading runs, comparability, compare, noise, the gate, reports."""
+"""Results: records, the atomic writer, the run schema, reading runs, comparability, tolerances, compare, noise, the gate, reports."""

@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.results.compare import Tolerances, compare_runs, parse_tolerances
+from harness.results.compare import compare_runs
 from harness.results.runs import Run, RunError, load_run, machine_history, resolve_run_id
+from harness.results.tolerances import Tolerances, parse_tolerances
 
 # The exit code of a gate that could not compare at all (other hardware, an unreadable run).
 NOT_COMPARABLE = 2

@@ -48,10 +48,11 @@ class CaseResult:
 
 def stats_of(samples_s: Sequence[float]) -> dict[str, Any]:
     """pytest-benchmark's statistics of raw per-round seconds (one iteration per round)."""
-    stats = Stats()
+    # pytest-benchmark ships py.typed but leaves Stats unannotated.
+    stats = Stats()  # type: ignore[no-untyped-call]
     for value in samples_s:
-        stats.update(value)
-    return {**stats.as_dict(), "iterations": 1}
+        stats.update(value)  # type: ignore[no-untyped-call]
+    return {**stats.as_dict(), "iterations": 1}  # type: ignore[no-untyped-call]
 
 
 def benchmark_entry(result: CaseResult, options: dict[str, Any]) -> dict[str, Any]:

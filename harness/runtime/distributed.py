@@ -15,10 +15,10 @@ imported where it is needed: the plugin reads the world at start-up, before any 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from harness.errors import SettingError
 
@@ -297,12 +297,12 @@ def pool_batchnorm(model: torch.nn.Module, world: World) -> int:
     pooled = 0
     for module in model.modules():
         if isinstance(module, _BatchNorm) and module.track_running_stats:
-            module.forward = _pooled_forward(module, module.forward)  # type: ignore[method-assign]
+            module.forward = _pooled_forward(module, module.forward)  # type: ignore[method-assign, assignment]  # an instance attribute, not a method
             pooled += 1
     return pooled
 
 
-def _pooled_forward(module: _BatchNorm, own: Any) -> Any:
+def _pooled_forward(module: _BatchNorm, own: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
     import torch
     import torch.distributed.nn.functional as dist_fn
 
@@ -313,7 +313,8 @@ def _pooled_forward(module: _BatchNorm, own: Any) -> Any:
         dims = [0, *range(2, x.dim())]
         xf = x.float()
         count = torch.full((1,), xf.numel() // channels, dtype=xf.dtype, device=x.device)
-        totals = dist_fn.all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
+        local = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
+        totals: torch.Tensor = dist_fn.all_reduce(local)  # type: ignore[no-untyped-call]  # unannotated in torch
         n = totals[-1]
         mean = totals[:channels] / n
         var = (totals[channels : 2 * channels] / n - mean * mean).clamp_min(0)

@@ -40,7 +40,7 @@ def machine_facts(devices: list[str], edge_profile: EdgeProfile | None = None) -
         "fvcore": _version("fvcore"),
         "onnxruntime": _version("onnxruntime"),
         "cuda": torch.version.cuda if uses_cuda else None,
-        "cudnn": torch.backends.cudnn.version() if uses_cuda else None,
+        "cudnn": torch.backends.cudnn.version() if uses_cuda else None,  # type: ignore[no-untyped-call]  # unannotated in torch
         "gpu_name": gpu_name() if uses_cuda else None,
         "gpu_count": torch.cuda.device_count() if uses_cuda else 0,
         "cpu_model": cpu_model(),

@@ -56,7 +56,9 @@ def run(ctx: StepContext) -> None:
 
 
 def _in_process(ctx: StepContext, size: int, precision: str) -> None:
-    from harness.edge.power import PolledSampler, PowerSampler, pick_sampler
+    from harness.edge.power import PowerSampler
+    from harness.edge.samplers import PolledSampler
+    from harness.edge.sources import pick_sampler
     from harness.kinds.inference import prepare_inference
     from harness.matrix.cases import CaseSpec
     from harness.measure.timing import plan_rounds, time_rounds
