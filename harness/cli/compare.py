@@ -27,8 +27,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Compare and print; the comparison's exit code."""
     from harness.results.compare import compare_runs  # scipy: imported by the verb that runs, not by --help
-    from harness.results.tolerances import parse_tolerances
     from harness.results.runs import load_run, machine_history
+    from harness.results.tolerances import parse_tolerances
 
     base = load_run(args.baseline, args.storage)
     # 'latest' (and other bare ids) for CURRENT resolve in the baseline's machine folder when it has one.
