@@ -29,8 +29,10 @@ from harness.measure.recipes import autocast_dtype
 from harness.measure.selection import VAL_FRACTION, Choice, Prefer, choose, tune_setting
 from harness.measure.trained import TrainResult
 from harness.measure.training import EVAL_BATCH
+from harness.protocols import Progress
 from harness.protocols.keys import case_keys, seed_keys
 from harness.runtime.devices import synchronize
+from harness.runtime.distributed import World
 from harness.settings import Settings
 
 RANDOM_WEIGHTS_NOTE = "{protocol} on random weights: a baseline for pretrained features, not a transfer"
@@ -225,3 +227,21 @@ def run_frozen_case(probe: Probe, spec: CaseSpec, options: Settings, train_split
     else:
         record["note"] = RANDOM_WEIGHTS_NOTE.format(protocol=spec.protocol)
     return record
+
+
+class FrozenProtocol:
+    """A frozen-feature protocol's module functions (``grid``, ``settings_of``, ``run``) for its probe:
+    ``grid, settings_of, run = FrozenProtocol(PROBE).functions()`` is all such a module exports."""
+
+    def __init__(self, probe: Probe) -> None:
+        self.probe = probe
+
+    def grid(self, settings: Settings) -> Mapping[str, object] | None:
+        return self.probe.grid()
+
+    def settings_of(self, spec: CaseSpec, settings: Settings) -> dict[str, object]:
+        return probe_settings(self.probe, settings.tune)
+
+    def run(self, spec: CaseSpec, settings: Settings, train_split: TensorSplit, test_split: TensorSplit, world: World,
+            progress: Progress | None) -> dict[str, Any]:
+        return run_frozen_case(self.probe, spec, settings, train_split, test_split)

@@ -6,18 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from harness.data.types import TensorSplit
-from harness.matrix.cases import CaseSpec
 from harness.measure.probes import LINEAR_L2, LINEAR_MAX_ITER, LinearProbe, fit_linear
 from harness.measure.selection import LINEAR_L2_GRID, Prefer, logit_score
-from harness.protocols import Progress
-from harness.protocols.frozen import probe_settings, run_frozen_case
-from harness.runtime.distributed import World
-from harness.settings import Settings
+from harness.protocols.frozen import FrozenProtocol
 
 
 @dataclass(frozen=True)
@@ -61,16 +55,5 @@ class LinearHead:
 
 
 PROBE = LinearHead()
-
-
-def grid(settings: Settings) -> Mapping[str, object] | None:
-    return PROBE.grid()
-
-
-def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
-    return probe_settings(PROBE, settings.tune)
-
-
-def run(spec: CaseSpec, settings: Settings, train_split: TensorSplit, test_split: TensorSplit, world: World,
-        progress: Progress | None) -> dict[str, Any]:
-    return run_frozen_case(PROBE, spec, settings, train_split, test_split)
+_PROTOCOL = FrozenProtocol(PROBE)
+grid, settings_of, run = _PROTOCOL.grid, _PROTOCOL.settings_of, _PROTOCOL.run
