@@ -76,6 +76,7 @@ class BenchSession:
         self.saved_path: Path | None = None
         self.baseline: Any = None
         self.gate_lines: list[str] = []
+        self.save_lines: list[str] = []  # orphans recovered by the save, or where a refused run went
         self.durations: dict[str, float] = {}  # nodeid → seconds of setup + call + teardown
         self.shard_record: dict[str, Any] | None = None
         self.case_outcomes: dict[str, str] = {}  # nodeid → passed, failed or skipped, of benchmark cases only
@@ -122,8 +123,23 @@ class BenchSession:
         if record is not None:
             self.shard_record = record
 
+    def check_destinations(self, cases: int) -> None:
+        """Refuse a ``--benchmark-save`` storage or ``--benchmark-json`` folder that cannot take a run of
+        ``cases`` cases (read-only, full) before any case runs, rather than lose the run after them."""
+        from harness.results.space import check_destination
+        from harness.results.storage import StorageError
+
+        try:
+            if self.save_name and not self.is_worker:
+                check_destination(self.storage, "--benchmark-storage", cases)
+            if self.json_path is not None and not self.is_worker:
+                check_destination(self.json_path.absolute().parent, "--benchmark-json's folder", cases)
+        except StorageError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.check_destinations(sum(1 for item in session.items if _spec(item) is not None))
         self.load_baseline(_devices(session.items))
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -166,24 +182,47 @@ class BenchSession:
         # A shard writes its run even when all its cases skipped: the merge needs every part.
         if self.is_worker or not ((self.results or self.shard_record is not None) and (self.save_name or self.json_path or self.baseline is not None)):
             return
-        from harness.files import write_atomic
         from harness.results.records import build_run
-        from harness.results.storage import dumps, save_run
 
         results = [replace(r, record={**r.record, "duration_s": round(self.durations.get(r.fullname, 0.0), 3)}) for r in self.results.values()]
         run = build_run(results, machine_info=self.machine_info(), commit_info=self.commit_info(),
                         options={"bench_time_s": self.settings.bench_time_s}, shard=self.shard_record)
-        if self.save_name:
-            self.saved_path = save_run(self.storage, run["machine_info"]["baseline_key"], self.save_name, run)
-        if self.json_path is not None:
-            text = dumps(run)
-            write_atomic(self.json_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        if self._write(run) and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the run is not where it was asked to go
         if self.baseline is not None:
             from harness.results.gate import gate_run
 
             self.gate_lines, code = gate_run(self.baseline, run, self.settings, storage=self.storage)
             if code:
                 session.exitstatus = code
+
+    def _write(self, run: dict[str, Any]) -> bool:
+        """Save and write ``run`` as asked; True when a destination refused it (it is then in a
+        fallback file, named with the command that moves it, in :attr:`save_lines`)."""
+        from harness.files import write_atomic
+        from harness.results.storage import SaveFailed, StorageError, dumps, reason_of, save_failure_lines, save_run, write_fallback
+
+        key = str(run["machine_info"]["baseline_key"])
+        failed = False
+        try:
+            if self.save_name:
+                try:
+                    self.saved_path = save_run(self.storage, key, self.save_name, run, on_recover=lambda line: self.save_lines.append(f"backbone-bench: {line}"))
+                except SaveFailed as exc:
+                    self.save_lines += save_failure_lines(exc)
+                    failed = True
+            if self.json_path is not None:
+                text, path = dumps(run), self.json_path
+                try:
+                    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+                except OSError as exc:
+                    self.json_path, failed = None, True
+                    move = write_fallback(text, key, path.stem, str(path), reason_of(exc), lambda f: shlex.join(["mv", str(f), str(path)]))
+                    self.save_lines += save_failure_lines(move)
+        except StorageError as exc:  # not even a fallback could take it
+            self.save_lines.append(f"backbone-bench: {exc}")
+            failed = True
+        return failed
 
     def machine_info(self) -> dict[str, Any]:
         """pytest-benchmark's machine info, updated through its public hook (our facts included)."""
@@ -216,6 +255,8 @@ class BenchSession:
             terminalreporter.write_line(
                 f"backbone-bench: shard {r['index']}/{r['count']}: {r['cases']} case(s) of the selection, expected {r['expected_s']:.0f} s "
                 f"({r['costs_from_stored_runs']} costed from stored runs); merge the shards' runs with python -m harness merge")
+        for line in self.save_lines:
+            terminalreporter.write_line(line)
         if self.saved_path is not None:
             terminalreporter.write_line(f"backbone-bench: saved {len(self.results)} case(s) to {self.saved_path}")
         if self.json_path is not None and self.results:
@@ -260,6 +301,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except SettingError as exc:
         raise pytest.UsageError(str(exc)) from None
     bench = BenchSession(config, settings, save_name, json_path)
+    bench.check_destinations(cases=1)  # writable at all; collection_finish checks the room for the selection
     config.stash[_KEY] = bench
     config.pluginmanager.register(bench, "backbone-bench-session")
     init_distributed(settings.devices, share_cores=settings.edge_profile is None)  # torchrun: join the ranks' process group

@@ -238,10 +238,11 @@ def _submit(args: argparse.Namespace, folder: Path, tasks: Sequence[ShardTask]) 
 
 def collect(plan: LaunchPlan, folder: Path, args: argparse.Namespace) -> int:
     """Merge every shard's run of ``folder``, write ``merged.json``, save (``--save``), write
-    ``--json``, and gate (``--gate``): the gate's exit code, else 1 when a case failed (as pytest), else 0."""
+    ``--json``, and gate (``--gate``): the gate's exit code, else 1 when a case failed (as pytest) or the
+    storage refused the run (it is then in a fallback file), else 0."""
     from harness.files import write_atomic
     from harness.results.merge import merge_runs
-    from harness.results.storage import dumps, save_run
+    from harness.results.storage import SaveFailed, dumps, save_failure_lines, save_run
 
     files = [run_file(folder, k, plan.shards) for k in range(1, plan.shards + 1)]
     doc = merge_runs([str(path) for path in files], args.storage)
@@ -254,8 +255,13 @@ def collect(plan: LaunchPlan, folder: Path, args: argparse.Namespace) -> int:
     cases = len(doc.get("benchmarks", [])) + len(doc.get("backbone_bench", {}).get("failed", []))
     print(f"merged {cases} case(s) from {plan.shards} shard(s) into {merged}")
     key = str(doc["machine_info"]["baseline_key"])
+    unsaved = False
     if args.save:
-        print(f"saved the merged run to {save_run(args.storage, key, args.save, doc)}")
+        try:
+            print(f"saved the merged run to {save_run(args.storage, key, args.save, doc, on_recover=print)}")
+        except SaveFailed as exc:  # the merged run is in the fallback file (and merged.json), named with the command that moves it
+            print("\n".join(save_failure_lines(exc)))
+            unsaved = True
     if args.json is not None:
         write_atomic(args.json, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         print(f"wrote the merged run to {args.json}")
@@ -264,7 +270,7 @@ def collect(plan: LaunchPlan, folder: Path, args: argparse.Namespace) -> int:
               if f.get("extra_info", {}).get("status") == "failed"]
     if failed:  # the merged run records them; like pytest, they fail the launch
         print(f"{len(failed)} case(s) failed: {', '.join(failed)}")
-    return code or (1 if failed else 0)
+    return code or (1 if failed or unsaved else 0)
 
 
 def _gate(doc: dict[str, Any], key: str, args: argparse.Namespace) -> int:

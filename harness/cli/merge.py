@@ -2,12 +2,15 @@
 
 The merge itself is :mod:`harness.results.merge`: shards of different machines, commits,
 selections or splits are refused with exit 2 before anything is written. ``merge --save`` is
-the only command that writes into the storage directory: a new numbered file, never over an old one.
+the only command that writes into the storage directory: a new numbered file, never over an old one;
+a storage that refuses it (read-only, full) leaves the run in a fallback file, printed with the
+command that moves it into place (``python -m harness storage adopt``), exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +29,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Merge, then save or write; 0."""
+    """Merge, then save or write; 0, or 1 when the storage refused the run (then in a fallback file)."""
     from harness.results.merge import merge_runs  # imported by the verb that runs, not by --help
-    from harness.results.storage import check_run_name, dumps, save_run, write_new
+    from harness.results.storage import SaveFailed, check_run_name, dumps, save_failure_lines, save_run, write_new
 
     # Refuse a bad destination before reading the shards: the merge itself may read many runs.
     if args.save is not None:
@@ -41,7 +44,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"the merged run cannot be written as JSON ({exc}); a shard run holds NaN or Infinity: re-run that shard") from None
     if args.save is not None:
-        path = save_run(args.storage, doc["machine_info"]["baseline_key"], args.save, doc)
+        try:
+            path = save_run(args.storage, doc["machine_info"]["baseline_key"], args.save, doc, on_recover=print)
+        except SaveFailed as exc:  # the merged run is in the fallback file, named with the command that moves it
+            print("\n".join(save_failure_lines(exc)), file=sys.stderr)
+            return 1
     else:
         try:
             write_new(args.json, text)
