@@ -182,3 +182,10 @@ def test_a_cases_share_is_measured_on_the_stored_runs(tmp_path: Path) -> None:
     path = save_run(tmp_path, KEY, "main", RUN)
     cases = len(RUN["benchmarks"]) + len(RUN.get("backbone_bench", {}).get("failed", []))
     assert case_bytes(tmp_path) == path.stat().st_size // cases
+
+
+def test_a_machine_folder_taken_by_a_file_is_a_refused_save_not_a_search_for_numbers(tmp_path: Path, unsaved: Path) -> None:
+    (tmp_path / KEY).write_text("")
+    with pytest.raises(SaveFailed) as caught:
+        save_run(tmp_path, KEY, "main", RUN)
+    assert caught.value.reason == "Not a directory (errno 20)" and caught.value.fallback.read_text() == dumps(RUN)

@@ -16,6 +16,7 @@ the next save into that folder, and ``python -m harness storage check --repair``
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import re
@@ -90,6 +91,8 @@ def link_numbered(folder: Path, name: str, place: Callable[[Path], None]) -> Pat
         try:
             place(path)
         except FileExistsError:
+            if not folder.is_dir():  # the folder's name is taken by a file: no number will do
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder)) from None
             continue
         return path
     raise StorageError(f"could not find a free run number in {folder}")
