@@ -25,6 +25,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,9 +37,9 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def big_run(copies: int) -> dict[str, object]:
+def big_run(copies: int) -> dict[str, Any]:
     """The test data's run with its cases repeated: a file of some megabytes, whose write takes a measurable time."""
-    run = json.loads((ROOT / "tests" / "data" / "run_cpu_base.json").read_text())
+    run: dict[str, Any] = json.loads((ROOT / "tests" / "data" / "run_cpu_base.json").read_text())
     cases = run["benchmarks"]
     run["benchmarks"] = []
     for k in range(copies):
@@ -65,7 +66,7 @@ def main() -> int:
     run = big_run(args.copies)
     source = args.folder / "killme-run.json"
     source.write_text(dumps(run))
-    key = str(run["machine_info"]["baseline_key"])  # type: ignore[index]
+    key = str(run["machine_info"]["baseline_key"])
     earlier = [save_run(storage, key, name, run) for name in ("before-1", "before-2")]
     hashes = {p: sha256(p) for p in earlier}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -34,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (0 ok, 1 regressions, 2 usage error)."""
     try:
         args = parser().parse_args(argv)
-        return VERBS[args.command].run(args)
+        code: int = VERBS[args.command].run(args)
+        return code
     except Exception as exc:
         if not isinstance(exc, usage_errors()):
             raise
