@@ -503,3 +503,24 @@ def test_cli_not_comparable_exits_2_and_force_judges(tmp_path: Path, capsys: pyt
     assert "not comparable" in out and "threads 1 → 2" in out and "pass --force to judge anyway" in out
     assert main(["compare", one, two, "--storage", str(tmp_path), "--force"]) == 0
     assert "warning: forced across settings" in capsys.readouterr().out  # once, in the table's header
+
+
+def test_compare_name_right_after_saving_it_compares_the_previous_save(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli.main import main
+    from harness.results.storage import save_run
+
+    data = Path(__file__).parent / "data"
+    base, slow = (json.loads((data / f"run_cpu_{name}.json").read_text()) for name in ("base", "slow"))
+    key = base["machine_info"]["baseline_key"]
+    save_run(tmp_path, key, "smoke", base)
+    assert main(["compare", "smoke", "--storage", str(tmp_path)]) == 0  # one save of the name: nothing to compare it with
+    assert capsys.readouterr().err == f"warning: baseline and current are the same run ({key}/0001_smoke); nothing can differ\n"
+    save_run(tmp_path, key, "other", base)
+    save_run(tmp_path, key, "smoke", slow)
+    code = main(["compare", "smoke", "--storage", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert err == (f"note: {key}/0003_smoke, the newest run named 'smoke', is the latest run; comparing it with the previous one of that name, "
+                   f"{key}/0001_smoke\n")
+    assert out.splitlines()[:2] == [f"baseline: {key}/0001_smoke", f"current:  {key}/0003_smoke"] and code == 1
+    main(["compare", "smoke", "latest", "--storage", str(tmp_path)])  # CURRENT named explicitly: the same run, as asked
+    assert capsys.readouterr().err == f"warning: baseline and current are the same run ({key}/0003_smoke); nothing can differ\n"

@@ -106,9 +106,14 @@ def test_resume_after_interruption_is_bit_identical(splits, tmp_path: Path) -> N
         run(cnn(), splits, recipe, checkpoint_dir=tmp_path / "cut", progress=stop_after_first)
     assert (tmp_path / "cut" / "last.pt").exists()
     resumed_model = cnn(seed=123)  # different init: everything must come from the checkpoint
-    epochs_seen: list[int] = []
-    resumed = run(resumed_model, splits, recipe, checkpoint_dir=tmp_path / "cut", resume=True, progress=lambda s: epochs_seen.append(s.epoch))
+    seen: list[EpochStats] = []
+    resumed = run(resumed_model, splits, recipe, checkpoint_dir=tmp_path / "cut", resume=True, progress=seen.append)
+    epochs_seen = [s.epoch for s in seen]
     assert epochs_seen == [2, 3]
+    # It says it resumed, and its time and throughput are of the epochs it trained (2 and 3), not the first.
+    assert [s.resumed_from_epoch for s in seen] == [1, 1] and resumed.resumed_from_epoch == 1 and whole.resumed_from_epoch is None
+    assert resumed.train_time_s == pytest.approx(sum(point["epoch_time_s"] for point in resumed.curve[1:]), rel=1e-9)
+    assert resumed.train_ips == pytest.approx(2 * (320 // 32) * 32 / resumed.train_time_s)
     assert resumed.top1 == whole.top1
     assert [r["loss"] for r in resumed.curve] == [r["loss"] for r in whole.curve]
     for k, v in whole_model.state_dict().items():
@@ -424,3 +429,17 @@ def test_batches_are_resized_on_the_device_and_normalised_with_the_weights_stati
     model.register_forward_pre_hook(lambda m, args: shapes.append(tuple(args[0].shape)))
     run(model, splits, small(epochs=1, img_size=24))
     assert {s[-2:] for s in shapes} == {(24, 24)}  # training and evaluation batches alike; the split stays 8 px
+
+
+def test_a_run_whose_only_step_is_the_profiled_one_counts_it(splits) -> None:  # type: ignore[no-untyped-def]
+    # One optimiser step in all (320 images, batch 320): it is profiled for memory, and it is the throughput there is.
+    res = run(cnn(), splits, small(epochs=1, batch_size=320), measure_memory=True)
+    assert res.steps_run == 1 and res.peak_train_mem_bytes > 0
+    assert res.train_time_s > 0 and res.train_ips == pytest.approx(320 / res.train_time_s)
+
+
+def test_resuming_a_finished_run_reports_the_checkpoints_training(splits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    whole = run(cnn(), splits, small(epochs=2), checkpoint_dir=tmp_path)
+    again = run(cnn(seed=5), splits, small(epochs=2), checkpoint_dir=tmp_path, resume=True)
+    assert again.resumed_from_epoch == 2 and again.top1 == whole.top1
+    assert (again.train_time_s, again.train_ips) == (whole.train_time_s, whole.train_ips)  # nothing trained here: the checkpoint's run

@@ -240,7 +240,8 @@ def _submit(args: argparse.Namespace, folder: Path, tasks: Sequence[ShardTask]) 
 
 def collect(plan: LaunchPlan, folder: Path, args: argparse.Namespace) -> int:
     """Merge every shard's run of ``folder``, write ``merged.json``, save (``--save``), write
-    ``--json``, and gate (``--gate``): the gate's exit code, else 1 when a case failed (as pytest), else 0."""
+    ``--json``, and gate (``--gate``): the gate's exit code, else 1 when a case failed (as pytest) or the
+    storage refused the run (it is then in a fallback file), else 0."""
     from harness.results.merge import merge_runs
     from harness.results.publish import UnwritableRun, publish_run
 
@@ -254,6 +255,8 @@ def collect(plan: LaunchPlan, folder: Path, args: argparse.Namespace) -> int:
         raise LaunchError(f"{exc}; re-run the shard that recorded it") from None
     cases = len(doc.get("benchmarks", [])) + len(doc.get("backbone_bench", {}).get("failed", []))
     print(f"merged {cases} case(s) from {plan.shards} shard(s) into {merged}")
+    for line in published.lines:  # killed saves recovered, or where a refused run went and how to move it
+        print(line)
     if published.saved is not None:
         print(f"saved the merged run to {published.saved}")
     if args.json is not None:
@@ -266,7 +269,7 @@ def collect(plan: LaunchPlan, folder: Path, args: argparse.Namespace) -> int:
               if f.get("extra_info", {}).get("status") == "failed"]
     if failed:  # the merged run records them; like pytest, they fail the launch
         print(f"{len(failed)} case(s) failed: {', '.join(failed)}")
-    return code or (1 if failed else 0)
+    return code or (1 if failed or published.refused else 0)
 
 
 def _baseline(doc: dict[str, Any], args: argparse.Namespace) -> tuple[Run | None, int]:

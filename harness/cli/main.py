@@ -4,7 +4,7 @@ Exit codes: 0 nothing regressed (or the verb's work done), 1 regressions found (
 missing), 2 a usage error (bad arguments, unreadable runs, bad tolerance spec: one
 ``error: ...`` line on stderr) or runs that are not comparable. The verbs and what each does:
 ``compare`` (:mod:`harness.cli.compare`), ``contract``, ``report``, ``launch``, ``weights``,
-``merge``. argparse lives in :mod:`harness.cli` and :mod:`harness.plugin` only.
+``merge``, ``storage`` (:mod:`harness.cli.storage`). argparse lives in :mod:`harness.cli` and :mod:`harness.plugin` only.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from harness.cli import compare, contract, launch, merge, report, weights
+from harness.cli import compare, contract, launch, merge, report, storage, weights
 from harness.cli.common import USAGE_ERROR, Parser, UsageError
 
 
@@ -27,7 +27,8 @@ class Verb(Protocol):
 
 
 # The verbs in the order --help lists them.
-VERBS: dict[str, Verb] = {"compare": compare, "contract": contract, "report": report, "launch": launch, "weights": weights, "merge": merge}
+VERBS: dict[str, Verb] = {"compare": compare, "contract": contract, "report": report, "launch": launch, "weights": weights, "merge": merge,
+                          "storage": storage}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -43,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (0 ok, 1 regressions, 2 usage error)."""
     try:
         args = parser().parse_args(argv)
-        return VERBS[args.command].run(args)
+        code: int = VERBS[args.command].run(args)
+        return code
     except Exception as exc:
         if not isinstance(exc, usage_errors()):
             raise

@@ -2,12 +2,15 @@
 
 The merge itself is :mod:`harness.results.merge`: shards of different machines, commits,
 selections or splits are refused with exit 2 before anything is written. ``merge --save`` is
-the only command that writes into the storage directory: a new numbered file, never over an old one.
+the only command that writes into the storage directory: a new numbered file, never over an old one;
+a storage that refuses it (read-only, full) leaves the run in a fallback file, printed with the
+command that moves it into place (``python -m harness storage adopt``), exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Merge, then save or write; 0."""
+    """Merge, then save or write; 0, or 1 when the storage refused the run (then in a fallback file)."""
     from harness.results.merge import merge_runs  # imported by the verb that runs, not by --help
     from harness.results.publish import UnwritableRun, publish_run
     from harness.results.storage import check_run_name
@@ -43,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{exc}: re-run the shard that recorded it") from None
     except FileExistsError:
         raise UsageError(f"--json {args.json} exists; merge never overwrites a file: pass a new path") from None
+    for line in published.lines:  # killed saves recovered, or where a refused run went and how to move it
+        print(line, file=sys.stderr if published.refused else sys.stdout)
+    if published.refused:
+        return 1
     cases = len(doc["benchmarks"]) + len(doc["backbone_bench"]["failed"])
     print(f"merged {doc['backbone_bench']['merged']['count']} shard(s), {cases} case(s) into {published.saved or published.written}")
     return 0

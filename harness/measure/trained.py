@@ -17,6 +17,8 @@ class EpochStats:
     val_top1: float
     epoch_time_s: float
     ips: float
+    # The epochs the checkpoint this run resumed from had trained (None: it started afresh).
+    resumed_from_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -24,8 +26,10 @@ class TrainResult:
     """Outcome of one run. Accuracies in percent, ``macro_f1`` in 0-1, times in seconds.
 
     ``curve_split`` says whether ``curve[i]["val_top1"]`` was measured on ``"val"`` or ``"test"``.
-    ``train_time_s``/``train_ips`` cover training steps only (no evaluation or checkpointing) and
-    leave out the one step profiled for ``peak_train_mem_bytes`` (0 when not measured).
+    ``train_time_s``/``train_ips`` cover training steps only (no evaluation or checkpointing), in
+    this process only (a resumed run's earlier epochs are not counted), and leave out the one
+    step profiled for ``peak_train_mem_bytes`` unless it was the epoch's only step.
+    ``resumed_from_epoch`` is the epochs the resumed checkpoint had trained (None: started afresh).
     """
 
     top1: float
@@ -48,3 +52,4 @@ class TrainResult:
     # Mean cross-entropy of the final evaluation (no label smoothing): ranks grid points whose
     # top-1 ties on a small validation split passed as ``test``.
     test_loss: float = 0.0
+    resumed_from_epoch: int | None = None

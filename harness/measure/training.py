@@ -18,7 +18,6 @@ import copy
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -28,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from harness.data.augment import MixBatch, RandAugmentBatch, crop_padding, prepare, random_crop_flip, scoped_global_rng
+from harness.data.augment import MixBatch, RandAugmentBatch, crop_padding, random_crop_flip, scoped_global_rng
 from harness.data.batches import Batches, derive_seed, epoch_order
-from harness.data.subsets import split_validation
 from harness.data.types import TensorSplit
-from harness.errors import OUT_OF_MEMORY
-from harness.files import write_atomic
+from harness.measure.checkpoints import BEST, CHECKPOINT, load_checkpoint, save_best, save_checkpoint
 from harness.measure.classification import epochs_to_target, macro_f1, per_class_accuracy, topk_accuracy
+from harness.measure.curve import CURVE_POINTS, CURVE_SAMPLE, carve_validation, curve_sample
+from harness.measure.evaluation import EVAL_BATCH, Evaluating
 from harness.measure.memory import peak_bytes
 from harness.measure.recipes import Recipe, autocast_dtype, build_optimizer, build_scheduler, determinism
 from harness.measure.trained import EpochStats, TrainResult
@@ -53,29 +52,10 @@ from harness.runtime.distributed import (
     require_group,
 )
 
-CHECKPOINT = "last.pt"
+# Importable from here as before the split: tests and callers name them as the loop's.
+__all__ = ["BEST", "CHECKPOINT", "CURVE_POINTS", "CURVE_SAMPLE", "EVAL_BATCH", "curve_sample", "freeze_norm_stats", "train"]
 
 
-BEST = "best.pt"
-
-
-# The per-epoch curve on the test split reads a fixed stratified sample of this many images: 50
-# per class on 10 classes puts the curve's standard error near 2 points, enough to see a model
-# converge, while a 100-image subset no longer spends most of its time evaluating 10,000 images
-# every epoch. The final evaluation always reads the whole split. A validation split (which picks
-# the best epoch) is read whole.
-CURVE_SAMPLE = 500
-
-
-# Evaluation batches start here and halve on out-of-memory: per-image cost on a GPU flattens out
-# well below 256, and a 224 px batch of 256 holds a few GB of activations for the registry's models.
-EVAL_BATCH = 256
-
-
-# The curve has at most this many points: a step schedule on a 25-image subset is 500 one-step
-# epochs, and evaluating (and checkpointing) after each would cost more than the training. Runs of
-# up to 20 epochs (every epoch schedule the suite ran before steps) keep one point per epoch.
-CURVE_POINTS = 20
 
 
 def train(
@@ -113,7 +93,7 @@ def train(
     if val is not None and recipe.val_fraction > 0:
         raise ValueError("pass either val or recipe.val_fraction > 0, not both")
     if val is None and recipe.val_fraction > 0:
-        train, val = _carve_validation(train, recipe)
+        train, val = carve_validation(train, recipe)
     if recipe.early_stop_patience is not None and val is None:
         raise ValueError("early_stop_patience needs a validation split: pass val or set recipe.val_fraction > 0")
     world = current_world() if world is None else world
@@ -126,7 +106,7 @@ def train(
         )
 
 
-class _Run:
+class _Run(Evaluating):
     """State of one training run; split out of :func:`train` so the loop reads top to bottom."""
 
     def __init__(self, model: torch.nn.Module, train: TensorSplit, test: TensorSplit, val: TensorSplit | None, recipe: Recipe,
@@ -182,14 +162,19 @@ class _Run:
         cutmix_alpha = recipe.cutmix_alpha if "cutmix" in recipe.augment else 0.0
         mixing = mixup_alpha > 0 or cutmix_alpha > 0
         self.mix = MixBatch(self.num_classes, recipe.label_smoothing, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha) if mixing else None
+        self.resumed_from: int | None = None  # the epochs a resumed checkpoint had trained
         self.state: dict[str, Any] = dict(epoch=0, curve=[], best_top1=-1.0, best_epoch=0, best_state=None, since_best=0,
                                           stopped=False, train_time_s=0.0, train_images=0, peak_mem=0, eval_time_s=0.0)
 
     def fit(self, ckpt_dir: Path | None, resume: bool, progress: Callable[[EpochStats], None] | None,
             peak_fn: Callable[..., int] | None) -> TrainResult:
         if resume and ckpt_dir is not None and (ckpt_dir / CHECKPOINT).exists():
-            self._load(ckpt_dir / CHECKPOINT)
+            self.state = load_checkpoint(ckpt_dir / CHECKPOINT, self.recipe, self.model, self.optimizer, self.scheduler, self.scaler,
+                                         self.world.size, self.device)
+            self.resumed_from = int(self.state["epoch"])
         st = self.state
+        # This process's training is what its figures count: the checkpoint's time and images came before.
+        self.before = (st["train_time_s"], st["train_images"])
         # The epochs trained since the last curve point: their summed loss x steps, steps, seconds, images.
         pending: dict[str, float] = dict(loss=0.0, steps=0, seconds=0.0, images=0)
         while st["epoch"] < self.total_epochs and not st["stopped"]:
@@ -214,15 +199,15 @@ class _Run:
                 if self.val_b is not None:
                     st["best_state"] = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
                     if ckpt_dir is not None and self.world.is_main:
-                        write_atomic(ckpt_dir / BEST, partial(torch.save, {"model": st["best_state"], "epoch": st["epoch"]}))
+                        save_best(ckpt_dir, st["best_state"], st["epoch"])
             else:
                 st["since_best"] += 1
             patience = self.recipe.early_stop_patience
             st["stopped"] = patience is not None and st["since_best"] >= patience
             if ckpt_dir is not None and self.world.is_main:
-                self._save(ckpt_dir / CHECKPOINT)
+                save_checkpoint(ckpt_dir / CHECKPOINT, self.recipe, self.model, self.optimizer, self.scheduler, self.scaler, st, self.world.size)
             if progress is not None:
-                progress(EpochStats(st["epoch"], loss, top1, seconds, images / seconds if seconds > 0 else 0.0))
+                progress(EpochStats(st["epoch"], loss, top1, seconds, images / seconds if seconds > 0 else 0.0, self.resumed_from))
         return self._result()
 
     def _train_epoch(self, epoch: int, peak_fn: Callable[..., int] | None) -> tuple[float, float, int, int]:
@@ -263,6 +248,8 @@ class _Run:
                 else:
                     self._step(images, labels, total_loss)
             synchronize(dev)
+            if excluded_images == steps * self.per_rank_batch:
+                excluded_s, excluded_images = 0.0, 0  # the profiled step was the only one: it is the throughput there is
             seconds = all_reduce_max(time.perf_counter() - start - excluded_s, world, dev)
         loss = all_reduce_sum(total_loss, world).item() / world.size / steps
         return loss, seconds, steps * r.batch_size - excluded_images * world.size, steps
@@ -291,7 +278,7 @@ class _Run:
                 loss = F.cross_entropy(logits.float(), ts, label_smoothing=smoothing)
                 total_loss += loss.detach() / r.grad_accum_steps
                 scaled = loss / r.grad_accum_steps
-                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()  # type: ignore[no-untyped-call]  # Tensor.backward is unannotated
+                torch.autograd.backward(self.scaler.scale(scaled) if self.scaler is not None else scaled)
         if r.clip_grad_norm is not None:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
@@ -304,87 +291,10 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
 
-    def _check_logits(self, logits: torch.Tensor) -> None:
-        if logits.ndim != 2 or logits.shape[1] != self.num_classes:
-            raise ValueError(f"model returned logits {tuple(logits.shape)}; build it with num_classes={self.num_classes}")
-
     def _resident(self, images: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
         """Tensors alive across a step: parameters, buffers, optimiser state and the batch."""
         opt_state = [v for s in self.optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
         return [*self.model.parameters(), *self.model.buffers(), *opt_state, images, labels]
-
-    def _input(self, images: torch.Tensor) -> torch.Tensor:
-        """A uint8 batch as the model's input: resized on the device, normalised with the weights' statistics."""
-        r = self.recipe
-        return prepare(images, size=r.img_size, mean=r.mean, std=r.std, channels_last=r.channels_last)
-
-    def _predict(self, batches: Batches) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (float32, CPU) and labels for a whole split, in eval mode at the recipe's precision.
-
-        Batches of ``eval_batch``, halved (for the rest of the run) when one does not fit; the
-        time, device-synchronised, adds to ``eval_time_s``.
-        """
-        synchronize(self.device)
-        start = time.perf_counter()
-        while True:
-            try:
-                result = self._predict_at(batches, self.eval_batch)
-                break
-            except OUT_OF_MEMORY:
-                if self.eval_batch == 1:
-                    raise
-                self.eval_batch //= 2
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-        synchronize(self.device)
-        self.state["eval_time_s"] = self.state.get("eval_time_s", 0.0) + time.perf_counter() - start
-        return result
-
-    @torch.inference_mode()
-    def _predict_at(self, batches: Batches, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        self.model.eval()
-        outs, labels = [], []
-        try:
-            for images, y in batches.iterate(batch_size):
-                with self.autocast():
-                    logits = self.model(self._input(images))
-                self._check_logits(logits)
-                outs.append(logits.float().cpu())
-                labels.append(y.cpu())
-        finally:
-            self.model.train()
-        return torch.cat(outs), torch.cat(labels)
-
-    def _save(self, path: Path) -> None:
-        st = self.state
-        write_atomic(path, partial(torch.save, {
-            "recipe": asdict(self.recipe),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": None if self.scaler is None else self.scaler.state_dict(),
-            # Shuffling, augmentation and dropout RNGs are re-seeded from (recipe.seed, epoch) at
-            # every epoch start and never touch global state, so "epoch" fully determines them.
-            "state": st,
-            # Streams and shares depend on the world: a checkpoint resumes on the same number of ranks.
-            "world_size": self.world.size,
-        }))
-
-    def _load(self, path: Path) -> None:
-        ckpt = torch.load(path, map_location=self.device, weights_only=True)
-        if ckpt["recipe"] != asdict(self.recipe):
-            raise ValueError(f"{path} was written with a different recipe; pass the same recipe or resume=False to start over")
-        if ckpt.get("world_size", 1) != self.world.size:
-            raise ValueError(f"{path} was written by {ckpt.get('world_size', 1)} process(es), this run has {self.world.size}; "
-                             f"resume with torchrun --nproc-per-node {ckpt.get('world_size', 1)} or resume=False to start over")
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if self.scaler is not None:
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.state = ckpt["state"]
-        if self.state["best_state"] is not None:
-            self.state["best_state"] = {k: v.cpu() for k, v in self.state["best_state"].items()}
 
     def _result(self) -> TrainResult:
         st = self.state
@@ -393,6 +303,9 @@ class _Run:
             self.model.load_state_dict(st["best_state"])
         broadcast_buffers(self.model, self.world)
         logits, labels = self._predict(self.test_b)
+        seconds, images = st["train_time_s"] - self.before[0], st["train_images"] - self.before[1]
+        if seconds <= 0:  # resumed after the last epoch: this process trained nothing, the checkpoint's run did
+            seconds, images = st["train_time_s"], st["train_images"]
         return TrainResult(
             top1=topk_accuracy(logits, labels, k=1),
             top5=topk_accuracy(logits, labels, k=5),
@@ -401,8 +314,8 @@ class _Run:
             curve=copy.deepcopy(st["curve"]),
             curve_split="test" if self.val_b is None else "val",
             epochs_to_target=epochs_to_target(st["curve"], final_curve_top1),
-            train_time_s=st["train_time_s"],
-            train_ips=st["train_images"] / st["train_time_s"] if st["train_time_s"] > 0 else 0.0,
+            train_time_s=seconds,
+            train_ips=images / seconds if seconds > 0 else 0.0,
             peak_train_mem_bytes=st["peak_mem"],
             epochs_run=st["epoch"],
             steps_run=min(st["epoch"] * self.steps_per_epoch, self.total_steps),
@@ -410,6 +323,7 @@ class _Run:
             best_epoch=st["best_epoch"],
             eval_time_s=st.get("eval_time_s", 0.0),
             curve_images=len(self.curve_b),
+            resumed_from_epoch=self.resumed_from,
         )
 
 
@@ -418,20 +332,3 @@ def freeze_norm_stats(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.eval()
-
-
-def curve_sample(labels: torch.Tensor, n: int) -> torch.Tensor:
-    """``n`` sorted indices of ``labels``, stratified: every class in proportion (to within one image),
-    picked by a fixed permutation (seed 0), so every seed and epoch reads the same images."""
-    total = len(labels)
-    if total <= n:
-        return torch.arange(total)
-    perm = torch.randperm(total, generator=torch.Generator().manual_seed(0))
-    by_class = perm[torch.argsort(labels.cpu()[perm], stable=True)]  # random order within each class
-    return by_class[(torch.arange(n) * total) // n].sort().values
-
-
-def _carve_validation(train: TensorSplit, recipe: Recipe) -> tuple[TensorSplit, TensorSplit]:
-    """Split ``recipe.val_fraction`` of ``train`` off as validation (stratified, seeded by the recipe)."""
-    train_idx, val_idx = split_validation(torch.arange(len(train)), train.labels, fraction=recipe.val_fraction, seed=recipe.seed)
-    return train.take(torch.as_tensor(train_idx, dtype=torch.long)), train.take(torch.as_tensor(val_idx, dtype=torch.long))

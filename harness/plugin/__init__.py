@@ -68,6 +68,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except SettingError as exc:
         raise pytest.UsageError(str(exc)) from None
     bench = BenchSession(config, settings, save_name, json_path)
+    bench.check_destinations(cases=1)  # writable at all; collection_finish checks the room for the selection
     config.stash[_KEY] = bench
     config.pluginmanager.register(bench, "backbone-bench-session")
     init_distributed(settings.devices, share_cores=settings.edge_profile is None)  # torchrun: join the ranks' process group

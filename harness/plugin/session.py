@@ -43,6 +43,7 @@ class BenchSession:
         self.saved_path: Path | None = None
         self.baseline: Any = None
         self.gate_lines: list[str] = []
+        self.save_lines: list[str] = []  # orphans recovered by the save, or where a refused run went
         self.durations: dict[str, float] = {}  # nodeid → seconds of setup + call + teardown
         self.shard_record: dict[str, Any] | None = None
         self.case_outcomes: dict[str, str] = {}  # nodeid → passed, failed or skipped, of benchmark cases only
@@ -89,8 +90,23 @@ class BenchSession:
         if record is not None:
             self.shard_record = record
 
+    def check_destinations(self, cases: int) -> None:
+        """Refuse a ``--benchmark-save`` storage or ``--benchmark-json`` folder that cannot take a run of
+        ``cases`` cases (read-only, full) before any case runs, rather than lose the run after them."""
+        from harness.results.space import check_destination
+        from harness.results.storage import StorageError
+
+        try:
+            if self.save_name and not self.is_worker:
+                check_destination(self.storage, "--benchmark-storage", cases)
+            if self.json_path is not None and not self.is_worker:
+                check_destination(self.json_path.absolute().parent, "--benchmark-json's folder", cases)
+        except StorageError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.check_destinations(sum(1 for item in session.items if _spec(item) is not None))
         self.load_baseline(_devices(session.items))
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -141,7 +157,10 @@ class BenchSession:
                         options={"bench_time_s": self.settings.bench_time_s}, shard=self.shard_record)
         published = publish_run(run, storage=self.storage, save=self.save_name, json_path=self.json_path,
                                 baseline=self.baseline, gate=self.settings)
-        self.saved_path, self.gate_lines = published.saved, published.gate_lines
+        self.saved_path, self.json_path = published.saved, published.written
+        self.save_lines, self.gate_lines = published.lines, published.gate_lines
+        if published.refused and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the run is not where it was asked to go
         if published.code:
             session.exitstatus = published.code
 
@@ -176,6 +195,8 @@ class BenchSession:
             terminalreporter.write_line(
                 f"backbone-bench: shard {r['index']}/{r['count']}: {r['cases']} case(s) of the selection, expected {r['expected_s']:.0f} s "
                 f"({r['costs_from_stored_runs']} costed from stored runs); merge the shards' runs with python -m harness merge")
+        for line in self.save_lines:
+            terminalreporter.write_line(line)
         if self.saved_path is not None:
             terminalreporter.write_line(f"backbone-bench: saved {len(self.results)} case(s) to {self.saved_path}")
         if self.json_path is not None and self.results:

@@ -117,6 +117,8 @@ def train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, tes
         "epochs_to_target": last.epochs_to_target,
         "steps_run": last.steps_run,
         "epochs_run": last.epochs_run,
+        # Per seed, the epochs its checkpoint had trained when --resume picked it up; null when no seed resumed.
+        "resumed_from_epoch": None if all(r.resumed_from_epoch is None for r in results) else [r.resumed_from_epoch for r in results],
         "train_time_s": sum(r.train_time_s for r in results) / len(results),
         "eval_time_s": sum(r.eval_time_s for r in results) / len(results),
         "train_ips": sum(r.train_ips for r in results) / len(results),

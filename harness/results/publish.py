@@ -11,6 +11,7 @@ an exit code, so each caller only prints them in its own place.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from harness.files import write_atomic
 from harness.results.gate import GateOptions, gate_run
 from harness.results.runs import Run
-from harness.results.storage import dumps, save_run, write_new
+from harness.results.storage import SaveFailed, StorageError, dumps, reason_of, save_failure_lines, save_run, write_fallback, write_new
 
 
 class UnwritableRun(ValueError):
@@ -27,10 +28,17 @@ class UnwritableRun(ValueError):
 
 @dataclass(frozen=True)
 class Published:
-    """Where a run went and what its gate said: ``lines`` to print, ``code`` the gate's exit code (0 without one)."""
+    """Where a run went and what its gate said.
+
+    ``lines`` are what the saving has to tell: temporary files of killed saves it recovered, and,
+    when a destination refused the run (``refused``), where the run was written instead and the
+    command that moves it into place. ``gate_lines`` and ``code`` are the gate's (0 without one).
+    """
 
     saved: Path | None = None
     written: Path | None = None
+    lines: list[str] = field(default_factory=list)
+    refused: bool = False
     gate_lines: list[str] = field(default_factory=list)
     code: int = 0
 
@@ -39,24 +47,47 @@ def publish_run(run: dict[str, Any], *, storage: Path, save: str | None = None, 
                 new_json: bool = False, baseline: Run | None = None, gate: GateOptions | None = None) -> Published:
     """Save ``run`` as ``save`` in ``storage``, write it to ``json_path`` and gate it against ``baseline``.
 
-    ``new_json`` refuses an existing ``json_path`` (``FileExistsError``, ``merge`` never overwrites)
-    instead of replacing it atomically (``--benchmark-json`` replaces, as pytest-benchmark does).
-    ``gate`` holds the tolerances and switches; it is required with a ``baseline``. Raises
-    :class:`UnwritableRun` before writing anything when the run cannot be JSON.
+    Nothing is lost: a destination that refuses the run (read-only, full, gone) leaves it in a
+    fallback file, named in ``lines`` with the command that moves it (``refused``); the gate still
+    judges it. ``new_json`` refuses an existing ``json_path`` (``FileExistsError``, ``merge``
+    never overwrites) instead of replacing it atomically (``--benchmark-json`` replaces, as
+    pytest-benchmark does). ``gate`` holds the tolerances and switches; it is required with a
+    ``baseline``. Raises :class:`UnwritableRun` before writing anything when the run cannot be JSON.
     """
     try:
         text = dumps(run)
     except ValueError as exc:
         raise UnwritableRun(f"the run cannot be written as JSON ({exc}); a case recorded NaN or Infinity") from None
-    saved = save_run(storage, str(run["machine_info"]["baseline_key"]), save, run) if save else None
-    if json_path is not None:
-        if new_json:
-            write_new(json_path, text)
-        else:
-            write_atomic(json_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    key = str(run["machine_info"]["baseline_key"])
+    saved = written = None
+    lines: list[str] = []
+    refused = False
+    try:
+        if save:
+            try:
+                saved = save_run(storage, key, save, run, on_recover=lambda line: lines.append(f"backbone-bench: {line}"))
+            except SaveFailed as exc:
+                lines += save_failure_lines(exc)
+                refused = True
+        if json_path is not None:
+            if new_json:
+                write_new(json_path, text)
+                written = json_path
+            else:
+                try:
+                    write_atomic(json_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+                    written = json_path
+                except OSError as exc:
+                    target = json_path
+                    move = write_fallback(text, key, target.stem, str(target), reason_of(exc), lambda f: shlex.join(["mv", str(f), str(target)]))
+                    lines += save_failure_lines(move)
+                    refused = True
+    except StorageError as exc:  # not even a fallback could take it
+        lines.append(f"backbone-bench: {exc}")
+        refused = True
     if baseline is None:
-        return Published(saved, json_path)
+        return Published(saved, written, lines, refused)
     if gate is None:
         raise ValueError("publish_run: a baseline needs the gate's options")
-    lines, code = gate_run(baseline, run, gate, storage=storage)
-    return Published(saved, json_path, lines, code)
+    gate_lines, code = gate_run(baseline, run, gate, storage=storage)
+    return Published(saved, written, lines, refused, gate_lines, code)

@@ -21,7 +21,7 @@ from typing import Any
 from harness.contract import settings_digest
 from harness.results.schema import RecordError, case_settings, check_record, check_schema
 
-_RUN_FILE = re.compile(r"^(?P<num>\d{4})_(?P<name>.+)\.json$")
+RUN_FILE = re.compile(r"^(?P<num>\d{4})_(?P<name>.+)\.json$")
 _LISTED = 20  # how many candidates an error message lists before summarising: keeps it one screen
 
 
@@ -186,7 +186,7 @@ def stored_runs(storage: Path) -> list[Path]:
     """All ``NNNN_NAME.json`` files under ``storage`` and its machine directories, oldest id first."""
     if not storage.is_dir():
         raise RunError(f"storage directory {storage} does not exist; pass --storage DIR or a run file path")
-    found = [p for p in [*storage.glob("*/*.json"), *storage.glob("*.json")] if _RUN_FILE.match(p.name)]
+    found = [p for p in [*storage.glob("*/*.json"), *storage.glob("*.json")] if RUN_FILE.match(p.name)]
     return sorted(found, key=lambda p: (p.name, str(p.parent)))
 
 
@@ -221,7 +221,7 @@ def resolve_run_id(ref: str, storage: Path, *, machine: str | None = None) -> Pa
 
 
 def _matches(filename: str, ref: str) -> bool:
-    m = _RUN_FILE.match(filename)
+    m = RUN_FILE.match(filename)
     assert m is not None  # stored_runs only returns matching names
     return ref in (m["num"], m["name"], f"{m['num']}_{m['name']}", filename)
 
@@ -248,7 +248,7 @@ def machine_history(storage: Path, baseline_key: str, *, exclude: tuple[str, ...
     runs: list[Run] = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         label = _label(path, storage)
-        if not _RUN_FILE.match(path.name) or label in exclude or str(path) in exclude:
+        if not RUN_FILE.match(path.name) or label in exclude or str(path) in exclude:
             continue
         try:
             runs.append(read_run_file(path, label))
