@@ -173,12 +173,12 @@ def default_settings(**overrides: Any) -> Settings:
 
 def check_subsets(datasets: list[str], subsets: list[str]) -> None:
     """Refuse subset sizes a registered dataset cannot provide, before any case runs."""
-    from harness.data.registry import IMAGEFOLDER_PREFIX, dataset_info
+    from harness.data.registry import dataset_info, path_form
     from harness.data.subsets import parse_subset
 
     for name in datasets:
-        if name.startswith(IMAGEFOLDER_PREFIX):
-            continue  # its size is known once the folder is read
+        if path_form(name) is not None:
+            continue  # its size is known once the folder or the shards are read
         info = dataset_info(name)
         about = f"{name} has {info.train_size} training images in {info.num_classes} classes"
         for label in subsets:

@@ -178,14 +178,14 @@ def subsets(text: str) -> list[str]:
 
 
 def datasets(text: str) -> list[str]:
-    """Registered dataset names or ``imagefolder:PATH``."""
-    from harness.data.registry import IMAGEFOLDER_PREFIX, dataset_info
+    """Registered dataset names or path forms (``imagefolder:PATH``, ``wds:PATTERN``)."""
+    from harness.data.registry import dataset_info, path_form
 
     names = split_list(text)
     if not names:
         raise SettingError("dataset needs at least one name, e.g. digits")
     for name in names:
-        if not name.startswith(IMAGEFOLDER_PREFIX):
+        if path_form(name) is None:
             _setting(functools.partial(dataset_info, name))
     return names
 
