@@ -9,6 +9,7 @@ error at parse time, before any case runs.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -20,11 +21,14 @@ if TYPE_CHECKING:
     from harness.edge.profiles import EdgeProfile
 
 T = TypeVar("T")
+# A comma that is not inside braces: the next brace after it, if any, opens one.
+_SEPARATOR = re.compile(r",(?![^{]*\})")
 
 
 def split_list(text: str) -> list[str]:
-    """``"a, b,c"`` → ``["a", "b", "c"]``; newlines count as commas (multi-line ini values)."""
-    return [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
+    """``"a, b,c"`` → ``["a", "b", "c"]``; newlines count as commas (multi-line ini values). A comma
+    inside braces does not split: ``wds:/data/{train-0,train-1}.tar`` is one shard pattern."""
+    return [part.strip() for part in _SEPARATOR.split(text.replace("\n", ",")) if part.strip()]
 
 
 def positive_int(text: str, what: str = "value") -> int:

@@ -79,13 +79,12 @@ def split_pattern(name: str, pattern: Path, split: str) -> Path:
     given = _facts(name, pattern.parent).get("test")
     if given:
         return pattern.parent / str(given)
-    head, word, tail = pattern.name.rpartition("train")
-    if not word:
+    if "train" not in pattern.name:
         raise DatasetUnavailable(
             f"dataset {name!r} (test split): the training pattern's file name {pattern.name!r} has no 'train' to read as 'test'. "
             f"Fix: name the shards train-*.tar and test-*.tar, or write {{\"test\": \"PATTERN\"}} in {pattern.parent / SHARD_FACTS}.",
             dataset=name, path=pattern)
-    siblings = [pattern.with_name(head + other + tail) for other in _EVAL_WORDS]
+    siblings = [pattern.with_name(pattern.name.replace("train", other)) for other in _EVAL_WORDS]
     for sibling in siblings:
         if any(p.is_file() for p in _expand(sibling)):
             return sibling
@@ -152,6 +151,17 @@ def _label(name: str, entry: Entry, shard: Path, classes: tuple[str, ...], posit
                   fix=f"relabel the sample, or list every class in {shard.parent / SHARD_FACTS} as \"classes\"")
 
 
+class _Member(io.BytesIO):
+    """A tar member's bytes, whose repr (which PIL's errors quote) is the member's name, not an object address."""
+
+    def __init__(self, data: bytes, member: str) -> None:
+        super().__init__(data)
+        self.member = member
+
+    def __repr__(self) -> str:
+        return repr(self.member)
+
+
 def _images(name: str, shards: list[Path], entries: list[Entry]) -> Iterator[tuple[tuple[Path, str], IO[bytes]]]:
     """Each entry's image member, streamed from its shard in index order."""
     position = 0
@@ -162,12 +172,14 @@ def _images(name: str, shards: list[Path], entries: list[Entry]) -> Iterator[tup
                 raise DatasetCorrupt(f"dataset {name!r}: {shard} changed while it was read (sample {sample['__key__']!r} is not in its "
                                      "label index). Fix: run again once the shards are written.", dataset=name, path=shard)
             position += 1
-            yield (shard, f"{entry.key}.{entry.image}"), io.BytesIO(sample[entry.image])
+            member = f"{entry.key}.{entry.image}"
+            yield (shard, member), _Member(sample[entry.image], member)
 
 
 def load(path_text: str, split: str, root: Path, *, img_size: int) -> TensorSplit:
     """``split`` of the shards ``wds:path_text`` as uint8 RGB at ``img_size`` (see the module docstring)."""
     name, pattern = WDS_PREFIX + path_text, check(path_text, root)
+    check_classes(path_text, root)
     classes, indexed, train = _classes(name, pattern, root)
     shards = shard_paths(name, pattern, split)
     entries = train if split == "train" else label_index(name, shards, root)
