@@ -31,8 +31,9 @@ from harness.data.shards import SHARD_FACTS
 
 # One sample of a split: image file, its caption and its cls text (None when the source has none).
 _Sample = tuple[Path, str | None, str | None]
-# Every member's modification time in the tar: fixed, so the same source writes byte-identical shards.
-_MTIME = 0.0
+# Every member's modification time in the tar: fixed, so the same source writes byte-identical shards, and an
+# integer: tarfile stores a float mtime in an extra PAX header per member, which doubles the headers a reader parses.
+_MTIME = 0
 CSV_COLUMNS = ("filepath", "caption")
 
 
