@@ -71,7 +71,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("runtimes", "runtimes", p.choice_list("runtime", RUNTIMES), "eager", "R", f"inference runtimes: {', '.join(RUNTIMES)}"),
     Option("channels-last", "channels_last", p.flag, "false", "", "run models and inputs in channels_last memory format", flag=True),
     Option("compile", "compile", p.flag, "false", "", "add the torch.compile runtime to the matrix (same as --runtimes eager,compile)", flag=True),
-    Option("dataset", "datasets", p.datasets, "digits", "NAMES", f"training datasets: {_DATASET_NAMES}, imagefolder:PATH"),
+    Option("dataset", "datasets", p.datasets, "digits", "NAMES", f"training datasets: {_DATASET_NAMES}, imagefolder:PATH, wds:PATTERN (WebDataset shards)"),
     Option("subsets", "subsets", p.subsets, "full", "SIZES", "training subset sizes: 500, 5k, 10k, 50k, full, or per class: 50pc"),
     Option("train-batch-sizes", "train_batch_sizes", p.int_list("train-batch-sizes"), "128", "N", "training batch sizes (a subset smaller than the batch trains at its own size, recorded as train_batch_used)"),
     Option("train-img-sizes", "train_img_sizes", p.train_img_sizes, None, "PX", "training resolutions, or native (each weights' pretrained input size); images are resized on the device (unset: the first of --img-sizes)"),
