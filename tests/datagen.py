@@ -173,3 +173,22 @@ def write_imagefolder(base: Path, classes: tuple[str, ...], per_class: int, *, s
     for k, (image, label) in enumerate(zip(images, labels, strict=True)):
         write_png(base / classes[label] / f"img_{k:03d}.png", image)
     return Written(images, labels)
+
+
+def write_digits_folder(base: Path, *, img_size: int = 32, limit: int | None = None) -> dict[str, Written]:
+    """The embedded digits as an image folder ``base/{train,test}/<digit>/NNNN.png`` (grey 8-bit PNGs at
+    ``img_size``, the suite's 75/25 split; the first ``limit`` images of each split when given) plus
+    ``base/dataset.json`` saying ``hflip: false``, as ``scripts/digits_transfer.py`` writes its folders."""
+    import json
+
+    from harness.data.datasets import load_split
+
+    out: dict[str, Written] = {}
+    for split in ("train", "test"):
+        data = load_split("digits", split, img_size=img_size)  # type: ignore[arg-type]
+        images, labels = data.images[:limit].numpy(), data.labels[:limit].numpy()
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            write_png(base / split / str(label) / f"{i:04d}.png", image[:1])  # grey: the loader replicates it to RGB
+        out[split] = Written(images, labels)
+    (base / "dataset.json").write_text(json.dumps({"hflip": False}))
+    return out

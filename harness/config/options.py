@@ -71,7 +71,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("runtimes", "runtimes", p.choice_list("runtime", RUNTIMES), "eager", "R", f"inference runtimes: {', '.join(RUNTIMES)}"),
     Option("channels-last", "channels_last", p.flag, "false", "", "run models and inputs in channels_last memory format", flag=True),
     Option("compile", "compile", p.flag, "false", "", "add the torch.compile runtime to the matrix (same as --runtimes eager,compile)", flag=True),
-    Option("dataset", "datasets", p.datasets, "digits", "NAMES", f"training datasets: {_DATASET_NAMES}, imagefolder:PATH"),
+    Option("dataset", "datasets", p.datasets, "digits", "NAMES", f"training datasets: {_DATASET_NAMES}, imagefolder:PATH, wds:PATTERN (WebDataset shards)"),
     Option("subsets", "subsets", p.subsets, "full", "SIZES", "training subset sizes: 500, 5k, 10k, 50k, full, or per class: 50pc"),
     Option("train-batch-sizes", "train_batch_sizes", p.int_list("train-batch-sizes"), "128", "N", "training batch sizes (a subset smaller than the batch trains at its own size, recorded as train_batch_used)"),
     Option("train-img-sizes", "train_img_sizes", p.train_img_sizes, None, "PX", "training resolutions, or native (each weights' pretrained input size); images are resized on the device (unset: the first of --img-sizes)"),
@@ -173,12 +173,12 @@ def default_settings(**overrides: Any) -> Settings:
 
 def check_subsets(datasets: list[str], subsets: list[str]) -> None:
     """Refuse subset sizes a registered dataset cannot provide, before any case runs."""
-    from harness.data.registry import IMAGEFOLDER_PREFIX, dataset_info
+    from harness.data.registry import dataset_info, path_form
     from harness.data.subsets import parse_subset
 
     for name in datasets:
-        if name.startswith(IMAGEFOLDER_PREFIX):
-            continue  # its size is known once the folder is read
+        if path_form(name) is not None:
+            continue  # its size is known once the folder or the shards are read
         info = dataset_info(name)
         about = f"{name} has {info.train_size} training images in {info.num_classes} classes"
         for label in subsets:

@@ -9,6 +9,7 @@ error at parse time, before any case runs.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -20,11 +21,14 @@ if TYPE_CHECKING:
     from harness.edge.profiles import EdgeProfile
 
 T = TypeVar("T")
+# A comma that is not inside braces: the next brace after it, if any, opens one.
+_SEPARATOR = re.compile(r",(?![^{]*\})")
 
 
 def split_list(text: str) -> list[str]:
-    """``"a, b,c"`` → ``["a", "b", "c"]``; newlines count as commas (multi-line ini values)."""
-    return [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
+    """``"a, b,c"`` → ``["a", "b", "c"]``; newlines count as commas (multi-line ini values). A comma
+    inside braces does not split: ``wds:/data/{train-0,train-1}.tar`` is one shard pattern."""
+    return [part.strip() for part in _SEPARATOR.split(text.replace("\n", ",")) if part.strip()]
 
 
 def positive_int(text: str, what: str = "value") -> int:
@@ -178,14 +182,14 @@ def subsets(text: str) -> list[str]:
 
 
 def datasets(text: str) -> list[str]:
-    """Registered dataset names or ``imagefolder:PATH``."""
-    from harness.data.registry import IMAGEFOLDER_PREFIX, dataset_info
+    """Registered dataset names or path forms (``imagefolder:PATH``, ``wds:PATTERN``)."""
+    from harness.data.registry import dataset_info, path_form
 
     names = split_list(text)
     if not names:
         raise SettingError("dataset needs at least one name, e.g. digits")
     for name in names:
-        if not name.startswith(IMAGEFOLDER_PREFIX):
+        if path_form(name) is None:
             _setting(functools.partial(dataset_info, name))
     return names
 

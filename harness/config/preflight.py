@@ -47,20 +47,23 @@ def _check_datasets(settings: Settings) -> None:
 
 
 def _check_image_folders(settings: Settings) -> None:
-    """An image folder that is there but cannot train a classifier (empty, one class) is refused
-    whatever --skip-unavailable says: it is not missing, it is wrong."""
-    from harness.data.errors import DatasetUnavailable, DatasetUnusable
-    from harness.data.imagefolder import check_classes
-    from harness.data.registry import IMAGEFOLDER_PREFIX, default_data_root
+    """An image folder or shard set that is there but cannot train a classifier (empty, one class,
+    a shard that is no tar or a sample without a label) is refused whatever --skip-unavailable says:
+    it is not missing, it is wrong. Shards are scanned here once (no image decoded); their label
+    index is cached, so the cases do not scan them again."""
+    from harness.data.datasets import reader
+    from harness.data.errors import DatasetCorrupt, DatasetUnavailable, DatasetUnusable
+    from harness.data.registry import default_data_root, path_form
 
     root = settings.data_root.expanduser() if settings.data_root is not None else default_data_root()
     for name in settings.datasets:
-        if name.startswith(IMAGEFOLDER_PREFIX):
+        form = path_form(name)
+        if form is not None:
             try:
-                check_classes(name[len(IMAGEFOLDER_PREFIX):], root)
+                reader(form).check_classes(name[len(form.prefix):], root)
             except DatasetUnavailable:
                 continue  # missing: _check_datasets refuses it, or --skip-unavailable skips it
-            except DatasetUnusable as exc:
+            except (DatasetUnusable, DatasetCorrupt) as exc:
                 raise SettingError(f"--dataset {name}: {str(exc).rstrip('.')}") from None
 
 

@@ -8,8 +8,9 @@ the aspect ratio instead of squashing). Square images are simply resized.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import IO, TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +23,8 @@ _CHUNK_VALUES = 64 * 2**20
 # Decoded full-resolution images are buffered up to this many uint8 values (64 MB) before
 # being resized in same-size groups: ~200 VGA frames, or a handful of 12 MP photos.
 _DECODE_BUFFER_VALUES = 64 * 2**20
+
+K = TypeVar("K")
 
 
 def check_img_size(img_size: int) -> int:
@@ -80,15 +83,28 @@ def decode_images(
     *,
     on_error: Callable[[Path, Exception], Exception],
 ) -> torch.Tensor:
-    """Decode image files with PIL into uint8 ``[N, 3, size, size]``.
+    """Decode image files with PIL into uint8 ``[N, 3, size, size]`` (see :func:`decode_stream`)."""
+    return decode_stream(((Path(p), Path(p)) for p in paths), len(paths), size, on_error=on_error)
 
-    Each file is converted to RGB (grey and palette images included); images of different
-    sizes can be mixed. Decoded images are buffered up to ``_DECODE_BUFFER_VALUES`` and resized
-    in groups of equal size (one ``interpolate`` call per group instead of one per image, which
-    is ~10x faster for small images). A file PIL cannot read is passed to ``on_error`` with
-    the original exception; the exception it returns is raised from it.
+
+def decode_stream(
+    sources: Iterable[tuple[K, Path | IO[bytes]]],
+    count: int,
+    size: int,
+    *,
+    on_error: Callable[[K, Exception], Exception],
+) -> torch.Tensor:
+    """Decode ``count`` images, each ``(name, file path or open binary file)``, into uint8 ``[count, 3, size, size]``.
+
+    Image files and the members of a tar (WebDataset shards) read through this one path, so a
+    folder and its shards give the same pixels. Each image is converted to RGB (grey and palette
+    images included); images of different sizes can be mixed. Decoded images are buffered up to
+    ``_DECODE_BUFFER_VALUES`` and resized in groups of equal size (one ``interpolate`` call per
+    group instead of one per image, which is ~10x faster for small images). An image PIL cannot
+    read is passed to ``on_error`` with its name and the original exception; the exception it
+    returns is raised from it. ``sources`` yielding other than ``count`` images is a ``ValueError``.
     """
-    out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
+    out = torch.empty((count, 3, size, size), dtype=torch.uint8)
     pending: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
     buffered = 0
 
@@ -98,16 +114,22 @@ def decode_images(
             out[torch.tensor([i for i, _ in group])] = resize_square(batch, size)
         pending.clear()
 
-    for i, path in enumerate(paths):
+    seen = 0
+    for i, (name, source) in enumerate(sources):
+        if i >= count:
+            raise ValueError(f"more than the {count} images expected (at {name})")
         try:
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 rgb = np.array(img.convert("RGB"))  # a writable copy, as torch.from_numpy wants
         except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three on bad files
-            raise on_error(Path(path), exc) from exc
+            raise on_error(name, exc) from exc
         pending.setdefault(rgb.shape[:2], []).append((i, rgb))
         buffered += rgb.size
+        seen = i + 1
         if buffered >= _DECODE_BUFFER_VALUES:
             flush()
             buffered = 0
+    if seen != count:
+        raise ValueError(f"{seen} images where {count} were expected")
     flush()
     return out

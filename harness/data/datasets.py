@@ -21,6 +21,7 @@ stl10              ``stl10_binary/{train,test}_{X,y}.bin``, ``class_names.txt`` 
 flowers102         ``flowers-102/jpg/image_*.jpg``, ``imagelabels.mat``, ``setid.mat``
 digits             none: scikit-learn's embedded copy
 imagefolder:PATH   ``PATH/{train,test|val}/<class>/*`` or ``PATH/<class>/*`` (see ``imagefolder``)
+wds:PATTERN        WebDataset shards ``PATTERN`` (train) and their test sibling (see ``shards``)
 =================  ============================================================================
 
 Files with an official md5 in torchvision are checked against it unless
@@ -30,21 +31,22 @@ one :class:`DatasetCorrupt`.
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol, cast
 
 from harness.data.convert import check_img_size
 from harness.data.errors import DatasetCorrupt, DatasetError, DatasetUnavailable, unavailable
-from harness.data.imagefolder import check_folder, load_imagefolder, resolve_folder
 from harness.data.registry import (
     DATASETS,
-    IMAGEFOLDER_PREFIX,
     DatasetInfo,
+    PathForm,
     check_split,
     dataset_info,
     dataset_names,
     default_data_root,
+    path_form,
 )
 from harness.data.types import TensorSplit
 
@@ -60,6 +62,7 @@ __all__ = [
     "dataset_source",
     "default_data_root",
     "load_split",
+    "reader",
 ]
 
 _CacheKey = tuple[str, str, str, int, bool]
@@ -71,46 +74,70 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
+class FormReader(Protocol):
+    """What the module of a path form (:class:`harness.data.registry.PathForm`) provides; modules satisfy protocols for mypy."""
+
+    def resolve(self, path_text: str, root: Path) -> Path: ...
+
+    def check(self, path_text: str, root: Path) -> Path: ...
+
+    def check_classes(self, path_text: str, root: Path) -> None: ...
+
+    def load(self, path_text: str, split: str, root: Path, *, img_size: int) -> TensorSplit: ...
+
+    def facts_dir(self, resolved: Path) -> Path: ...
+
+
+def reader(form: PathForm) -> FormReader:
+    """The module that reads ``form`` (imported now: naming a dataset imports nothing)."""
+    return cast(FormReader, importlib.import_module(form.module))
+
+
+def _base(root: Path | None) -> Path:
+    return Path(root).expanduser() if root is not None else default_data_root()
+
+
 def dataset_source(name: str, root: Path | None = None) -> str:
-    """What ``name`` reads: a registered name as it is, ``imagefolder:PATH`` as the folder's resolved
-    path (a relative PATH is under ``root``, default ``default_data_root()``), so two spellings of
-    one folder are one source."""
-    if not name.startswith(IMAGEFOLDER_PREFIX):
+    """What ``name`` reads: a registered name as it is, a path form (``imagefolder:PATH``, ``wds:PATTERN``)
+    with its path resolved (a relative PATH is under ``root``, default ``default_data_root()``), so two
+    spellings of one folder or one shard set are one source."""
+    form = path_form(name)
+    if form is None:
         return name
-    path_text = name[len(IMAGEFOLDER_PREFIX) :]
+    path_text = name[len(form.prefix) :]
     if not path_text:
-        raise ValueError(f"{name!r} names no folder; write '{IMAGEFOLDER_PREFIX}PATH' (e.g. imagefolder:/data/robot_images)")
-    base = Path(root).expanduser() if root is not None else default_data_root()
-    return IMAGEFOLDER_PREFIX + str(resolve_folder(path_text, base).resolve())
+        raise ValueError(f"{name!r} names no path; write {form.usage}")
+    return form.prefix + str(reader(form).resolve(path_text, _base(root)).resolve())
 
 
 def check_available(name: str, root: Path | None = None) -> None:
     """Raise :class:`DatasetUnavailable` when dataset ``name`` is not on this machine: its folder
-    under the data root (or the image folder) does not exist. Cheap, reads no file: a session
-    checks every dataset it was given before any case runs; the files themselves are checked
-    when a case loads them."""
-    base = Path(root).expanduser() if root is not None else default_data_root()
-    if name.startswith(IMAGEFOLDER_PREFIX):
-        check_folder(name[len(IMAGEFOLDER_PREFIX) :], base)
+    under the data root (or the image folder, or the shards a pattern names) does not exist. Cheap,
+    reads no file: a session checks every dataset it was given before any case runs; the files
+    themselves are checked when a case loads them."""
+    base, form = _base(root), path_form(name)
+    if form is not None:
+        reader(form).check(name[len(form.prefix) :], base)
         return
     info = dataset_info(name)
     if info.download_mb is not None and not (base / info.layout).is_dir():  # download_mb None: embedded
         raise unavailable(name, "train", base / info.layout, root=base, layout=info.layout, download_mb=info.download_mb)
 
 
-# An image folder states what its images are in PATH/dataset.json, e.g. {"hflip": false} for glyphs.
+# An image folder (or the folder of a shard set) states what its images are in dataset.json, e.g. {"hflip": false} for glyphs.
 FOLDER_FACTS = "dataset.json"
 
 
 def hflip_of(name: str, root: Path | None = None) -> bool:
     """Whether training may mirror images of dataset ``name``: its registry row's ``hflip`` (not for
-    glyphs), and for an image folder what its ``dataset.json`` says (default: yes).
+    glyphs), and for an image folder or shard set what its ``dataset.json`` says (default: yes).
 
     Raises ``ValueError`` for a ``dataset.json`` that is not a JSON object with a boolean ``hflip``.
     """
-    if not name.startswith(IMAGEFOLDER_PREFIX):
+    form = path_form(name)
+    if form is None:
         return dataset_info(name).hflip
-    facts = Path(dataset_source(name, root)[len(IMAGEFOLDER_PREFIX):]) / FOLDER_FACTS
+    facts = reader(form).facts_dir(Path(dataset_source(name, root)[len(form.prefix) :])) / FOLDER_FACTS
     if not facts.is_file():
         return True
     try:
@@ -133,7 +160,7 @@ def load_split(
 ) -> TensorSplit:
     """Load ``split`` of dataset ``name`` as uint8 RGB at ``img_size`` x ``img_size``.
 
-    ``name`` is a registered name (``dataset_names()``) or ``imagefolder:PATH``. ``root``
+    ``name`` is a registered name (``dataset_names()``), ``imagefolder:PATH`` or ``wds:PATTERN``. ``root``
     defaults to ``default_data_root()``. ``download=True`` fetches a missing torchvision
     dataset first. Raises ``ValueError`` for an unknown name/split or bad ``img_size``,
     :class:`DatasetUnavailable` when the files are absent, :class:`DatasetCorrupt` when they
@@ -141,21 +168,15 @@ def load_split(
     """
     split = check_split(split)  # type: ignore[assignment]
     check_img_size(img_size)
-    base = Path(root).expanduser() if root is not None else default_data_root()
-    source = dataset_source(name, base)
-    is_folder = source.startswith(IMAGEFOLDER_PREFIX)
-    if is_folder:
-        path_text = name[len(IMAGEFOLDER_PREFIX) :]
-        where = source[len(IMAGEFOLDER_PREFIX) :]
-    else:
-        info = dataset_info(name)
-        where = str(base.resolve())
-    key: _CacheKey = (source, split, where, img_size, verify_checksums)
+    base = _base(root)
+    source, form = dataset_source(name, base), path_form(name)
+    # A path form's source is its resolved path; a registered dataset's files are under the data root.
+    key: _CacheKey = (source, split, source if form is not None else str(base.resolve()), img_size, verify_checksums)
     if key in _CACHE:
         return _CACHE[key]
-    if is_folder:
-        result = load_imagefolder(path_text, split, base, img_size=img_size)
+    if form is not None:
+        result = reader(form).load(name[len(form.prefix) :], split, base, img_size=img_size)
     else:
-        result = info.load(split, base, img_size=img_size, download=download, verify=verify_checksums)
+        result = dataset_info(name).load(split, base, img_size=img_size, download=download, verify=verify_checksums)
     _CACHE[key] = result
     return result

@@ -8,7 +8,9 @@ Layouts, checked in this order (``PATH`` relative paths are resolved against the
 * ``PATH/train/<class>/*`` alone, or ``PATH/<class>/*``: a stratified 80/20 train/test split of
   those images, seeded with the constant ``HOLDOUT_SEED`` so it is identical on every machine.
 
-Every image is decoded with PIL, converted to RGB and resized to ``img_size``.
+Every image is decoded with PIL, converted to RGB and resized to ``img_size``. This module is the
+form's reader (:class:`harness.data.registry.PathForm`): ``resolve``, ``check``, ``check_classes``,
+``load`` and ``facts_dir``; ``folder_samples`` is what ``python -m harness data to-wds`` writes as shards.
 """
 
 from __future__ import annotations
@@ -32,15 +34,15 @@ HOLDOUT_FRACTION = 0.2
 HOLDOUT_SEED = 20_240_601
 
 
-def resolve_folder(path_text: str, root: Path) -> Path:
+def resolve(path_text: str, root: Path) -> Path:
     """``~`` expanded; absolute paths kept; relative paths taken under the data root."""
     path = Path(path_text).expanduser()
     return path if path.is_absolute() else root / path
 
 
-def check_folder(path_text: str, root: Path, split: str = "train") -> Path:
+def check(path_text: str, root: Path, split: str = "train") -> Path:
     """The folder ``imagefolder:path_text`` names, or :class:`DatasetUnavailable` when it does not exist."""
-    base = resolve_folder(path_text, root)
+    base = resolve(path_text, root)
     if not base.is_dir():
         raise DatasetUnavailable(
             f"dataset {IMAGEFOLDER_PREFIX + path_text!r} ({split} split): folder {base} does not exist (relative paths are taken "
@@ -61,7 +63,7 @@ def check_classes(path_text: str, root: Path) -> None:
     image, or with images of one class only (every prediction would be right: top-1 100%).
     Reads directory entries, no image: a session calls it before any case runs."""
     name = f"{IMAGEFOLDER_PREFIX}{path_text}"
-    base = check_folder(path_text, root)
+    base = check(path_text, root)
     folder = base / "train" if (base / "train").is_dir() else base
     # As torchvision's ImageFolder: every sub-folder is a class; here only those holding an image count.
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and _has_image(d))
@@ -86,10 +88,15 @@ def _scan(name: str, folder: Path) -> ImageFolder:
         ) from exc
 
 
-def load_imagefolder(path_text: str, split: str, root: Path, *, img_size: int) -> TensorSplit:
-    """Load ``split`` of the image folder ``path_text`` (see the module docstring for layouts)."""
+def facts_dir(resolved: Path) -> Path:
+    """Where the folder's ``dataset.json`` is: the folder itself."""
+    return resolved
+
+
+def folder_samples(path_text: str, split: str, root: Path) -> tuple[list[tuple[Path, int]], tuple[str, ...]]:
+    """The ``(image file, label)`` pairs of ``split`` in the order :func:`load` stacks them, and the class names."""
     name = f"{IMAGEFOLDER_PREFIX}{path_text}"
-    base = check_folder(path_text, root, split)
+    base = check(path_text, root, split)
     check_classes(path_text, root)
     train_dir = base / "train"
     eval_dir = next((d for d in (base / "test", base / "val") if d.is_dir()), None)
@@ -119,10 +126,17 @@ def load_imagefolder(path_text: str, split: str, root: Path, *, img_size: int) -
             torch.arange(len(all_labels)), all_labels, fraction=HOLDOUT_FRACTION, seed=HOLDOUT_SEED
         )
         samples = [chosen.samples[i] for i in (keep_train if split == "train" else keep_test).tolist()]
+    return [(Path(p), label) for p, label in samples], tuple(chosen.classes)
+
+
+def load(path_text: str, split: str, root: Path, *, img_size: int) -> TensorSplit:
+    """Load ``split`` of the image folder ``path_text`` (see the module docstring for layouts)."""
+    name = f"{IMAGEFOLDER_PREFIX}{path_text}"
+    samples, classes = folder_samples(path_text, split, root)
     labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
     images = decode_images(
-        [Path(p) for p, _ in samples],
+        [p for p, _ in samples],
         img_size,
         on_error=lambda p, e: corrupt(name, p, f"unreadable image ({type(e).__name__}: {e})", fix=f"delete or replace {p}"),
     )
-    return TensorSplit(images, labels, tuple(chosen.classes))
+    return TensorSplit(images, labels, classes)

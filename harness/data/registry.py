@@ -3,8 +3,9 @@
 ``DATASETS`` holds facts about each named dataset, one row each: classes, official split sizes,
 where torchvision keeps it under the data root, its loader, whether its images may be mirrored and
 its measured step budget. Everything else reads the row: a dataset whose loader exists is one row;
-a new format is one loader module plus one row. The ``imagefolder:PATH`` form is not listed here:
-its classes and sizes come from the folder itself.
+a new format is one loader module plus one row. Datasets named by a path (``imagefolder:PATH``,
+``wds:PATTERN``) are not rows: their classes and sizes come from the files themselves, and
+``PATH_FORMS`` names the module that reads each form.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 # Environment variable naming the data root; the pytest option --data-root overrides it.
 DATA_ROOT_ENV = "BACKBONE_BENCH_DATA"
 IMAGEFOLDER_PREFIX = "imagefolder:"
+WDS_PREFIX = "wds:"
 SPLITS: tuple[str, ...] = ("train", "test")
 
 
@@ -92,6 +94,47 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+@dataclass(frozen=True)
+class PathForm:
+    """A dataset named by a path instead of a registry row: ``imagefolder:PATH`` or ``wds:PATTERN``.
+
+    ``module`` reads it and provides the same five functions (:class:`harness.data.datasets.FormReader`):
+    ``resolve``, ``check``, ``check_classes``, ``load`` and ``facts_dir``; it is imported only when a
+    split is read or checked, so parsing a name costs no import. ``names_files``: PATH names files
+    (a shard pattern), so the dataset's folder, whose name ids show, is PATH's parent.
+    """
+
+    prefix: str
+    module: str
+    names_files: bool
+    usage: str
+
+    @property
+    def word(self) -> str:
+        """The form as ids spell it: ``imagefolder``, ``wds``."""
+        return self.prefix.rstrip(":")
+
+    def folder_name(self, path_text: str) -> str:
+        """The name of the dataset's folder: ``/data/bins`` gives ``bins``, ``/data/bins/train-{0..9}.tar`` too."""
+        parts = path_text.replace("\\", "/").rstrip("/").split("/")
+        parts = parts[:-1] if self.names_files else parts
+        return parts[-1] if parts and parts[-1] else "root"
+
+
+PATH_FORMS: dict[str, PathForm] = {
+    form.prefix: form
+    for form in (
+        PathForm(IMAGEFOLDER_PREFIX, "harness.data.imagefolder", False, "'imagefolder:PATH' for a folder of images (PATH/<class>/*.png)"),
+        PathForm(WDS_PREFIX, "harness.data.shards", True, "'wds:PATTERN' for WebDataset shards (PATH/train-{000000..000009}.tar)"),
+    )
+}
+
+
+def path_form(name: str) -> PathForm | None:
+    """The path form ``name`` is written in (by its prefix), ``None`` for a registered name."""
+    return next((form for prefix, form in PATH_FORMS.items() if name.startswith(prefix)), None)
+
+
 # Fixed-size datasets are held at least at 32 px: the side every loader gave a 32 px case before
 # batches were resized on the device, so such cases read exactly the images they always did.
 _HELD_FLOOR = 32
@@ -112,7 +155,7 @@ def held_size(name: str, img_size: int) -> int:
 
 
 def dataset_names() -> list[str]:
-    """The registered dataset names, sorted; ``imagefolder:PATH`` is accepted in addition."""
+    """The registered dataset names, sorted; the path forms (``imagefolder:PATH``, ``wds:PATTERN``) are accepted in addition."""
     return sorted(DATASETS)
 
 
@@ -120,10 +163,8 @@ def dataset_info(name: str) -> DatasetInfo:
     """The registry entry for ``name``; unknown names raise ``ValueError`` with close matches."""
     if name in DATASETS:
         return DATASETS[name]
-    raise ValueError(
-        f"{unknown('dataset', name, dataset_names())}, "
-        f"or '{IMAGEFOLDER_PREFIX}PATH' for a folder of images (PATH/<class>/*.png)"
-    )
+    forms = "".join(f", or {form.usage}" for form in PATH_FORMS.values())
+    raise ValueError(f"{unknown('dataset', name, dataset_names())}{forms}")
 
 
 def check_split(split: str) -> str:

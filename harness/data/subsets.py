@@ -189,10 +189,10 @@ def split_validation(indices: torch.Tensor, labels: torch.Tensor, *, fraction: f
 
 def planned_size(dataset: str, subset: str) -> int | None:
     """The images subset ``subset`` of a registered ``dataset`` holds, before any data is read;
-    ``None`` for an image folder (its size is known once it is read)."""
-    from harness.data.registry import IMAGEFOLDER_PREFIX, dataset_info
+    ``None`` for an image folder or shard set (its size is known once it is read)."""
+    from harness.data.registry import dataset_info, path_form
 
-    if dataset.startswith(IMAGEFOLDER_PREFIX):
+    if path_form(dataset) is not None:
         return None
     info, spec = dataset_info(dataset), parse_subset(subset)
     if spec.kind == "full" or spec.value is None:

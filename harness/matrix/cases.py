@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from harness.contract import FAMILY_SPECS, KINDS, PROTOCOLS, unknown
-from harness.data.registry import DATASETS
+from harness.data.registry import DATASETS, path_form
 
 if TYPE_CHECKING:
     from harness.backbones.weights import WeightsRef
@@ -133,11 +133,12 @@ class CaseSpec:
 
     @property
     def dataset_label(self) -> str:
-        """The dataset as it appears in ids: ``imagefolder:/data/bins`` reads ``imagefolder-bins``."""
+        """The dataset as it appears in ids: ``imagefolder:/data/bins`` reads ``imagefolder-bins``,
+        ``wds:/data/bins/train-{000000..000009}.tar`` reads ``wds-bins`` (the shards' folder)."""
         name = str(self.dataset)
-        if name.startswith("imagefolder:"):
-            folder = name.split(":", 1)[1].rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
-            return f"imagefolder-{folder or 'root'}"
+        form = path_form(name)
+        if form is not None:
+            return f"{form.word}-{form.folder_name(name[len(form.prefix):])}"
         return name
 
     @property

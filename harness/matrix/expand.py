@@ -64,7 +64,7 @@ def architectures(settings: Settings) -> list[str]:
 
 
 def dataset_classes(dataset: str) -> int:
-    """The class count of a registered dataset; 0 for an image folder (known once it is read)."""
+    """The class count of a registered dataset; 0 for an image folder or shard set (known once it is read)."""
     from harness.data.registry import DATASETS
 
     return DATASETS[dataset].num_classes if dataset in DATASETS else 0

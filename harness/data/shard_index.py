@@ -1,0 +1,150 @@
+"""The label index of a set of WebDataset shards: each sample's key, image member, class and caption.
+
+A split's labels must be known before its images are decoded (to size the split, to take the
+class names from the training shards while reading the test shards, to refuse a one-class set
+before any case runs), and tar files can only be read from the start. So the shards are scanned
+once, reading no image, and the index is cached as JSON under ``<data root>/.wds-index/``, named
+by a digest of the shards' resolved paths, sizes and modification times: a re-read (the test
+split, the next session) reads the JSON, and rewriting a shard builds a new index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import tarfile
+from collections.abc import Collection, Iterator
+from dataclasses import astuple, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from harness.data.errors import DatasetUnavailable, corrupt
+from harness.files import write_atomic
+
+# A sample's members, by WebDataset's suffix convention: the first image suffix found is the image.
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
+LABEL, CAPTION = "cls", "txt"
+INSTALL = "pip install -e '.[wds]'"
+INDEX_DIR = ".wds-index"
+# Bumped when the index's content changes meaning; an index of another version is rebuilt.
+INDEX_VERSION = 1
+# Hex characters of the digest naming an index file: 64 bits, no collision among a machine's shard sets.
+_DIGEST_CHARS = 16
+_FIX = "rewrite the shard (python -m harness data to-wds SRC OUT writes valid ones)"
+
+
+def webdataset(dataset: str = "") -> ModuleType:
+    """The ``webdataset`` module, or :class:`DatasetUnavailable` naming how to install it."""
+    try:
+        return importlib.import_module("webdataset")
+    except ImportError:
+        about = f"dataset {dataset!r}: " if dataset else ""
+        raise DatasetUnavailable(f"{about}reading WebDataset shards needs the webdataset library, which is not installed. Fix: {INSTALL}.",
+                                 dataset=dataset, path=Path("webdataset")) from None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One sample: its shard (position in the split's shard list), key, image suffix, ``cls`` text and caption."""
+
+    shard: int
+    key: str
+    image: str
+    cls: str
+    caption: str | None
+
+
+def read_shard(name: str, shard: Path, *, members: Collection[str] | None = None) -> Iterator[dict[str, Any]]:
+    """The samples of one shard as WebDataset groups them (``__key__`` plus one bytes value per suffix),
+    streamed; with ``members``, only those suffixes are read. A file that is not a readable tar is a
+    :class:`DatasetCorrupt` naming the shard and the last sample read."""
+    wds = webdataset(name)
+
+    def wanted(fname: str) -> bool:
+        return members is None or str(wds.tariterators.base_plus_ext(fname)[1]).lower() in members
+
+    last: str | None = None
+    try:
+        for sample in wds.tariterators.tarfile_samples([{"url": str(shard)}], select_files=wanted):
+            last = str(sample["__key__"])
+            yield sample
+    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+        where = f"after sample {last!r}" if last is not None else "at its first member"
+        problem = str(exc.args[0]) if exc.args else type(exc).__name__
+        raise corrupt(name, shard, f"not a readable tar archive {where} ({type(exc).__name__}: {problem})", fix=_FIX) from None
+
+
+def _text(name: str, shard: Path, key: str, suffix: str, value: bytes) -> str:
+    try:
+        text = value.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise corrupt(name, shard, f"member {key}.{suffix} is not UTF-8 text", fix=_FIX) from None
+    if suffix == LABEL and not text:
+        raise corrupt(name, shard, f"member {key}.{suffix} is empty; it should hold the sample's class", fix=_FIX)
+    return text
+
+
+def scan(name: str, shards: list[Path]) -> list[Entry]:
+    """Read every sample's members but its image: one :class:`Entry` per sample, in shard order.
+
+    A sample without an image member or without ``cls`` is a :class:`DatasetCorrupt` naming the shard and the sample.
+    """
+    entries: list[Entry] = []
+    for number, shard in enumerate(shards):
+        for sample in read_shard(name, shard):
+            key = str(sample["__key__"])
+            present = ", ".join(f"{key}.{suffix}" for suffix in sorted(s for s in sample if not s.startswith("__")))
+            image = next((ext for ext in IMAGE_EXTENSIONS if ext in sample), None)
+            if image is None:
+                raise corrupt(name, shard, f"sample {key!r} has no image member ({key}.jpg, .jpeg or .png); its members: {present}", fix=_FIX)
+            if LABEL not in sample:
+                raise corrupt(name, shard, f"sample {key!r} has no label member {key}.{LABEL} (its members: {present}); every image needs "
+                              f"its class", fix=f"write each sample's class index (or class name) as KEY.{LABEL}, or {_FIX}")
+            caption = _text(name, shard, key, CAPTION, sample[CAPTION]) if CAPTION in sample else None
+            entries.append(Entry(number, key, image, _text(name, shard, key, LABEL, sample[LABEL]), caption))
+    return entries
+
+
+def class_names(entries: list[Entry]) -> tuple[str, ...]:
+    """The distinct ``cls`` values, sorted: numerically when every one is an integer (``2`` before ``10``)."""
+    values = {e.cls for e in entries}
+    return tuple(sorted(values, key=int) if all(v.isdigit() for v in values) else sorted(values))
+
+
+def _stamp(shards: list[Path]) -> list[dict[str, Any]]:
+    stats = [(p.resolve(), p.stat()) for p in shards]
+    return [{"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns} for path, st in stats]
+
+
+def index_path(shards: list[Path], root: Path) -> Path:
+    """Where the index of ``shards`` is cached under the data root ``root``."""
+    digest = hashlib.sha256(json.dumps(_stamp(shards), sort_keys=True).encode()).hexdigest()[:_DIGEST_CHARS]
+    return root / INDEX_DIR / f"{digest}.json"
+
+
+def _cached(path: Path, stamp: list[dict[str, Any]]) -> list[Entry] | None:
+    """The entries stored at ``path`` when it is an index of these very shards, else ``None`` (rebuild)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc["version"] != INDEX_VERSION or doc["shards"] != stamp:
+            return None
+        return [Entry(int(s), str(k), str(i), str(c), None if t is None else str(t)) for s, k, i, c, t in doc["samples"]]
+    except (OSError, ValueError, KeyError, TypeError):  # absent, half-written by an old tool, or of another shape
+        return None
+
+
+def label_index(name: str, shards: list[Path], root: Path) -> list[Entry]:
+    """The entries of ``shards``: read from the cached index when it matches them, else scanned and cached."""
+    path, stamp = index_path(shards, root), _stamp(shards)
+    cached = _cached(path, stamp)
+    if cached is not None:
+        return cached
+    entries = scan(name, shards)
+    doc = {"version": INDEX_VERSION, "shards": stamp, "samples": [list(astuple(e)) for e in entries]}
+    try:
+        write_atomic(path, lambda tmp: tmp.write_text(json.dumps(doc), encoding="utf-8"))
+    except OSError:
+        pass  # a read-only data root: the shards are scanned again next time, nothing else changes
+    return entries
