@@ -4,7 +4,7 @@ Exit codes: 0 nothing regressed (or the verb's work done), 1 regressions found (
 missing), 2 a usage error (bad arguments, unreadable runs, bad tolerance spec: one
 ``error: ...`` line on stderr) or runs that are not comparable. The verbs and what each does:
 ``compare`` (:mod:`harness.cli.compare`), ``contract``, ``report``, ``launch``, ``weights``,
-``merge``. argparse lives in :mod:`harness.cli` and :mod:`harness.plugin` only.
+``merge``, ``site`` (:mod:`harness.cli.site`). argparse lives in :mod:`harness.cli` and :mod:`harness.plugin` only.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from harness.cli import compare, contract, launch, merge, report, weights
+from harness.cli import compare, contract, launch, merge, report, site, weights
 from harness.cli.common import USAGE_ERROR, Parser, UsageError
 
 # The verbs in the order --help lists them.
-VERBS = {"compare": compare, "contract": contract, "report": report, "launch": launch, "weights": weights, "merge": merge}
+VERBS = {"compare": compare, "contract": contract, "report": report, "launch": launch, "weights": weights, "merge": merge, "site": site}
 
 
 def parser() -> argparse.ArgumentParser:
