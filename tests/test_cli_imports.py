@@ -30,12 +30,13 @@ def _imported(*args: str) -> str:
 
 
 @pytest.mark.parametrize("args", [("--help",), ("compare", "--help"), ("report", "--help"), ("launch", "--help"), ("weights", "--help"),
-                                  ("merge", "--help"), ("nonsense",)])
+                                  ("merge", "--help"), ("site", "--help"), ("nonsense",)])
 def test_help_imports_no_heavy_module(args: tuple[str, ...]) -> None:
     assert _imported(*args) == "imported:"
 
 
-@pytest.mark.parametrize("args", [("compare",), ("compare", "--fail-on", "bogus", "a"), ("report", "x"), ("weights",), ("merge", "x")])
+@pytest.mark.parametrize("args", [("compare",), ("compare", "--fail-on", "bogus", "a"), ("report", "x"), ("weights",), ("merge", "x"),
+                                  ("site",), ("site", "--out", "/nonexistent/site", "--storage", "/nonexistent/runs")])
 def test_usage_errors_import_no_torch(args: tuple[str, ...]) -> None:
     # A gate option's default is parsed when its verb runs (scipy for --fail-on), never torch.
     assert "torch" not in _imported(*args).removeprefix("imported:").split(",")
