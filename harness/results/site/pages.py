@@ -70,7 +70,7 @@ def compare_page(gate: Gate) -> str:
         f'<p class="{VERDICT_CLASS.get("regression" if c.regressions else "", "")}"><b>{esc(c.summary())}</b></p>',
         table(TABLE_HEAD, [[esc(cell) for cell in r] for r in rows], numeric=(2, 3, 4, 5), classes=classes),
     ]
-    return page(f"Compare {gate.base.label} → {gate.current.label}", "\n".join(body), depth=1)
+    return page(f"Compare {gate.base.name} → {gate.current.name}", "\n".join(body), depth=1)
 
 
 def machine_section(machine: Machine, folder: str, gate: Gate, trends: Mapping[str, tuple[str, Trend]],

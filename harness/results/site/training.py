@@ -64,7 +64,10 @@ def _subset_figure(points: pd.DataFrame) -> dict[str, Any]:
                      "x": [int(v) for v in g["train_size"]], "y": [float(v) for v in g["top1"]],
                      "error_y": {"type": "data", "array": [0.0 if pd.isna(v) else float(v) for v in g["top1_std"]], "visible": True},
                      "line": {"dash": _DASHES.get(str(protocol), "solid")}, "marker": {"symbol": _MARKERS.get(str(protocol), "x"), "size": 8}})
-    return {"data": data, "layout": _layout("training images (log scale)", "top-1 (%), mean ± std over seeds", log_x=True)}
+    layout = _layout("training images (log scale)", "top-1 (%), mean ± std over seeds", log_x=True)
+    sizes = sorted({int(v) for v in points["train_size"]})
+    layout["xaxis"].update(tickvals=sizes, ticktext=[f"{v:,}" for v in sizes])  # ticks at the measured sizes only, as the report
+    return {"data": data, "layout": layout}
 
 
 def _pareto_figure(rows: pd.DataFrame) -> dict[str, Any]:
