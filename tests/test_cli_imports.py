@@ -31,14 +31,15 @@ def _imported(*args: str) -> str:
 
 @pytest.mark.parametrize("args", [("--help",), ("compare", "--help"), ("report", "--help"), ("launch", "--help"), ("weights", "--help"),
                                   ("merge", "--help"), ("storage", "--help"), ("storage", "check", "--help"), ("data", "--help"),
-                                  ("data", "to-wds", "--help"), ("nonsense",)])
+                                  ("data", "to-wds", "--help"), ("site", "--help"), ("nonsense",)])
 def test_help_imports_no_heavy_module(args: tuple[str, ...]) -> None:
     assert _imported(*args) == "imported:"
 
 
 @pytest.mark.parametrize("args", [("compare",), ("compare", "--fail-on", "bogus", "a"), ("report", "x"), ("weights",), ("merge", "x"),
                                   ("storage", "adopt"), ("storage", "check", "--storage", "baselines"), ("data", "to-wds", "x"),
-                                  ("data", "to-wds", "x", "y", "--shard-size", "0")])
+                                  ("data", "to-wds", "x", "y", "--shard-size", "0"), ("site",),
+                                  ("site", "--out", "/nonexistent/site", "--storage", "/nonexistent/runs")])
 def test_usage_errors_import_no_torch(args: tuple[str, ...]) -> None:
     # A gate option's default is parsed when its verb runs (results.tolerances for --fail-on: no scipy), never torch.
     assert "torch" not in _imported(*args).removeprefix("imported:").split(",")

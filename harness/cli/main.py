@@ -4,8 +4,8 @@ Exit codes: 0 nothing regressed (or the verb's work done), 1 regressions found (
 missing), 2 a usage error (bad arguments, unreadable runs, bad tolerance spec: one
 ``error: ...`` line on stderr) or runs that are not comparable. The verbs and what each does:
 ``compare`` (:mod:`harness.cli.compare`), ``contract``, ``report``, ``launch``, ``weights``,
-``merge``, ``storage`` (:mod:`harness.cli.storage`), ``data`` (:mod:`harness.cli.data`: image folders or CSVs as WebDataset shards).
-argparse lives in :mod:`harness.cli` and :mod:`harness.plugin` only.
+``merge``, ``storage`` (:mod:`harness.cli.storage`), ``data`` (:mod:`harness.cli.data`: image folders or CSVs as WebDataset shards),
+``site`` (:mod:`harness.cli.site`). argparse lives in :mod:`harness.cli` and :mod:`harness.plugin` only.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from harness.cli import compare, contract, data, launch, merge, report, storage, weights
+from harness.cli import compare, contract, data, launch, merge, report, site, storage, weights
 from harness.cli.common import USAGE_ERROR, Parser, UsageError
 
 
@@ -29,7 +29,7 @@ class Verb(Protocol):
 
 # The verbs in the order --help lists them.
 VERBS: dict[str, Verb] = {"compare": compare, "contract": contract, "report": report, "launch": launch, "weights": weights, "merge": merge,
-                          "storage": storage, "data": data}
+                          "storage": storage, "data": data, "site": site}
 
 
 def parser() -> argparse.ArgumentParser:

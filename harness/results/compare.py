@@ -24,6 +24,7 @@ from harness.results.noise import ALPHA, SEED_NOISE_FACTOR, RunNoise, pooled_std
 from harness.results.runs import Case, Run, RunError
 from harness.results.tolerances import Tolerance, Tolerances
 
+TABLE_HEAD = ("Case", "Metric", "Baseline", "Current", "Change", "Detectable", "Verdict", "Note")
 VERDICTS = ("failed", "regression", "not comparable", "missing", "new", "improvement", "within noise")
 
 
@@ -174,16 +175,26 @@ class Comparison:
             return f"NOT COMPARABLE: {len(self.not_comparable)} case(s) ran with other settings than the baseline ({which}), pass --force to judge anyway; {tail}"
         return f"{'FAIL' if self.regressions else 'OK'}: {tail}"
 
-    def render(self, markdown: bool = False) -> str:
-        """A terminal table (or GitHub Markdown) with worst verdicts first and a one-line summary."""
-        head = ["Case", "Metric", "Baseline", "Current", "Change", "Detectable", "Verdict", "Note"]
-        body = [
-            [r.case_id, r.metric, _fmt(r.metric, r.baseline), _fmt(r.metric, r.current), r.change,
+    def preamble(self) -> list[str]:
+        """The lines above the table: which runs, which tolerances, and every warning."""
+        lines = [f"baseline: {self.baseline}", f"current:  {self.current}", f"tolerances: {self.tolerances}"]
+        return lines + [f"warning: {w}" for w in self.warnings]
+
+    def table(self) -> list[list[str]]:
+        """The table's cells, worst verdict first: one list per row, in :data:`TABLE_HEAD` order.
+
+        One source for the terminal, the Markdown and the static site (:mod:`harness.results.site`).
+        """
+        return [
+            [r.case_id, r.metric, format_value(r.metric, r.baseline), format_value(r.metric, r.current), r.change,
              str(r.detectable or ""), r.verdict, r.note]
             for r in sorted(self.rows, key=lambda r: VERDICTS.index(r.verdict))
         ]
-        lines = [f"baseline: {self.baseline}", f"current:  {self.current}", f"tolerances: {self.tolerances}"]
-        lines += [f"warning: {w}" for w in self.warnings]
+
+    def render(self, markdown: bool = False) -> str:
+        """A terminal table (or GitHub Markdown) with worst verdicts first and a one-line summary."""
+        head, body = list(TABLE_HEAD), self.table()
+        lines = self.preamble()
         if markdown:
             lines = [f"- {line}" for line in lines] + [""]
             lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in [head, ["---"] * len(head), *body]]
@@ -193,7 +204,8 @@ class Comparison:
         return "\n".join([*lines, "", self.summary()]) + "\n"
 
 
-def _fmt(metric: str, value: float | None) -> str:
+def format_value(metric: str, value: float | None) -> str:
+    """A metric's value as the compare table shows it: MiB for bytes, millions for params, else 4 digits."""
     if value is None:
         return "-"
     unit = METRICS[metric].unit if metric in METRICS else ""

@@ -254,5 +254,11 @@ def machine_history(storage: Path, baseline_key: str, *, exclude: tuple[str, ...
             runs.append(read_run_file(path, label))
         except RunError:
             continue
+    return without_merged_shards(runs)
+
+
+def without_merged_shards(runs: list[Run]) -> list[Run]:
+    """``runs`` less the shard runs that one of them, a merged run, was made of (the same
+    measurements must not count twice); order kept."""
     merged = {(str(r.merged.get("selection")), str(r.merged.get("plan"))) for r in runs if r.merged is not None}
     return [r for r in runs if r.shard is None or (str(r.shard.get("selection")), str(r.shard.get("plan"))) not in merged]
