@@ -1,4 +1,5 @@
-"""Pretrained weights for backbone names: timm tags (``resnet50.a1_in1k``) and own checkpoints (``resnet18@PATH``).
+"""Pretrained weights for backbone names: timm tags (``resnet50.a1_in1k``) and own checkpoints (``resnet18@PATH``);
+CLIP models (``clip:…``) have theirs looked up the same way by :mod:`harness.backbones.clip`.
 
 Offline first: a tag's file is looked up, never fetched, in the Hugging Face hub cache (``$HF_HUB_CACHE``,
 else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``, read at call time), then in timm's torch-hub
@@ -51,6 +52,9 @@ SIDECAR_FORMAT = '{"mean": [r, g, b], "std": [r, g, b] > 0, "input_size": N > 0,
 
 _SHOWN_TAGS = 8  # tags shown for an unknown tag: enough to see the naming scheme, few enough for one line
 
+# harness.backbones.clip's prefix and hf-hub tag, spelt here too: clip imports this module, not the reverse.
+_CLIP, _HF_HUB_TAG = "clip:", "hf-hub"
+
 
 
 
@@ -84,11 +88,16 @@ class WeightsRef:
         """The tag, or the file's stem as ``[A-Za-z0-9_]+``; ``None`` for random weights."""
         if self.file is not None:
             return re.sub(r"[^A-Za-z0-9_]+", "_", self.file.stem).strip("_") or "file"
+        if self.tag == _HF_HUB_TAG and self.arch.startswith(_CLIP):  # clip:hf-hub:ORG/NAME: the repo is the weights
+            return self.arch[len(_CLIP):]
         return self.tag
 
     @property
     def name(self) -> str:
-        """``resnet50.a1_in1k``, ``resnet18@digits04`` or ``resnet18``: safe in a test id."""
+        """``resnet50.a1_in1k``, ``resnet18@digits04`` or ``resnet18``: safe in a test id (a CLIP tag follows
+        a ``/``: ``clip:ViT-B-32/openai``; a hf-hub model is its arch)."""
+        if self.arch.startswith(_CLIP) and not self.file:
+            return self.arch if self.tag in (None, _HF_HUB_TAG) else f"{self.arch}/{self.tag}"
         return f"{self.arch}{FILE_SEP}{self.label}" if self.file else f"{self.arch}.{self.tag}" if self.tag else self.arch
 
 
@@ -117,6 +126,10 @@ def parse_backbone(token: str) -> WeightsRef:
 
     Raises :class:`~harness.backbones.registry.UnknownBackbone` for an unknown architecture, :class:`UnknownWeights`
     for an unknown tag, a missing file or a name that cannot be read."""
+    if token.strip().startswith(_CLIP):
+        from harness.backbones.clip import parse_clip
+
+        return parse_clip(token)
     import timm
 
     head, sep, path = token.strip().partition(FILE_SEP)
@@ -151,9 +164,12 @@ def parse_backbone(token: str) -> WeightsRef:
 
 def preprocess_of(ref: WeightsRef) -> Preprocess:
     """The mean/std, side and interpolation ``ref``'s weights were trained with (see the module docstring)."""
+    if ref.arch.startswith(_CLIP):
+        from harness.backbones.clip import clip_preprocess
+
+        return clip_preprocess(ref)
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     from timm.models import get_pretrained_cfg
-
 
     cfg = get_pretrained_cfg(f"{ref.arch}.{ref.tag}" if ref.tag else ref.arch)
     side = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224  # 224: timm's own default cfg side
@@ -161,7 +177,7 @@ def preprocess_of(ref: WeightsRef) -> Preprocess:
         return Preprocess(SCRATCH_MEAN, SCRATCH_STD, side, "bilinear")
     mean, std = (cfg.mean, cfg.std) if cfg is not None else (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     base = Preprocess(_rgb(mean), _rgb(std), side, cfg.interpolation if cfg is not None else "bicubic")
-    return _with_sidecar(base, ref.file) if ref.file is not None else base
+    return with_sidecar(base, ref.file) if ref.file is not None else base
 
 
 def _rgb(values: Sequence[float]) -> tuple[float, float, float]:
@@ -169,7 +185,7 @@ def _rgb(values: Sequence[float]) -> tuple[float, float, float]:
     return float(red), float(green), float(blue)
 
 
-def _with_sidecar(base: Preprocess, file: Path) -> Preprocess:
+def with_sidecar(base: Preprocess, file: Path) -> Preprocess:
     sidecar = file.with_name(file.name + ".json")
     if not sidecar.is_file():
         return base
@@ -192,7 +208,7 @@ def _sidecar_value(key: str, value: Any) -> Any:
     raise ValueError(f"{key} {value!r} is not valid" if key in SIDECAR_KEYS else unknown("key", key, SIDECAR_KEYS))
 
 
-def _hf_cache_dir() -> Path:
+def hf_cache_dir() -> Path:
     # huggingface_hub freezes its cache constants at import; read the same variables now instead.
     env = os.environ
     home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface")
@@ -217,32 +233,40 @@ def find_cached(ref: WeightsRef) -> ResolvedWeights | None:
     """``ref``'s file if it is here (HF cache, then torch-hub cache, or the own file), else ``None``
     (also for random weights). Offline: never downloads."""
     if ref.file is not None:
-        return _resolved(ref, ref.file, "file") if ref.file.is_file() else None
+        return resolved(ref, ref.file, "file") if ref.file.is_file() else None
     if ref.tag is None:
         return None
+    if ref.arch.startswith(_CLIP):
+        from harness.backbones.clip import find_clip
+
+        return find_clip(ref)
     import huggingface_hub
 
     repo, files, _, hub = _sources(ref)
     for filename in files:
-        found = huggingface_hub.try_to_load_from_cache(repo, filename, cache_dir=_hf_cache_dir())
+        found = huggingface_hub.try_to_load_from_cache(repo, filename, cache_dir=hf_cache_dir())
         if isinstance(found, str):  # neither None nor the cache's "known to be absent" marker
-            return _resolved(ref, Path(found), "hf-cache")
-    return _resolved(ref, hub, "timm-cache") if hub is not None and hub.is_file() else None
+            return resolved(ref, Path(found), "hf-cache")
+    return resolved(ref, hub, "timm-cache") if hub is not None and hub.is_file() else None
 
 
 def places_looked(ref: WeightsRef) -> list[str]:
     """Where :func:`find_cached` looks for ``ref``'s file, for a person to check by hand."""
     if ref.file is not None or ref.tag is None:
         return [str(ref.file)] if ref.file else []
+    if ref.arch.startswith(_CLIP):
+        from harness.backbones import clip
+
+        return clip.places_looked(ref)
     repo, files, _, hub = _sources(ref)
-    places = [f"{_hf_cache_dir() / ('models--' + repo.replace('/', '--'))} ({', '.join(files)})"] if repo else []
+    places = [f"{hf_cache_dir() / ('models--' + repo.replace('/', '--'))} ({', '.join(files)})"] if repo else []
     return places + ([str(hub)] if hub else [])
 
 
 def fetch_command(ref: WeightsRef) -> str:
     """The one command that downloads a tag's file into the cache :func:`find_cached` reads."""
     if ref.tag is None:
-        raise ValueError(f"{ref.name} names no pretrained tag: only a timm tag can be fetched")
+        raise ValueError(f"{ref.name} names no pretrained tag: only a timm or open_clip tag can be fetched")
     return f"python -m harness weights --download {ref.name}"
 
 
@@ -262,6 +286,10 @@ def locate(ref: WeightsRef, *, download: bool = False) -> ResolvedWeights:
 
 
 def _download(ref: WeightsRef) -> ResolvedWeights:
+    if ref.arch.startswith(_CLIP):
+        from harness.backbones.clip import download_clip
+
+        return download_clip(ref)
     import huggingface_hub
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
@@ -269,20 +297,20 @@ def _download(ref: WeightsRef) -> ResolvedWeights:
     try:
         for filename in files:
             try:
-                path = huggingface_hub.hf_hub_download(repo, filename, cache_dir=_hf_cache_dir())
+                path = huggingface_hub.hf_hub_download(repo, filename, cache_dir=hf_cache_dir())
             except RemoteEntryNotFoundError:  # the repo holds the other format
                 continue
-            return _resolved(ref, Path(path), "download")
+            return resolved(ref, Path(path), "download")
         if hub is not None and not repo:
             hub.parent.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(url, str(hub), progress=False)
-            return _resolved(ref, hub, "download")
+            return resolved(ref, hub, "download")
     except OSError as exc:  # huggingface_hub's HTTP and offline errors are OSErrors too
         raise WeightsUnavailable(f"{ref.name}: download failed ({exc}); looked in {', '.join(places_looked(ref))}") from exc
     raise WeightsUnavailable(f"{ref.name}: none of {', '.join(places_looked(ref))} could be downloaded")
 
 
-def _resolved(ref: WeightsRef, path: Path, source: str) -> ResolvedWeights:
+def resolved(ref: WeightsRef, path: Path, source: str) -> ResolvedWeights:
     return ResolvedWeights(ref, path, sha256_file(path), source)
 
 
