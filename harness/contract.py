@@ -117,6 +117,9 @@ _PROTOCOLS = (
     Protocol("finetune", "the whole network from pretrained weights, its head from the linear probe: LP-FT", False, "required", "finetune", 0.1),
     Protocol("linear", "a linear head on frozen features", True, "optional", None, None),
     Protocol("knn", "k-nearest neighbours on frozen features, no training", True, "optional", None, None),
+    # A CLIP model's text tower turns class names into the head; the image tower's features are cached
+    # like linear's and knn's. On random weights it runs as the chance-level baseline.
+    Protocol("zeroshot", "a CLIP model's text tower names the classes (prompts): no training", True, "optional", None, None),
 )
 PROTOCOL_SPECS: Mapping[str, Protocol] = {p.name: p for p in _PROTOCOLS}
 PROTOCOLS: tuple[str, ...] = tuple(PROTOCOL_SPECS)

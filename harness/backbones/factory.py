@@ -238,6 +238,11 @@ def check_fits(ref: WeightsRef) -> None:
     architecture stops the session before any case runs. Tags and random weights pass."""
     if ref.file is None:
         return
+    if ref.arch.startswith(CLIP_PREFIX):
+        from harness.backbones.clip import check_clip_fits
+
+        check_clip_fits(ref)
+        return
     _check_keys(_weightless(ref.arch), ref.file, ref.arch)
 
 

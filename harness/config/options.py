@@ -96,6 +96,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("val-fraction", "val_fraction", p.number("val-fraction", high=1.0), None, "F", "validation share carved from the training subset (unset: 0.1 with --early-stop, else none)"),
     Option("grad-accum", "grad_accum", _int("grad-accum"), None, "N", "gradient accumulation steps per optimiser step (the train batch is split into N micro-batches)"),
     Option("clip-grad", "clip_grad", p.positive_float("clip-grad"), None, "NORM", "clip the gradient norm at NORM"),
+    Option("classnames", "classnames", p.classnames_file, None, "FILE", "zeroshot: class names, one a line in label order (unset: the dataset's built-in set, else its own class names); digested as the file's sha256"),
+    Option("templates", "templates", p.templates_file, None, "FILE", "zeroshot: prompt templates, one a line, each with {} where the class name goes (unset: the dataset's built-in set); digested as the file's sha256"),
     Option("edge-profile", "edge_profile", p.edge_profile, None, "NAME", "edge constraints: a named board profile or threads=4,mem=2GiB"),
     Option("plan-budget", "plan_budget", p.byte_size, None, "BYTES", "memory budget of batch-size planning cases, e.g. 512MiB (unset: the edge profile's, else 512MiB)"),
     Option("power", "power", p.flag, "false", "", "sample power during latency cases (RAPL, NVML or tegrastats)", flag=True),

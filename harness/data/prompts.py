@@ -109,6 +109,14 @@ def check_templates(templates: Sequence[str], where: str) -> None:
                               f"(e.g. 'a photo of a {{}}.'), and no other braces")
 
 
+def prompt_sources(dataset: str, classnames_file: Path | None, templates_file: Path | None) -> str:
+    """The digested setting of a zero-shot case of ``dataset``: :attr:`PromptSet.setting`, without reading the split."""
+    own = f"builtin:{dataset}" if dataset in BUILTIN else f"dataset:{dataset}"
+    names = read_lines(classnames_file)[1] if classnames_file is not None else own
+    templates = read_lines(templates_file)[1] if templates_file is not None else own
+    return f"zeroshot classnames={names} templates={templates}"
+
+
 def prompt_set(dataset: str, dataset_classes: Sequence[str], classnames_file: Path | None, templates_file: Path | None) -> PromptSet:
     """The prompts a zero-shot case of ``dataset`` (with ``dataset_classes`` in label order) uses.
 

@@ -43,12 +43,31 @@ def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
 
 def needs_weights(protocol: str, arch: str) -> str:
     """The skip reason of a protocol that needs pretrained weights run on random ones, naming the fix."""
+    if arch.startswith("clip:"):
+        from harness.backbones.clip import clip_tags
+
+        tags = clip_tags(arch)
+        example = f" (e.g. {tags[0]})" if tags else ""
+        return (f"{protocol} starts from pretrained weights and {arch} names none: name an open_clip tag{example} "
+                f"or a checkpoint file ({arch}@PATH) in --backbones; scratch is the random-weights case")
     import timm
 
     tags = timm.list_pretrained(f"{arch}.*")
     example = f" (e.g. {tags[0]})" if tags else ""
     return (f"{protocol} starts from pretrained weights and {arch} names none: name a timm tag{example} "
             f"or a checkpoint file ({arch}@PATH) in --backbones; scratch is the random-weights case")
+
+
+def skip_reason(protocol: str, arch: str) -> str | None:
+    """Why ``protocol`` cannot run on ``arch`` whatever its weights: zero-shot without a text tower,
+    or training a CLIP image tower (scratch, finetune: not built yet). ``None`` when it can."""
+    from harness.protocols.zeroshot import needs_text_tower
+
+    if protocol == "zeroshot":
+        return needs_text_tower(arch)
+    if arch.startswith("clip:") and not PROTOCOL_SPECS[protocol].features:
+        return f"{protocol} does not train a CLIP image tower yet: run {arch} with --protocols zeroshot, linear or knn"
+    return None
 
 
 def cases(settings: Settings) -> list[MatrixCase]:
@@ -77,7 +96,7 @@ def cases(settings: Settings) -> list[MatrixCase]:
             num_classes=dataset_classes(dataset), channels_last=settings.channels_last, world_size=world_size,
             weights=weights, protocol=protocol,
             smoke=(dataset, device, precision, protocol) == ("digits", "cpu", "fp32", "scratch") and token in SMOKE_TRAIN_BACKBONES,
-            skip=needs_weights(protocol, ref.arch) if takes == "required" and weights is None else None,
+            skip=needs_weights(protocol, ref.arch) if takes == "required" and weights is None else skip_reason(protocol, ref.arch),
         )
         cases.setdefault(case.spec.id, case)
     return list(cases.values())
