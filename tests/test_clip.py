@@ -65,9 +65,9 @@ def test_good_tokens(token: str, ref: WeightsRef, name: str) -> None:
 
 
 def test_families_follow_the_image_tower() -> None:
-    from harness.backbones.registry import family_of
+    from harness.backbones.factory import backbone_entry
 
-    assert [family_of(n) for n in ("clip:ViT-B-32", "clip:RN50", "clip:convnextv2_tiny", "clip:deit_small_patch16_224")] == \
+    assert [backbone_entry(n).family for n in ("clip:ViT-B-32", "clip:RN50", "clip:convnextv2_tiny", "clip:deit_small_patch16_224")] == \
         ["transformer", "cnn", "cnn", "transformer"]
 
 

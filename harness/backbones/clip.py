@@ -28,34 +28,31 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.backbones.registry import BackboneUnsupported, UnknownBackbone, family_of
-from harness.backbones.weights import (
+from harness.backbones.clip_weights import (
+    HF_CONFIG,
+    HF_HUB,
+    HF_HUB_TAG,
+    PREFIX,
+    fetch_command,
+    hf_file,
+    open_clip_module,
+    places_looked,
+)
+from harness.backbones.refs import (
     FILE_SEP,
-    SCRATCH_MEAN,
-    SCRATCH_STD,
     SUFFIXES,
     Preprocess,
-    ResolvedWeights,
     UnknownWeights,
     WeightsMismatch,
     WeightsRef,
     WeightsUnavailable,
-    hf_cache_dir,
-    resolved,
     with_sidecar,
 )
-from harness.contract import suggest
+from harness.backbones.registry import BackboneUnsupported, UnknownBackbone, family_of
+from harness.contract import SCRATCH_MEAN, SCRATCH_STD, suggest
 
-PREFIX = "clip:"
-HF_HUB = "hf-hub:"
-# The tag of a hf-hub model: its repo is its weights.
-HF_HUB_TAG = "hf-hub"
 # The text tower a timm image tower gets: ViT-B-32's, the seed study's reference CLIP.
 TEXT_TOWER_OF = "ViT-B-32"
-HF_CONFIG = "open_clip_config.json"
-# open_clip's own order of preference (factory._find_checkpoint_in_dir): safetensors first.
-HF_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin")
-INSTALL = "pip install 'backbone-bench[clip]' (open-clip-torch)"
 _SHOWN_TAGS = 8
 # Own config files, by the name they give their model (the file's stem).
 _CONFIG_FILES: dict[str, Path] = {}
@@ -64,15 +61,6 @@ _CONFIG_FILES: dict[str, Path] = {}
 def is_clip(name: str) -> bool:
     """Whether a backbone name or token is a CLIP model (``clip:…``)."""
     return name.startswith(PREFIX)
-
-
-def open_clip_module() -> Any:
-    """``open_clip``, or :class:`UnknownBackbone` naming how to install it (it is an optional extra)."""
-    try:
-        import open_clip
-    except ImportError as exc:
-        raise UnknownBackbone(f"clip: backbones need open_clip, which is not installed: {INSTALL}") from exc
-    return open_clip
 
 
 def parse_clip(token: str) -> WeightsRef:
@@ -174,7 +162,7 @@ def configs(arch: str) -> tuple[dict[str, Any], dict[str, Any]]:
     name = arch[len(PREFIX):]
     if name.startswith(HF_HUB):
         ref = WeightsRef(arch, tag=HF_HUB_TAG)
-        found = _hf_file(name[len(HF_HUB):], (HF_CONFIG,))
+        found = hf_file(name[len(HF_HUB):], (HF_CONFIG,))
         if found is None:
             raise WeightsUnavailable(f"{ref.name}: not cached; looked in {', '.join(places_looked(ref))}; fetch: {fetch_command(ref)}")
         return _read_config(json.loads(found.read_text()))
@@ -209,13 +197,11 @@ def build_clip(ref: WeightsRef, img_size: int, path: Path | None) -> nn.Module:
     model_cfg["text_cfg"].pop("hf_model_pretrained", None)
     if ref.tag and ref.tag != HF_HUB_TAG and open_clip.get_pretrained_cfg(ref.arch[len(PREFIX):], ref.tag).get("quick_gelu"):
         model_cfg["quick_gelu"] = True  # as open_clip.create_model does for a quick-GELU tag
-    embed_dim = int(model_cfg["embed_dim"])
     custom = model_cfg.pop("custom_text", False) or "hf_model_name" in model_cfg["text_cfg"]
     try:
         model: nn.Module = (CustomTextCLIP if custom else CLIP)(**model_cfg)
     except (AssertionError, ValueError, RuntimeError, TypeError) as exc:
         raise BackboneUnsupported(f"{ref.arch} cannot be built for {img_size}px input: {exc}") from exc
-    model.embed_dim = embed_dim  # the image embedding's width, for image_tower's head
     if path is not None:
         try:
             open_clip.load_checkpoint(model, str(path))
@@ -269,82 +255,12 @@ class ImageTower(nn.Module):
         return out
 
 
-def image_tower(model: nn.Module, num_classes: int) -> ImageTower:
-    """``model.visual`` as a backbone (see :class:`ImageTower`); ``model.embed_dim`` is set by :func:`build_clip`."""
-    return ImageTower(model.visual, num_classes, int(getattr(model, "embed_dim")))
-
-
-# --- weights: offline lookup, as for timm tags -----------------------------------------------
-
-def _hf_file(repo: str, names: tuple[str, ...]) -> Path | None:
-    import huggingface_hub
-
-    for filename in names:
-        found = huggingface_hub.try_to_load_from_cache(repo, filename, cache_dir=hf_cache_dir())
-        if isinstance(found, str):
-            return Path(found)
-    return None
-
-
-def clip_cache_dir() -> Path:
-    """open_clip's download cache (``pretrained.download_pretrained_from_url``'s default)."""
-    return Path(os.path.expanduser(os.path.join("~", ".cache", "clip")))
-
-
-def _tag_sources(ref: WeightsRef) -> tuple[str, tuple[str, ...], str]:
-    """``(HF repo, files in it, url)`` of a tag or hf-hub model; empty where it has none."""
-    name = ref.arch[len(PREFIX):]
-    if name.startswith(HF_HUB):
-        return name[len(HF_HUB):], HF_WEIGHTS, ""
-    cfg = open_clip_module().get_pretrained_cfg(name, str(ref.tag))
-    hub = str(cfg.get("hf_hub", ""))
-    repo, filename = os.path.split(hub.rstrip("/")) if hub and not hub.endswith("/") else (hub.rstrip("/"), "")
-    files = (filename,) if filename else HF_WEIGHTS
-    return repo, files, str(cfg.get("url", ""))
-
-
-def find_clip(ref: WeightsRef) -> ResolvedWeights | None:
-    """A CLIP tag's or hf-hub model's weights if cached (HF cache, then open_clip's); offline."""
-    repo, files, url = _tag_sources(ref)
-    if repo and (found := _hf_file(repo, files)) is not None:
-        if ref.tag != HF_HUB_TAG or _hf_file(repo, (HF_CONFIG,)) is not None:
-            return resolved(ref, found, "hf-cache")
-    local = clip_cache_dir() / os.path.basename(url) if url else None
-    return resolved(ref, local, "clip-cache") if local is not None and local.is_file() else None
-
-
-def places_looked(ref: WeightsRef) -> list[str]:
-    """Where :func:`find_clip` looks, for a person to check by hand."""
-    repo, files, url = _tag_sources(ref)
-    wanted = (*files, HF_CONFIG) if ref.tag == HF_HUB_TAG else files
-    places = [f"{hf_cache_dir() / ('models--' + repo.replace('/', '--'))} ({', '.join(wanted)})"] if repo else []
-    return places + ([str(clip_cache_dir() / os.path.basename(url))] if url else [])
-
-
-def fetch_command(ref: WeightsRef) -> str:
-    """The one command that downloads a CLIP tag's (or hf-hub model's) files into the caches read here."""
-    return f"python -m harness weights --download {ref.name}"
-
-
-def download_clip(ref: WeightsRef) -> ResolvedWeights:
-    """Fetch a CLIP tag's files (opt-in): from the HF hub when it has them, else open_clip's url."""
-    import huggingface_hub
-
-    repo, files, url = _tag_sources(ref)
-    try:
-        if repo:
-            if ref.tag == HF_HUB_TAG:
-                huggingface_hub.hf_hub_download(repo, HF_CONFIG, cache_dir=hf_cache_dir())
-            for filename in files:
-                try:
-                    return resolved(ref, Path(huggingface_hub.hf_hub_download(repo, filename, cache_dir=hf_cache_dir())), "download")
-                except huggingface_hub.errors.EntryNotFoundError:  # the repo holds another format
-                    continue
-        if url:
-            return resolved(ref, Path(open_clip_module().download_pretrained_from_url(url, cache_dir=str(clip_cache_dir()))), "download")
-    except OSError as exc:
-        raise WeightsUnavailable(f"{ref.name}: download failed ({exc}); looked in {', '.join(places_looked(ref))}") from exc
-    raise WeightsUnavailable(f"{ref.name}: none of {', '.join(places_looked(ref))} could be downloaded")
+def image_tower(arch: str, model: nn.Module, num_classes: int) -> ImageTower:
+    """``model.visual`` (of ``arch``) as a backbone (see :class:`ImageTower`)."""
+    visual = model.visual
+    if not isinstance(visual, nn.Module):
+        raise BackboneUnsupported(f"{arch} has no image tower module (model.visual)")
+    return ImageTower(visual, num_classes, int(configs(arch)[0]["embed_dim"]))
 
 
 def clip_preprocess(ref: WeightsRef) -> Preprocess:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.backbones.registry import _ENTRIES, GROUPS, REGISTRY, BackboneUnsupported, UnknownBackbone
+from harness.backbones.registry import _ENTRIES, GROUPS, REGISTRY, Backbone, BackboneUnsupported, UnknownBackbone, lookup
 from harness.backbones.weights import (
     FILE_SEP,
     ResolvedWeights,
@@ -30,6 +30,16 @@ CLIP_PREFIX = "clip:"  # harness.backbones.clip.PREFIX, without importing open_c
 # keys shown per kind in a mismatch: enough to recognise the architecture the file was trained as
 _SHOWN_KEYS = 3
 
+
+
+def backbone_entry(name: str) -> Backbone:
+    """The registry entry of an architecture: :func:`~harness.backbones.registry.lookup`'s, or for a
+    ``clip:`` model an untagged entry of its image tower's family."""
+    if name.startswith(CLIP_PREFIX):
+        from harness.backbones.clip import clip_family
+
+        return Backbone(name, clip_family(name))
+    return lookup(name)
 
 
 def resolve_backbones(tokens: list[str]) -> list[str]:
@@ -179,7 +189,7 @@ def _create_clip(ref: WeightsRef, num_classes: int, img_size: int, download: boo
 
     resolved = locate(ref, download=download) if ref.pretrained else None
     check_fits(ref)
-    model = image_tower(build_clip(ref, img_size, resolved.path if resolved is not None else None), num_classes).eval()
+    model = image_tower(ref.arch, build_clip(ref, img_size, resolved.path if resolved is not None else None), num_classes).eval()
     check_runs(model, ref.arch, img_size)
     return model, resolved
 
@@ -222,7 +232,7 @@ def _weightless(arch: str) -> nn.Module:
         from harness.backbones.clip import build_clip, image_tower
 
         with torch.device("meta"):
-            return image_tower(build_clip(WeightsRef(arch), 224, None), 1)
+            return image_tower(arch, build_clip(WeightsRef(arch), 224, None), 1)
     import timm
 
     try:
