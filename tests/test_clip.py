@@ -234,3 +234,17 @@ def test_zeroshot_on_a_backbone_without_a_text_tower_is_a_skip_naming_the_fix() 
         from harness.protocols.zeroshot import run
 
         run(next(c.spec for c in cases(settings) if c.spec.backbone == "resnet18"), settings, None, None, None, None)  # type: ignore[arg-type]
+
+
+def test_an_open_clip_vit_counts_its_attention_projections() -> None:
+    """nn.MultiheadAttention's fused eval path hides its projections from fvcore; they count.
+
+    ViT-B/32 at 224 px: 50 tokens x 12 blocks x (4 + 8) x 768² projection and MLP MACs, 2 x 50² x 768 x 12
+    attention matmul MACs, 49 x 3,072 x 768 patch embedding MACs, the 768 x 512 projection, and fvcore's
+    5 per element of each of the 26 LayerNorms (2 a block, ln_pre, ln_post)."""
+    from harness.backbones.factory import create_backbone
+    from harness.measure.flops import count_macs
+
+    tower = create_backbone("clip:ViT-B-32", num_classes=0, img_size=224)
+    expected = 50 * 12 * 12 * 768**2 + 2 * 50**2 * 768 * 12 + 49 * 3072 * 768 + 768 * 512 + 26 * 5 * 50 * 768
+    assert count_macs(tower, torch.zeros(1, 3, 224, 224)) == expected
