@@ -248,3 +248,22 @@ def test_an_open_clip_vit_counts_its_attention_projections() -> None:
     tower = create_backbone("clip:ViT-B-32", num_classes=0, img_size=224)
     expected = 50 * 12 * 12 * 768**2 + 2 * 50**2 * 768 * 12 + 49 * 3072 * 768 + 768 * 512 + 26 * 5 * 50 * 768
     assert count_macs(tower, torch.zeros(1, 3, 224, 224)) == expected
+
+
+def test_an_uncached_hf_hub_model_expands_and_skips_naming_the_fetch_command(offline: tuple[Path, Path]) -> None:  # noqa: F811
+    from harness.config.options import default_settings
+    from harness.kinds import outcome
+    from harness.kinds.train import cases
+    from harness.protocols.zeroshot import run
+
+    settings = default_settings(backbones=["clip:hf-hub:org/absent"], protocols=["zeroshot"], datasets=["digits"], subsets=["100"],
+                                devices=["cpu"], train_img_sizes=["native"], skip_unavailable=True)
+    [case] = cases(settings)
+    assert case.spec.img_size == 224 and case.skip is None
+    from harness.data.digits import load_digits_split
+
+    split = load_digits_split("train", img_size=32)
+    with pytest.raises(WeightsUnavailable) as info:
+        run(case.spec, settings, split, split, None, None)  # type: ignore[arg-type]
+    assert outcome(info.value) == ("skip", str(info.value))
+    assert "fetch: python -m harness weights --download clip:hf-hub:org/absent" in str(info.value)
