@@ -117,6 +117,9 @@ _PROTOCOLS = (
     Protocol("finetune", "the whole network from pretrained weights, its head from the linear probe: LP-FT", False, "required", "finetune", 0.1),
     Protocol("linear", "a linear head on frozen features", True, "optional", None, None),
     Protocol("knn", "k-nearest neighbours on frozen features, no training", True, "optional", None, None),
+    # A CLIP model's text tower turns class names into the head; the image tower's features are cached
+    # like linear's and knn's. On random weights it runs as the chance-level baseline.
+    Protocol("zeroshot", "a CLIP model's text tower names the classes (prompts): no training", True, "optional", None, None),
 )
 PROTOCOL_SPECS: Mapping[str, Protocol] = {p.name: p for p in _PROTOCOLS}
 PROTOCOLS: tuple[str, ...] = tuple(PROTOCOL_SPECS)
@@ -198,6 +201,8 @@ _METRICS = (
     Metric("throughput_ips", "img/s", "higher", "timed", "images per second at the median: batch / p50", None, LATENCY_SAMPLES),
     Metric("energy_mj_per_img", "mJ", "lower", "timed", "energy per image while timing (with --power)"),
     Metric("params", "count", "lower", "exact", "parameter count", "0"),
+    Metric("clip_params_total", "count", "lower", "exact", "a CLIP backbone: parameters of the whole model, text tower included (params: the image tower)", "0"),
+    Metric("text_encode_ms", "ms", "lower", "timed", "a CLIP backbone: the text tower encoding --num-classes x templates prompts, once (median of 3)"),
     Metric("gmacs", "GMACs", "lower", "exact", "multiply-accumulates per image at batch 1", "0"),
     Metric("weights_bytes", "bytes", "lower", "exact", "parameter and buffer bytes"),
     Metric("peak_mem_bytes", "bytes", "lower", "exact", "peak memory of one forward, weights and input included", "5%"),
@@ -246,7 +251,7 @@ class Kind:
 
 _INFERENCE_METRICS = (
     "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "throughput_ips",
-    "params", "gmacs", "weights_bytes", "peak_mem_bytes", "energy_mj_per_img", "duration_s",
+    "params", "gmacs", "weights_bytes", "peak_mem_bytes", "energy_mj_per_img", "clip_params_total", "text_encode_ms", "duration_s",
 )
 # Seconds per cost unit before calibration, measured on a 2-core CPU (torch 2.14): 0.2 s per GMAC
 # of one image trained, forward, backward and evaluation (resnet18's digits case, 0.037 GMACs x

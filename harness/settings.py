@@ -62,6 +62,8 @@ class Settings:
     val_fraction: float | None
     grad_accum: int | None
     clip_grad: float | None
+    classnames: Path | None
+    templates: Path | None
     edge_profile: EdgeProfile | None
     plan_budget: int | None
     power: bool

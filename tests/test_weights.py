@@ -22,7 +22,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from harness.backbones import weights
+from harness.backbones import refs, weights
 from harness.backbones.factory import create_model
 from harness.backbones.registry import UnknownBackbone
 from harness.backbones.weights import (
@@ -342,14 +342,14 @@ def test_sha256_is_hashed_once_per_version_of_a_file(tmp_path: Path) -> None:
     path = tmp_path / "w.bin"
     path.write_bytes(b"a" * 1000)
     (tmp_path / "link.bin").symlink_to(path)
-    weights._sha256.cache_clear()
+    refs._sha256.cache_clear()
     assert sha256_file(path) == sha256_file(tmp_path / "link.bin") == hashlib.sha256(b"a" * 1000).hexdigest()
-    assert weights._sha256.cache_info().misses == 1
+    assert refs._sha256.cache_info().misses == 1
     stat = path.stat()
     path.write_bytes(b"b" * 1000)  # same size; a rewrite moves mtime (pinned here past coarse clocks)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert sha256_file(path) == hashlib.sha256(b"b" * 1000).hexdigest()
-    assert weights._sha256.cache_info().misses == 2
+    assert refs._sha256.cache_info().misses == 2
 
 
 # --- python -m harness weights -----------------------------------------------------------------

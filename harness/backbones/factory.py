@@ -1,4 +1,5 @@
-"""The one model factory over timm: a backbone built with random weights or with its weights.
+"""The one model factory over timm (and open_clip, for ``clip:`` names): a backbone built with random
+weights or with its weights. A CLIP backbone is its image tower (:mod:`harness.backbones.clip`).
 
 Names are checked here too: :func:`resolve_backbones` expands the option's groups and names, and
 a checkpoint for another architecture is refused (:func:`check_fits`) before any case runs.
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.backbones.registry import _ENTRIES, GROUPS, REGISTRY, BackboneUnsupported, UnknownBackbone
+from harness.backbones.registry import _ENTRIES, GROUPS, REGISTRY, Backbone, BackboneUnsupported, UnknownBackbone, lookup
 from harness.backbones.weights import (
     FILE_SEP,
     ResolvedWeights,
@@ -24,9 +25,21 @@ from harness.backbones.weights import (
 )
 from harness.contract import FAMILIES, suggest
 
+CLIP_PREFIX = "clip:"  # harness.backbones.clip.PREFIX, without importing open_clip's module for timm names
+
 # keys shown per kind in a mismatch: enough to recognise the architecture the file was trained as
 _SHOWN_KEYS = 3
 
+
+
+def backbone_entry(name: str) -> Backbone:
+    """The registry entry of an architecture: :func:`~harness.backbones.registry.lookup`'s, or for a
+    ``clip:`` model an untagged entry of its image tower's family."""
+    if name.startswith(CLIP_PREFIX):
+        from harness.backbones.clip import clip_family
+
+        return Backbone(name, clip_family(name))
+    return lookup(name)
 
 
 def resolve_backbones(tokens: list[str]) -> list[str]:
@@ -46,7 +59,9 @@ def resolve_backbones(tokens: list[str]) -> list[str]:
         token = raw.strip()
         if not token:
             continue
-        if token == "all":
+        if token.startswith(CLIP_PREFIX):  # before '.'/'@': a CLIP token may hold both
+            names = [weights_token(token)]
+        elif token == "all":
             names = list(REGISTRY)
         elif token == "edge":
             names = [b.name for b in _ENTRIES if b.edge]
@@ -77,6 +92,10 @@ def weights_token(token: str) -> str:
 
     ref = parse_backbone(token)
     check_fits(ref)
+    if ref.arch.startswith(CLIP_PREFIX):
+        from harness.backbones.clip import canonical_token
+
+        return canonical_token(ref)
     if ref.file is not None:
         return f"{ref.arch}@{ref.file}"
     return f"{ref.arch}.{ref.tag}" if ref.tag else ref.arch
@@ -89,6 +108,10 @@ def create_backbone(name: str, *, num_classes: int, img_size: int) -> nn.Module:
     ``img_size``; the others are resolution-agnostic and refuse the keyword, so it is dropped
     for them. Raises :class:`BackboneUnsupported` when the model cannot run at ``img_size``.
     """
+    if name.startswith(CLIP_PREFIX):
+        from harness.backbones.weights import WeightsRef
+
+        return create_model(WeightsRef(name), num_classes=num_classes, img_size=img_size)[0]
     import timm
 
     try:
@@ -126,6 +149,8 @@ def feature_map_side(name: str, img_size: int) -> int | None:
     position to pool, and what a larger input would resolve spatially is gone. The map is read off
     one forward of a zero image through timm's ``forward_features`` (NCHW, or NHWC for swin-style models).
     """
+    if name.startswith(CLIP_PREFIX):
+        return None  # an image tower ends in an embedding, whatever its trunk's map
     model = create_backbone(name, num_classes=0, img_size=img_size).eval()
     forward_features = getattr(model, "forward_features", None)
     if not callable(forward_features):
@@ -143,13 +168,28 @@ def create_model(ref: WeightsRef, *, num_classes: int, img_size: int, download: 
 
     Weights load through timm, so its checkpoint filters run (a ViT's position embedding is resampled to
     ``img_size``); an own file's keys are checked first. Raises WeightsUnavailable, WeightsMismatch,
-    UnknownWeights or BackboneUnsupported."""
+    UnknownWeights or BackboneUnsupported.
+
+    A ``clip:`` backbone is its image tower (``num_classes=0``: the image embedding, what the feature
+    protocols read), followed by a fresh linear head when ``num_classes > 0``."""
+    if ref.arch.startswith(CLIP_PREFIX):
+        return _create_clip(ref, num_classes, img_size, download)
     if not ref.pretrained:
         return create_backbone(ref.arch, num_classes=num_classes, img_size=img_size), None
     resolved = locate(ref, download=download)
     check_fits(ref)  # an own file's keys, on a weightless (meta) copy of the architecture
     model = _build(ref, resolved.path, num_classes, img_size)
     model.eval()
+    check_runs(model, ref.arch, img_size)
+    return model, resolved
+
+
+def _create_clip(ref: WeightsRef, num_classes: int, img_size: int, download: bool) -> tuple[nn.Module, ResolvedWeights | None]:
+    from harness.backbones.clip import build_clip, image_tower
+
+    resolved = locate(ref, download=download) if ref.pretrained else None
+    check_fits(ref)
+    model = image_tower(ref.arch, build_clip(ref, img_size, resolved.path if resolved is not None else None), num_classes).eval()
     check_runs(model, ref.arch, img_size)
     return model, resolved
 
@@ -188,6 +228,11 @@ def has_batchnorm(arch: str) -> bool:
 def _weightless(arch: str) -> nn.Module:
     """``arch`` with one output, built on the meta device when it can be: its modules and parameter
     names without memory or initialisation cost (what :func:`has_batchnorm` and :func:`check_fits` read)."""
+    if arch.startswith(CLIP_PREFIX):
+        from harness.backbones.clip import build_clip, image_tower
+
+        with torch.device("meta"):
+            return image_tower(arch, build_clip(WeightsRef(arch), 224, None), 1)
     import timm
 
     try:
@@ -202,6 +247,11 @@ def check_fits(ref: WeightsRef) -> None:
     counts), without building real weights: the option parser calls it, so a file for another
     architecture stops the session before any case runs. Tags and random weights pass."""
     if ref.file is None:
+        return
+    if ref.arch.startswith(CLIP_PREFIX):
+        from harness.backbones.clip import check_clip_fits
+
+        check_clip_fits(ref)
         return
     _check_keys(_weightless(ref.arch), ref.file, ref.arch)
 

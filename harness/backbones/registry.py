@@ -77,7 +77,8 @@ class BackboneUnsupported(RuntimeError):
 
 
 def family_of(name: str) -> Family:
-    """The family of a registry backbone, or a guess from timm's architecture prefix."""
+    """The family of a registry backbone, or a guess from timm's architecture prefix (a ``clip:`` model's
+    is its image tower's: :func:`harness.backbones.factory.backbone_entry`)."""
     if name in REGISTRY:
         return REGISTRY[name].family
     if name.startswith(_HYBRID_PREFIXES):

@@ -1,4 +1,5 @@
-"""Pretrained weights for backbone names: timm tags (``resnet50.a1_in1k``) and own checkpoints (``resnet18@PATH``).
+"""Pretrained weights for backbone names: timm tags (``resnet50.a1_in1k``) and own checkpoints (``resnet18@PATH``);
+CLIP models (``clip:…``) have theirs looked up the same way by :mod:`harness.backbones.clip`.
 
 Offline first: a tag's file is looked up, never fetched, in the Hugging Face hub cache (``$HF_HUB_CACHE``,
 else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``, read at call time), then in timm's torch-hub
@@ -13,103 +14,34 @@ random weights the suite's from-scratch 0.5/0.5.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import hashlib
-import json
 import os
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 import torch
 
+from harness.backbones.refs import _CLIP as _CLIP
+from harness.backbones.refs import FILE_SEP as FILE_SEP
+from harness.backbones.refs import INTERPOLATIONS as INTERPOLATIONS
+from harness.backbones.refs import SIDECAR_FORMAT as SIDECAR_FORMAT
+from harness.backbones.refs import SIDECAR_KEYS as SIDECAR_KEYS
+from harness.backbones.refs import SUFFIXES as SUFFIXES
+from harness.backbones.refs import Preprocess as Preprocess
+from harness.backbones.refs import ResolvedWeights as ResolvedWeights
+from harness.backbones.refs import UnknownWeights as UnknownWeights
+from harness.backbones.refs import WeightsMismatch as WeightsMismatch
+from harness.backbones.refs import WeightsRef as WeightsRef
+from harness.backbones.refs import WeightsUnavailable as WeightsUnavailable
+from harness.backbones.refs import _rgb, hf_cache_dir, resolved, with_sidecar
+from harness.backbones.refs import sha256_file as sha256_file
 from harness.backbones.registry import UnknownBackbone
-from harness.contract import SCRATCH_MEAN, SCRATCH_STD, suggest, unknown
-
-FILE_SEP = "@"
-
-
-SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
-
+from harness.contract import SCRATCH_MEAN, SCRATCH_STD, suggest
 
 # timm's and huggingface_hub's order: safetensors (no pickle) first, then the legacy pickle.
 HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 
 
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
-
-
-SIDECAR_KEYS = ("mean", "std", "input_size", "interpolation")
-
-
-SIDECAR_FORMAT = '{"mean": [r, g, b], "std": [r, g, b] > 0, "input_size": N > 0, "interpolation": "bilinear" | "bicubic" | "nearest"}'
-
-
 _SHOWN_TAGS = 8  # tags shown for an unknown tag: enough to see the naming scheme, few enough for one line
-
-
-
-
-class UnknownWeights(ValueError):
-    """An unknown tag, a missing or unreadable own file, or a name that cannot be read; the message has the fix."""
-
-
-class WeightsUnavailable(RuntimeError):
-    """A valid tag not cached offline (a skip): the message names every place looked and the fetch command."""
-
-
-class WeightsMismatch(ValueError):
-    """A checkpoint whose tensors do not fit the architecture, counted."""
-
-
-@dataclass(frozen=True)
-class WeightsRef:
-    """What weights a backbone starts from: a timm tag, an own file (absolute), or neither (random)."""
-
-    arch: str
-    tag: str | None = None
-    file: Path | None = None
-
-    @property
-    def pretrained(self) -> bool:
-        """Whether any weights are loaded."""
-        return self.tag is not None or self.file is not None
-
-    @property
-    def label(self) -> str | None:
-        """The tag, or the file's stem as ``[A-Za-z0-9_]+``; ``None`` for random weights."""
-        if self.file is not None:
-            return re.sub(r"[^A-Za-z0-9_]+", "_", self.file.stem).strip("_") or "file"
-        return self.tag
-
-    @property
-    def name(self) -> str:
-        """``resnet50.a1_in1k``, ``resnet18@digits04`` or ``resnet18``: safe in a test id."""
-        return f"{self.arch}{FILE_SEP}{self.label}" if self.file else f"{self.arch}.{self.tag}" if self.tag else self.arch
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """The normalisation, training side and resize interpolation the weights expect."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    input_size: int
-    interpolation: str
-
-
-@dataclass(frozen=True)
-class ResolvedWeights:
-    """The file a :class:`WeightsRef` loads, its sha256 and where it was found."""
-
-    ref: WeightsRef
-    path: Path
-    sha256: str
-    source: str  # "hf-cache" | "timm-cache" | "file" | "download"
 
 
 def parse_backbone(token: str) -> WeightsRef:
@@ -117,6 +49,10 @@ def parse_backbone(token: str) -> WeightsRef:
 
     Raises :class:`~harness.backbones.registry.UnknownBackbone` for an unknown architecture, :class:`UnknownWeights`
     for an unknown tag, a missing file or a name that cannot be read."""
+    if token.strip().startswith(_CLIP):
+        from harness.backbones.clip import parse_clip
+
+        return parse_clip(token)
     import timm
 
     head, sep, path = token.strip().partition(FILE_SEP)
@@ -151,9 +87,12 @@ def parse_backbone(token: str) -> WeightsRef:
 
 def preprocess_of(ref: WeightsRef) -> Preprocess:
     """The mean/std, side and interpolation ``ref``'s weights were trained with (see the module docstring)."""
+    if ref.arch.startswith(_CLIP):
+        from harness.backbones.clip import clip_preprocess
+
+        return clip_preprocess(ref)
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     from timm.models import get_pretrained_cfg
-
 
     cfg = get_pretrained_cfg(f"{ref.arch}.{ref.tag}" if ref.tag else ref.arch)
     side = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224  # 224: timm's own default cfg side
@@ -161,42 +100,7 @@ def preprocess_of(ref: WeightsRef) -> Preprocess:
         return Preprocess(SCRATCH_MEAN, SCRATCH_STD, side, "bilinear")
     mean, std = (cfg.mean, cfg.std) if cfg is not None else (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     base = Preprocess(_rgb(mean), _rgb(std), side, cfg.interpolation if cfg is not None else "bicubic")
-    return _with_sidecar(base, ref.file) if ref.file is not None else base
-
-
-def _rgb(values: Sequence[float]) -> tuple[float, float, float]:
-    red, green, blue = values
-    return float(red), float(green), float(blue)
-
-
-def _with_sidecar(base: Preprocess, file: Path) -> Preprocess:
-    sidecar = file.with_name(file.name + ".json")
-    if not sidecar.is_file():
-        return base
-    try:
-        data = json.loads(sidecar.read_text())
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        changes: dict[str, Any] = {key: _sidecar_value(key, value) for key, value in data.items()}
-    except (OSError, ValueError) as exc:
-        raise UnknownWeights(f"{sidecar}: {exc}; it holds some of {SIDECAR_FORMAT}") from exc
-    return dataclasses.replace(base, **changes)
-
-
-def _sidecar_value(key: str, value: Any) -> Any:
-    numbers = isinstance(value, list) and len(value) == 3 and all(type(x) in (int, float) for x in value)
-    if (key == "mean" and numbers) or (key == "std" and numbers and min(value) > 0):
-        return _rgb(value)
-    if (key == "input_size" and type(value) is int and value > 0) or (key == "interpolation" and value in INTERPOLATIONS):
-        return value
-    raise ValueError(f"{key} {value!r} is not valid" if key in SIDECAR_KEYS else unknown("key", key, SIDECAR_KEYS))
-
-
-def _hf_cache_dir() -> Path:
-    # huggingface_hub freezes its cache constants at import; read the same variables now instead.
-    env = os.environ
-    home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface")
-    return Path(os.path.expanduser(env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE") or os.path.join(home, "hub")))
+    return with_sidecar(base, ref.file) if ref.file is not None else base
 
 
 def _sources(ref: WeightsRef) -> tuple[str, tuple[str, ...], str, Path | None]:
@@ -217,32 +121,40 @@ def find_cached(ref: WeightsRef) -> ResolvedWeights | None:
     """``ref``'s file if it is here (HF cache, then torch-hub cache, or the own file), else ``None``
     (also for random weights). Offline: never downloads."""
     if ref.file is not None:
-        return _resolved(ref, ref.file, "file") if ref.file.is_file() else None
+        return resolved(ref, ref.file, "file") if ref.file.is_file() else None
     if ref.tag is None:
         return None
+    if ref.arch.startswith(_CLIP):
+        from harness.backbones.clip_weights import find_clip
+
+        return find_clip(ref)
     import huggingface_hub
 
     repo, files, _, hub = _sources(ref)
     for filename in files:
-        found = huggingface_hub.try_to_load_from_cache(repo, filename, cache_dir=_hf_cache_dir())
+        found = huggingface_hub.try_to_load_from_cache(repo, filename, cache_dir=hf_cache_dir())
         if isinstance(found, str):  # neither None nor the cache's "known to be absent" marker
-            return _resolved(ref, Path(found), "hf-cache")
-    return _resolved(ref, hub, "timm-cache") if hub is not None and hub.is_file() else None
+            return resolved(ref, Path(found), "hf-cache")
+    return resolved(ref, hub, "timm-cache") if hub is not None and hub.is_file() else None
 
 
 def places_looked(ref: WeightsRef) -> list[str]:
     """Where :func:`find_cached` looks for ``ref``'s file, for a person to check by hand."""
     if ref.file is not None or ref.tag is None:
         return [str(ref.file)] if ref.file else []
+    if ref.arch.startswith(_CLIP):
+        from harness.backbones import clip_weights
+
+        return clip_weights.places_looked(ref)
     repo, files, _, hub = _sources(ref)
-    places = [f"{_hf_cache_dir() / ('models--' + repo.replace('/', '--'))} ({', '.join(files)})"] if repo else []
+    places = [f"{hf_cache_dir() / ('models--' + repo.replace('/', '--'))} ({', '.join(files)})"] if repo else []
     return places + ([str(hub)] if hub else [])
 
 
 def fetch_command(ref: WeightsRef) -> str:
     """The one command that downloads a tag's file into the cache :func:`find_cached` reads."""
     if ref.tag is None:
-        raise ValueError(f"{ref.name} names no pretrained tag: only a timm tag can be fetched")
+        raise ValueError(f"{ref.name} names no pretrained tag: only a timm or open_clip tag can be fetched")
     return f"python -m harness weights --download {ref.name}"
 
 
@@ -262,6 +174,10 @@ def locate(ref: WeightsRef, *, download: bool = False) -> ResolvedWeights:
 
 
 def _download(ref: WeightsRef) -> ResolvedWeights:
+    if ref.arch.startswith(_CLIP):
+        from harness.backbones.clip_weights import download_clip
+
+        return download_clip(ref)
     import huggingface_hub
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
@@ -269,31 +185,16 @@ def _download(ref: WeightsRef) -> ResolvedWeights:
     try:
         for filename in files:
             try:
-                path = huggingface_hub.hf_hub_download(repo, filename, cache_dir=_hf_cache_dir())
+                path = huggingface_hub.hf_hub_download(repo, filename, cache_dir=hf_cache_dir())
             except RemoteEntryNotFoundError:  # the repo holds the other format
                 continue
-            return _resolved(ref, Path(path), "download")
+            return resolved(ref, Path(path), "download")
         if hub is not None and not repo:
             hub.parent.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(url, str(hub), progress=False)
-            return _resolved(ref, hub, "download")
+            return resolved(ref, hub, "download")
     except OSError as exc:  # huggingface_hub's HTTP and offline errors are OSErrors too
         raise WeightsUnavailable(f"{ref.name}: download failed ({exc}); looked in {', '.join(places_looked(ref))}") from exc
     raise WeightsUnavailable(f"{ref.name}: none of {', '.join(places_looked(ref))} could be downloaded")
 
 
-def _resolved(ref: WeightsRef, path: Path, source: str) -> ResolvedWeights:
-    return ResolvedWeights(ref, path, sha256_file(path), source)
-
-
-def sha256_file(path: Path) -> str:
-    """The file's sha256, hashed once per (resolved path, size, mtime): a rewritten file is hashed again."""
-    real = Path(path).resolve()
-    stat = real.stat()
-    return _sha256(str(real), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=256)  # a session loads a few dozen checkpoints: 256 never evicts a live one
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()

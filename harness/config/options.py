@@ -63,7 +63,7 @@ _DATASET_NAMES = ", ".join(f"{d.name} (embedded)" if d.embedded else d.name for 
 
 OPTIONS: tuple[Option, ...] = (
     # The matrix: every value is a case axis.
-    Option("backbones", "backbones", p.parse_backbones, "all", "NAMES", "registry names, groups (cnn, transformer, hybrid, edge, all) or any timm model name; training cases also take weights: a timm pretrained tag (resnet50.a1_in1k) or a checkpoint file (resnet18@PATH)"),
+    Option("backbones", "backbones", p.parse_backbones, "all", "NAMES", "registry names, groups (cnn, transformer, hybrid, edge, all) or any timm model name; training cases also take weights: a timm pretrained tag (resnet50.a1_in1k) or a checkpoint file (resnet18@PATH); CLIP models: clip:ViT-B-32[/TAG], clip:hf-hub:ORG/NAME, clip:TIMM_MODEL (image tower), clip:CONFIG.json, each [@CHECKPOINT]"),
     Option("img-sizes", "img_sizes", p.int_list("img-sizes"), "32", "PX", "input resolutions; 32 is CIFAR-native, 224 the deployment size; training uses the first unless --train-img-sizes is given"),
     Option("batch-sizes", "batch_sizes", p.int_list("batch-sizes"), "1,32", "N", "inference batch sizes"),
     Option("devices", "devices", p.parse_devices, "auto", "DEVICES", "cpu, cuda, cuda:N, mps, or auto (every available one)"),
@@ -96,6 +96,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("val-fraction", "val_fraction", p.number("val-fraction", high=1.0), None, "F", "validation share carved from the training subset (unset: 0.1 with --early-stop, else none)"),
     Option("grad-accum", "grad_accum", _int("grad-accum"), None, "N", "gradient accumulation steps per optimiser step (the train batch is split into N micro-batches)"),
     Option("clip-grad", "clip_grad", p.positive_float("clip-grad"), None, "NORM", "clip the gradient norm at NORM"),
+    Option("classnames", "classnames", p.classnames_file, None, "FILE", "zeroshot: class names, one a line in label order (unset: the dataset's built-in set, else its own class names); digested as the file's sha256"),
+    Option("templates", "templates", p.templates_file, None, "FILE", "zeroshot: prompt templates, one a line, each with {} where the class name goes (unset: the dataset's built-in set); digested as the file's sha256"),
     Option("edge-profile", "edge_profile", p.edge_profile, None, "NAME", "edge constraints: a named board profile or threads=4,mem=2GiB"),
     Option("plan-budget", "plan_budget", p.byte_size, None, "BYTES", "memory budget of batch-size planning cases, e.g. 512MiB (unset: the edge profile's, else 512MiB)"),
     Option("power", "power", p.flag, "false", "", "sample power during latency cases (RAPL, NVML or tegrastats)", flag=True),
@@ -106,7 +108,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("skip-checksums", "skip_checksums", p.flag, "false", "", "read dataset files without checking their official md5 sums (your own re-packed copies)", flag=True),
     Option("download", "download", p.flag, "false", "", "download missing datasets (torchvision) and pretrained weights (Hugging Face hub); without it nothing is fetched", flag=True),
     Option("skip-unavailable", "skip_unavailable", p.flag, "false", "", "skip the cases of a device, dataset or weights named explicitly that this machine lacks, instead of refusing the session before any case runs (--devices auto skips what is absent anyway)", flag=True),
-    Option("feature-cache", "feature_cache", p.path, ".bench-features", "PATH", "where linear and knn cases keep the frozen backbones' features, reused by every case that needs the same ones", env="BACKBONE_BENCH_FEATURES"),
+    Option("feature-cache", "feature_cache", p.path, ".bench-features", "PATH", "where linear, knn and zeroshot cases keep the frozen backbones' features, reused by every case that needs the same ones", env="BACKBONE_BENCH_FEATURES"),
     Option("resume", "resume", p.flag, "false", "", "resume interrupted training cases from their last checkpoint", flag=True),
     # Scale-out: which part of the selection this session runs (see harness/scale/shards.py).
     Option("shard", "shard", parse_shard, None, "K/N", "run only shard K of N: a deterministic part of the selected cases (after -k/-m), balanced by the stored durations; merge the N runs with python -m harness merge", env="BACKBONE_BENCH_SHARD"),

@@ -165,6 +165,27 @@ def path(text: str) -> Path:
     return Path(text).expanduser()
 
 
+def classnames_file(text: str) -> Path:
+    """A class-names file (one name a line, in label order), read now so a missing one is a usage error;
+    its count is checked against each dataset before any case runs (:mod:`harness.config.preflight`)."""
+    from harness.data.prompts import PromptError, read_lines
+
+    file = path(text)
+    names = _setting(lambda: read_lines(file), PromptError)[0]
+    if not names:
+        raise SettingError(f"--classnames {file}: no class names; write one name a line, in label order")
+    return file
+
+
+def templates_file(text: str) -> Path:
+    """A prompt-templates file (one a line, each with ``{}`` where the class name goes), checked now."""
+    from harness.data.prompts import PromptError, check_templates, read_lines
+
+    file = path(text)
+    _setting(lambda: check_templates(read_lines(file)[0], f"--templates {file}"), PromptError)
+    return file
+
+
 def _setting(convert: Callable[[], T], *errors: type[Exception]) -> T:
     """``convert()``, with the library's own error (``ValueError`` unless named) as a :class:`SettingError`."""
     caught = errors or (ValueError,)

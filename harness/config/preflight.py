@@ -18,12 +18,29 @@ def check_available(settings: Settings) -> None:
     """Raise :class:`SettingError` for the first explicit device, dataset or weights that cannot run here."""
     _check_image_folders(settings)
     _check_batchnorm(settings)
+    _check_prompts(settings)
     if settings.skip_unavailable:
         return
     _check_devices(settings.devices)
     if not settings.download:  # --download fetches missing datasets and weights when a case needs them
         _check_datasets(settings)
         _check_weights(settings.backbones)
+
+
+def _check_prompts(settings: Settings) -> None:
+    """A --classnames file whose count is not a registered dataset's is refused for zeroshot cases
+    (an image folder's classes are known once it is read: checked when its case runs)."""
+    if settings.classnames is None or "zeroshot" not in settings.protocols:
+        return
+    from harness.data.prompts import read_lines
+    from harness.data.registry import DATASETS
+
+    names = read_lines(settings.classnames)[0]
+    for dataset in settings.datasets:
+        info = DATASETS.get(dataset)
+        if info is not None and info.num_classes != len(names):
+            raise SettingError(f"--classnames {settings.classnames}: {len(names)} class names for the {info.num_classes} classes of {dataset}; "
+                               "write one name a line, in label order")
 
 
 def _check_devices(devices: list[str]) -> None:

@@ -69,6 +69,7 @@ def _policy() -> tuple[tuple[type[BaseException], Outcome, str], ...]:
     from harness.backbones.registry import BackboneUnsupported
     from harness.backbones.weights import WeightsMismatch, WeightsUnavailable
     from harness.data.errors import DatasetCorrupt, DatasetUnavailable, DatasetUnusable
+    from harness.data.prompts import PromptError
     from harness.data.subsets import SubsetError
     from harness.edge.planning import PlanningError
     from harness.edge.power import PowerUnavailable
@@ -92,6 +93,7 @@ def _policy() -> tuple[tuple[type[BaseException], Outcome, str], ...]:
         (DatasetUnusable, "fail", ""),
         (WeightsMismatch, "fail", "weights"),
         (SubsetError, "fail", "subset"),
+        (PromptError, "fail", "zero-shot prompts"),
         (FlopCountError, "fail", "counting GMACs"),
         (PowerUnavailable, "fail", "power sampling"),
     )

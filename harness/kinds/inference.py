@@ -87,21 +87,26 @@ def cases(settings: Settings) -> list[MatrixCase]:
     ]
 
 
-def prepare_inference(spec: CaseSpec, *, workdir: Path, threads: int | None = 1) -> PreparedInference:
+def prepare_inference(spec: CaseSpec, *, workdir: Path, threads: int | None = 1, templates: Path | None = None) -> PreparedInference:
     """Build the model for ``spec``, place it, build its runtime, and measure params/GMACs/memory.
 
-    ``threads`` is the CPU thread count while the runner lives (``None``: torch's default).
+    ``threads`` is the CPU thread count while the runner lives (``None``: torch's default). A ``clip:``
+    backbone is its image tower, and its record adds :func:`harness.measure.text_tower.clip_inference_keys`
+    (the text tower's cost of encoding ``num_classes`` x ``templates`` prompts).
     Raises ``BackboneUnsupported`` (cannot run at this size) and ``RuntimeUnsupported``
     (the runtime cannot take this model here); the caller turns both into skips.
     """
     from harness.measure.runners import build_runner
 
-    params, gmacs = static_profile(spec.backbone, spec.img_size, spec.num_classes)
+    # A CLIP backbone is timed as its image tower, whose output is the image embedding (no class head).
+    clip = spec.backbone.startswith("clip:")
+    num_classes = 0 if clip else spec.num_classes
+    params, gmacs = static_profile(spec.backbone, spec.img_size, num_classes)
     device = torch.device(spec.device)
     dtype = DTYPES[spec.precision]
     memory_format = torch.channels_last if spec.channels_last else torch.contiguous_format
 
-    model = create_backbone(spec.backbone, num_classes=spec.num_classes, img_size=spec.img_size)
+    model = create_backbone(spec.backbone, num_classes=num_classes, img_size=spec.img_size)
     model = model.to(device=device, dtype=dtype).to(memory_format=memory_format)
     # A fixed batch, seeded so every run feeds the model the same values.
     generator = torch.Generator().manual_seed(0)
@@ -116,6 +121,10 @@ def prepare_inference(spec: CaseSpec, *, workdir: Path, threads: int | None = 1)
         **runner.info,
         "threads": torch.get_num_threads(),
     }
+    if clip:
+        from harness.measure.text_tower import clip_inference_keys
+
+        static.update(clip_inference_keys(spec.backbone, spec.img_size, spec.num_classes, spec.device, templates))
     if RUNTIME_SPECS[spec.runtime].cpu_arena and device.type == "cpu":  # no figure is better than a wrong one
         static["peak_mem_bytes"] = None
         static["peak_mem_unavailable"] = f"{spec.runtime}'s CPU arena is not visible to the tensor-level memory probe"

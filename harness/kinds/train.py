@@ -9,7 +9,7 @@ subset per seed, trains or probes, and folds the seeds into the flat record of t
 from __future__ import annotations
 
 from itertools import product
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,6 +22,9 @@ from harness.matrix.expand import SMOKE_TRAIN_BACKBONES, MatrixCase, backbone_re
 from harness.protocols import TRAINING_SETTINGS, Progress, protocol_module
 from harness.runtime.distributed import World, current_world, main_first
 from harness.settings import Settings
+
+if TYPE_CHECKING:
+    from harness.backbones.weights import WeightsRef
 
 
 def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
@@ -43,12 +46,42 @@ def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
 
 def needs_weights(protocol: str, arch: str) -> str:
     """The skip reason of a protocol that needs pretrained weights run on random ones, naming the fix."""
+    if arch.startswith("clip:"):
+        from harness.backbones.clip import clip_tags
+
+        tags = clip_tags(arch)
+        example = f" (e.g. {tags[0]})" if tags else ""
+        return (f"{protocol} starts from pretrained weights and {arch} names none: name an open_clip tag{example} "
+                f"or a checkpoint file ({arch}@PATH) in --backbones; scratch is the random-weights case")
     import timm
 
     tags = timm.list_pretrained(f"{arch}.*")
     example = f" (e.g. {tags[0]})" if tags else ""
     return (f"{protocol} starts from pretrained weights and {arch} names none: name a timm tag{example} "
             f"or a checkpoint file ({arch}@PATH) in --backbones; scratch is the random-weights case")
+
+
+def native_size(ref: WeightsRef) -> int:
+    """The input size of ``ref``'s weights; 224 (CLIP's) for a hf-hub model whose config is not cached,
+    whose case is then a skip naming the fetch command (its weights are not there either)."""
+    from harness.backbones.weights import WeightsUnavailable, preprocess_of
+
+    try:
+        return preprocess_of(ref).input_size
+    except WeightsUnavailable:
+        return 224
+
+
+def skip_reason(protocol: str, arch: str) -> str | None:
+    """Why ``protocol`` cannot run on ``arch`` whatever its weights: zero-shot without a text tower,
+    or training a CLIP image tower (scratch, finetune: not built yet). ``None`` when it can."""
+    from harness.protocols.zeroshot import needs_text_tower
+
+    if protocol == "zeroshot":
+        return needs_text_tower(arch)
+    if arch.startswith("clip:") and not PROTOCOL_SPECS[protocol].features:
+        return f"{protocol} does not train a CLIP image tower yet: run {arch} with --protocols zeroshot, linear or knn"
+    return None
 
 
 def cases(settings: Settings) -> list[MatrixCase]:
@@ -59,7 +92,7 @@ def cases(settings: Settings) -> list[MatrixCase]:
     weights run (a baseline for the pretrained ones; the record says so). The world size is this
     session's (torchrun's ``WORLD_SIZE``): it is part of a case's identity.
     """
-    from harness.backbones.weights import WeightsRef, preprocess_of
+    from harness.backbones.weights import WeightsRef
 
     world_size = current_world().size
     sizes = settings.train_img_sizes or settings.img_sizes[:1]
@@ -71,13 +104,13 @@ def cases(settings: Settings) -> list[MatrixCase]:
         ref = backbone_ref(token)
         takes = PROTOCOL_SPECS[protocol].weights  # never, optional or required
         weights = ref if ref.pretrained and takes != "never" else None
-        img_size = preprocess_of(weights or WeightsRef(ref.arch)).input_size if size == NATIVE else int(size)
+        img_size = native_size(weights or WeightsRef(ref.arch)) if size == NATIVE else int(size)
         case = matrix_case(
             "train", ref.arch, device, precision, batch_size=batch, img_size=img_size, dataset=dataset, subset=subset,
             num_classes=dataset_classes(dataset), channels_last=settings.channels_last, world_size=world_size,
             weights=weights, protocol=protocol,
             smoke=(dataset, device, precision, protocol) == ("digits", "cpu", "fp32", "scratch") and token in SMOKE_TRAIN_BACKBONES,
-            skip=needs_weights(protocol, ref.arch) if takes == "required" and weights is None else None,
+            skip=needs_weights(protocol, ref.arch) if takes == "required" and weights is None else skip_reason(protocol, ref.arch),
         )
         cases.setdefault(case.spec.id, case)
     return list(cases.values())

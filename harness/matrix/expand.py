@@ -14,7 +14,7 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from harness.backbones.registry import lookup
+from harness.backbones.factory import backbone_entry
 from harness.matrix.cases import CaseSpec
 from harness.runtime.devices import precision_unsupported_reason, unavailable_reason
 from harness.runtime.distributed import current_world
@@ -42,7 +42,7 @@ class MatrixCase:
 
 
 def matrix_case(kind: str, name: str, device: str, precision: str, skip: str | None = None, **fields: Any) -> MatrixCase:
-    entry = lookup(name)
+    entry = backbone_entry(name)
     spec = CaseSpec(kind=kind, backbone=name, family=entry.family, edge=entry.edge, device=device, precision=precision, **fields)
     # Every rank builds the same list (ids and skips), so the ranks run the same cases in step.
     distributed = kind != "train" and current_world().distributed

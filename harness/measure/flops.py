@@ -125,13 +125,20 @@ def _analysis(model: nn.Module, example: torch.Tensor) -> FlopCountAnalysis:
 
 @contextmanager
 def _traced_in_eval(model: nn.Module) -> Iterator[None]:
-    """Trace in eval mode (no dropout/drop-path randomness), restore mode after."""
+    """Trace in eval mode (no dropout/drop-path randomness), restore mode after.
+
+    ``nn.MultiheadAttention`` (open_clip's ViT towers) takes a fused fast path under ``no_grad`` in eval
+    mode, one ``aten::_native_multi_head_attention`` op that hides its projections from the counter;
+    it is turned off while tracing, so its in/out projections count as the linear layers they are."""
     was_training = model.training
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     model.eval()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         with torch.no_grad(), _quiet():
             yield
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         model.train(was_training)
 
 

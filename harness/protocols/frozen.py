@@ -110,7 +110,7 @@ def search_probe(probe: Probe, train_f: Features, indices: torch.Tensor, num_cla
     return choose(probe.param, probe.prefer, probe.grid_values(len(fit_idx)), score, fit_images=len(fit_idx), val_images=len(val_idx))
 
 
-class _Extractor:
+class Extractor:
     """The features of one split for one set of weights: from the cache, or by running the backbone once."""
 
     def __init__(self, spec: CaseSpec, options: Settings, held_size: int) -> None:
@@ -152,7 +152,7 @@ class _Extractor:
 
 def extract_train_features(spec: CaseSpec, options: Settings, train_split: TensorSplit) -> tuple[Features, torch.device]:
     """The pretrained backbone's features of the whole training split (cached), and the device, for LP-FT."""
-    extractor = _Extractor(spec, options, held_size=int(train_split.images.shape[-1]))
+    extractor = Extractor(spec, options, held_size=int(train_split.images.shape[-1]))
     return extractor.features("train", train_split, None), extractor.device
 
 
@@ -162,7 +162,7 @@ def run_frozen_case(probe: Probe, spec: CaseSpec, options: Settings, train_split
     Raises ``WeightsUnavailable`` (a skip) before any feature is extracted when the weights are not
     cached offline.
     """
-    extractor = _Extractor(spec, options, held_size=int(train_split.images.shape[-1]))
+    extractor = Extractor(spec, options, held_size=int(train_split.images.shape[-1]))
     subset = parse_subset(str(spec.subset))
     pretrained = spec.weights is not None
     results: list[TrainResult] = []
