@@ -18,12 +18,21 @@ def check_available(settings: Settings) -> None:
     """Raise :class:`SettingError` for the first explicit device, dataset or weights that cannot run here."""
     _check_image_folders(settings)
     _check_batchnorm(settings)
+    _check_trackers(settings)  # not a case's to skip: the whole run is logged, or the session refused
     if settings.skip_unavailable:
         return
     _check_devices(settings.devices)
     if not settings.download:  # --download fetches missing datasets and weights when a case needs them
         _check_datasets(settings)
         _check_weights(settings.backbones)
+
+
+def _check_trackers(settings: Settings) -> None:
+    from harness.results.trackers import missing_message
+
+    message = missing_message(settings.track or ())
+    if message:
+        raise SettingError(message)
 
 
 def _check_devices(devices: list[str]) -> None:
