@@ -154,6 +154,30 @@ RUNTIME_SPECS: Mapping[str, Runtime] = {r.name: r for r in _RUNTIMES}
 RUNTIMES: tuple[str, ...] = tuple(RUNTIME_SPECS)
 
 
+@dataclass(frozen=True)
+class Tracker:
+    """An experiment tracker ``--track`` logs a finished run's cases to, offline, under ``--track-dir``
+    (its writer and reader: the module ``harness.results.trackers.<name>``).
+
+    ``package`` is the import its module needs, installed by the project's extra of the tracker's
+    name (``pip install -e '.[mlflow]'``); ``where`` is what it writes, relative to ``--track-dir``.
+    """
+
+    name: str
+    meaning: str
+    package: str
+    where: str
+
+
+_TRACKERS = (
+    Tracker("mlflow", "MLflow runs in a local SQLite store (mlflow ui --backend-store-uri sqlite:///DIR/mlflow.db)", "mlflow", "mlflow.db"),
+    Tracker("wandb", "Weights & Biases offline runs (wandb sync DIR/wandb/offline-run-* uploads them)", "wandb", "wandb/"),
+    Tracker("tensorboard", "TensorBoard event files (tensorboard --logdir DIR/tensorboard)", "tensorboard", "tensorboard/"),
+)
+TRACKER_SPECS: Mapping[str, Tracker] = {t.name: t for t in _TRACKERS}
+TRACKERS: tuple[str, ...] = tuple(TRACKER_SPECS)
+
+
 def module_name(name: str) -> str:
     """The module an open set's row names: ``onnxruntime-int8`` -> ``onnxruntime_int8``."""
     return name.replace("-", "_")

@@ -75,6 +75,8 @@ class Settings:
     skip_unavailable: bool
     feature_cache: Path
     resume: bool
+    track: list[str] | None
+    track_dir: Path
     shard: Shard | None
     gate: str | None
     # The gate's tolerance spec as given (checked when parsed; harness.results.tolerances.parse_tolerances reads it).

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from harness import kinds, protocols
-from harness.contract import FAMILY_SPECS, KINDS, PROTOCOL_SPECS, RUNTIME_SPECS, module_name
+from harness.contract import FAMILY_SPECS, KINDS, PROTOCOL_SPECS, RUNTIME_SPECS, TRACKER_SPECS, module_name
 from harness.data.registry import DATASETS
 from harness.measure import runners
 from harness.measure.recipes import RECIPES, SCRATCH_RULES
+from harness.results import trackers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +40,13 @@ def test_every_runtime_row_has_its_builder_and_every_builder_a_row() -> None:
     assert _modules(runners, set()) == {module_name(r) for r in RUNTIME_SPECS}
     for name in RUNTIME_SPECS:
         assert callable(runners.runtime_module(name).build)
+
+
+def test_every_tracker_row_has_its_module_and_every_module_a_row() -> None:
+    assert _modules(trackers, set()) == {module_name(t) for t in TRACKER_SPECS}
+    for name in TRACKER_SPECS:
+        module = trackers.tracker_module(name)  # importing it needs no tracker package: each imports its own inside
+        assert callable(module.log) and callable(module.read)
 
 
 def test_every_kind_row_has_its_module_fixture_and_benchmark() -> None:

@@ -48,9 +48,9 @@ def test_report_writes_tables_csv_and_plots(cpu: Run, cuda: Run, tmp_path: Path)
     out = tmp_path / "nested" / "report"
     result = write_report([cpu, cuda], out)
     names = sorted(p.name for p in result.files)
-    assert names == ["accuracy_vs_subset_cifar10.png", "deployment.csv", "pareto_cifar10.png", "peak_memory.png", "report.csv", "report.md"]
+    assert names == ["accuracy_vs_subset_cifar10.png", "deployment.csv", "latency.png", "pareto_cifar10.png", "peak_memory.png", "report.csv", "report.md"]
     assert result.skipped == [] and sorted(p.name for p in out.iterdir()) == names  # no temp files left
-    for png in ("accuracy_vs_subset_cifar10.png", "pareto_cifar10.png", "peak_memory.png"):
+    for png in ("accuracy_vs_subset_cifar10.png", "pareto_cifar10.png", "peak_memory.png", "latency.png"):
         data = (out / png).read_bytes()
         assert data.startswith(PNG) and len(data) > 10_000  # a drawn figure, not an empty canvas
     md = (out / "report.md").read_text()
@@ -75,7 +75,8 @@ def test_plot_without_data_is_skipped_with_the_reason(cuda: Run, tmp_path: Path)
         "pareto_<dataset>.png skipped: no successful train cases in these runs",
         "deployment.csv skipped: no successful train cases in these runs",
     ]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["peak_memory.png", "report.csv", "report.md"]
+    # A profiled-only run still gets its latency and memory pictures.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latency.png", "peak_memory.png", "report.csv", "report.md"]
     assert "No successful train cases." in (tmp_path / "report.md").read_text()
 
 
@@ -129,7 +130,7 @@ def test_a_plan_only_run_gets_a_real_report(tmp_path: Path) -> None:
     assert "| mobilenetv3_small_100 | 180 | 192 | 51 | 50 |" in budget512 and "| resnet18 | 37 | 40 | 12 | 13 |" in budget512
     assert "### plan · cpu · 32 px · fp32 · budget 128 MiB" in md and "| resnet18 | 9 | 10 | 3 | 3 |" in md
     assert "No successful inference cases." in md and "No successful train cases." in md
-    assert len(result.skipped) == 4 and [p.name for p in result.files] == ["report.md", "report.csv"]
+    assert len(result.skipped) == 5 and result.skipped[3] == "latency.png skipped: no successful inference case recorded latency_p50_ms" and [p.name for p in result.files] == ["report.md", "report.csv"]
     csv = pd.read_csv(tmp_path / "report.csv")
     assert list(csv["plan_inference_searched_max_batch"]) == [40, 192, 10] and csv["settings_digest"].notna().all()
 

@@ -184,7 +184,7 @@ def test_data_efficiency_with_a_target_top1() -> None:
 def test_one_png_per_dataset_valid_and_readable(report: tuple[Path, Any]) -> None:
     out, result = report
     pngs = ["accuracy_vs_subset_cifar10.png", "accuracy_vs_subset_imagefolder_data_bins.png", "pareto_cifar10.png", "pareto_imagefolder_data_bins.png",
-            "peak_memory.png"]
+            "peak_memory.png", "latency.png"]
     assert [p.name for p in result.files] == ["report.md", "report.csv", "deployment.csv", *pngs] and result.skipped == []
     for name in pngs:
         assert (out / name).read_bytes()[:8] == PNG
@@ -235,7 +235,8 @@ def test_pareto_plot_skipped_when_no_model_has_a_latency(tmp_path: Path) -> None
     doc = synth.make_run([train(RESNET, "linear", label, size, 50.0 + i) for i, (label, size) in enumerate(SUBSETS)])
     result = write_report([Run.from_json(doc)], tmp_path, ReportOptions(max_latency_ms=5.0))
     assert result.skipped == ["pareto_cifar10.png skipped: no model at the largest cifar10 subset (8,000 images) has both a top-1 and a latency "
-                              "(no successful inference cases in these runs)"]
+                              "(no successful inference cases in these runs)",
+                              "latency.png skipped: no successful inference case recorded latency_p50_ms"]
     assert not (tmp_path / "pareto_cifar10.png").exists() and (tmp_path / "accuracy_vs_subset_cifar10.png").exists()
     md = (tmp_path / "report.md").read_text()
     assert f"| {RESNET} | linear | 224 | 52.0 ± 1.0 | – | – | – | – | ✗ no latency measured for resnet18 (the runs have no successful inference case) |" in md

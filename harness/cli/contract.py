@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from harness.config.options import markdown_table
-from harness.contract import FAMILY_SPECS, KINDS, METRICS, PROTOCOL_SPECS, RUNTIME_SPECS
+from harness.contract import FAMILY_SPECS, KINDS, METRICS, PROTOCOL_SPECS, RUNTIME_SPECS, TRACKER_SPECS
 from harness.data.registry import markdown_table as datasets_table
 
 
@@ -20,7 +20,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def markdown_tables() -> str:
-    """The contract as the README shows it: kinds, metrics, protocols, runtimes and families, a table each."""
+    """The contract as the README shows it: kinds, metrics, protocols, runtimes, families and trackers, a table each."""
     lines = ["| kind | what it measures | metrics | settings (digested) | rounds | shard cost |", "|---|---|---|---|---|---|"]
     for kind in KINDS.values():
         lines.append(f"| `{kind.name}` | {kind.meaning} | {', '.join(f'`{m}`' for m in kind.metrics)} | {', '.join(kind.settings)} | "
@@ -39,6 +39,9 @@ def markdown_tables() -> str:
     lines += ["", "| family | meaning | from-scratch recipe | fine-tune keeps BatchNorm statistics |", "|---|---|---|---|"]
     for f in FAMILY_SPECS.values():
         lines.append(f"| `{f.name}` | {f.meaning} | {f.scratch} | {'yes' if f.freeze_norm_stats else 'no'} |")
+    lines += ["", "| tracker (`--track`) | what it writes | under `--track-dir` | install |", "|---|---|---|---|"]
+    for tr in TRACKER_SPECS.values():
+        lines.append(f"| `{tr.name}` | {tr.meaning} | `{tr.where}` | `pip install -e '.[{tr.name}]'` |")
     return "\n".join(lines) + "\n"
 
 

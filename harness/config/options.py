@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from harness.config import parsers as p
-from harness.contract import PRECISIONS, PROTOCOL_SPECS, PROTOCOLS, RUNTIMES, TUNE_MODES
+from harness.contract import PRECISIONS, PROTOCOL_SPECS, PROTOCOLS, RUNTIMES, TRACKER_SPECS, TRACKERS, TUNE_MODES
 from harness.data.registry import DATASETS
 from harness.errors import SettingError
 from harness.scale.shards import parse_shard
@@ -110,6 +110,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("skip-unavailable", "skip_unavailable", p.flag, "false", "", "skip the cases of a device, dataset or weights named explicitly that this machine lacks, instead of refusing the session before any case runs (--devices auto skips what is absent anyway)", flag=True),
     Option("feature-cache", "feature_cache", p.path, ".bench-features", "PATH", "where linear, knn and zeroshot cases keep the frozen backbones' features, reused by every case that needs the same ones", env="BACKBONE_BENCH_FEATURES"),
     Option("resume", "resume", p.flag, "false", "", "resume interrupted training cases from their last checkpoint", flag=True),
+    # Experiment trackers: where a finished run's cases are logged too; no effect on results.
+    Option("track", "track", p.choice_list("tracker", TRACKERS), None, "TRACKERS", "after the run, log each case's identity, settings, metrics and training curve to offline experiment trackers: " + "; ".join(f"{t.name} ({t.meaning})" for t in TRACKER_SPECS.values()) + "; each needs its extra, pip install -e '.[NAME]'"),
+    Option("track-dir", "track_dir", p.path, "tracking", "PATH", "where --track writes: mlflow.db, wandb/ and tensorboard/ below it", env="BACKBONE_BENCH_TRACKING"),
     # Scale-out: which part of the selection this session runs (see harness/scale/shards.py).
     Option("shard", "shard", parse_shard, None, "K/N", "run only shard K of N: a deterministic part of the selected cases (after -k/-m), balanced by the stored durations; merge the N runs with python -m harness merge", env="BACKBONE_BENCH_SHARD"),
     # The gate: the same names in pytest and in `python -m harness compare`.

@@ -19,6 +19,7 @@ def check_available(settings: Settings) -> None:
     _check_image_folders(settings)
     _check_batchnorm(settings)
     _check_prompts(settings)
+    _check_trackers(settings)  # not a case's to skip: the whole run is logged, or the session refused
     if settings.skip_unavailable:
         return
     _check_devices(settings.devices)
@@ -41,6 +42,14 @@ def _check_prompts(settings: Settings) -> None:
         if info is not None and info.num_classes != len(names):
             raise SettingError(f"--classnames {settings.classnames}: {len(names)} class names for the {info.num_classes} classes of {dataset}; "
                                "write one name a line, in label order")
+
+
+def _check_trackers(settings: Settings) -> None:
+    from harness.results.trackers import missing_message
+
+    message = missing_message(settings.track or ())
+    if message:
+        raise SettingError(message)
 
 
 def _check_devices(devices: list[str]) -> None:

@@ -44,6 +44,7 @@ class BenchSession:
         self.baseline: Any = None
         self.gate_lines: list[str] = []
         self.save_lines: list[str] = []  # orphans recovered by the save, or where a refused run went
+        self.track_lines: list[str] = []  # where --track logged the run, or why a tracker failed
         self.durations: dict[str, float] = {}  # nodeid → seconds of setup + call + teardown
         self.shard_record: dict[str, Any] | None = None
         self.case_outcomes: dict[str, str] = {}  # nodeid → passed, failed or skipped, of benchmark cases only
@@ -147,7 +148,8 @@ class BenchSession:
             self.all_skipped = True
             session.exitstatus = ALL_SKIPPED
         # A shard writes its run even when all its cases skipped: the merge needs every part.
-        if self.is_worker or not ((self.results or self.shard_record is not None) and (self.save_name or self.json_path or self.baseline is not None)):
+        wanted = self.save_name or self.json_path or self.baseline is not None or self.settings.track
+        if self.is_worker or not ((self.results or self.shard_record is not None) and wanted):
             return
         from harness.results.publish import publish_run
         from harness.results.records import build_run
@@ -163,6 +165,13 @@ class BenchSession:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the run is not where it was asked to go
         if published.code:
             session.exitstatus = published.code
+        if self.settings.track and self.results:
+            from harness.results.trackers import track_run
+
+            # After the save: a tracker that fails loses nothing, the run is on disk.
+            self.track_lines, tracked = track_run(run, self.settings.track, self.settings.track_dir)
+            if not tracked and session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def machine_info(self) -> dict[str, Any]:
         """pytest-benchmark's machine info, updated through its public hook (our facts included)."""
@@ -201,6 +210,8 @@ class BenchSession:
             terminalreporter.write_line(f"backbone-bench: saved {len(self.results)} case(s) to {self.saved_path}")
         if self.json_path is not None and self.results:
             terminalreporter.write_line(f"backbone-bench: wrote {len(self.results)} case(s) to {self.json_path}")
+        for line in self.track_lines:
+            terminalreporter.write_line(line)
         for line in self.gate_lines:
             terminalreporter.write_line(line)
         if self.all_skipped:

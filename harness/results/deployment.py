@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from harness.files import write_atomic
 from harness.results.runs import RunError
@@ -255,7 +255,10 @@ def _plot_pareto(rows: pd.DataFrame, dataset: str, choice: InferenceChoice, opti
         on_front, alpha = bool(r["pareto"]), 1.0 if r["meets_constraints"] else 0.35  # faded: breaks a constraint
         ax.errorbar(r["latency_p50_ms"], r["top1"], yerr=0.0 if pd.isna(r["top1_std"]) else r["top1_std"], color=colours[r["backbone_name"]],
                     marker=STYLES.get(r["protocol"], ("-", "x"))[1], markersize=9 if on_front else 6, markeredgecolor="black" if on_front else "none",
-                    capsize=3, alpha=alpha, linestyle="none", zorder=3, label=f"{model_label(r['backbone_name'], r['train_img_size'], show_px)} · {r['protocol']}")
+                    capsize=3, alpha=alpha, linestyle="none", zorder=3)
+        # Named on the plot, not through the legend: the point and its name read together.
+        ax.annotate(f"{model_label(r['backbone_name'], r['train_img_size'], show_px)} · {r['protocol']}\n{r['latency_p50_ms']:.2f} ms, {r['top1']:.1f} %",
+                    (r["latency_p50_ms"], r["top1"]), xytext=(6, 4), textcoords="offset points", fontsize=7, alpha=alpha)
     front = points[points["pareto"].fillna(False).astype(bool)]
     ax.step(front["latency_p50_ms"], front["top1"], where="post", color="black", linewidth=1, alpha=0.6, zorder=2, label="Pareto front")
     if options.max_latency_ms is not None:
@@ -266,9 +269,15 @@ def _plot_pareto(rows: pd.DataFrame, dataset: str, choice: InferenceChoice, opti
     faded = "; faded: breaks a constraint" if (~rows["meets_constraints"]).any() else ""
     ax.set(xscale="log", xlabel=f"latency p50 (ms, log scale): {choice.text}", ylabel="top-1 (%) ± std over seeds",
            title=f"Latency vs top-1: {dataset} · {subset}\nblack edge: Pareto front{faded}")
-    for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
-        axis(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))  # 2, 3, 5 rather than 2×10⁰; minor labels only in narrow ranges
-    ax.grid(alpha=0.3, which="both")
+    # A tick at every 1-9 × 10^k with its plain value (3, 4, 5, … 20, 30): a 7 ms point reads off the
+    # axis, where a log axis's own labels give three ticks across a decade.
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 3, 4, 5, 6, 7, 8, 9)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    low, high = float(points["latency_p50_ms"].min()), float(points["latency_p50_ms"].max())
+    ax.set_xlim(low / 1.25, high * 1.6)  # room on the right for the last point's name
+    ax.margins(y=0.12)  # and above the best point for its own
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_png(fig, path)
     return None

@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.figure import Figure
 
 from harness.contract import kind_metrics
 from harness.files import write_atomic
-from harness.results import deployment, transfer
+from harness.results import deployment, figures, transfer
 from harness.results.runs import Run, RunError
 from harness.results.selection_report import selection_section
-from harness.results.transfer import MIB, ReportOptions, md_table, num, pareto_front, save_png, top1_text
+from harness.results.transfer import MIB, ReportOptions, md_table, num, pareto_front, top1_text
 
 __all__ = ["ReportOptions", "ReportResult", "cases_frame", "pareto_front", "write_report"]
 _CONFIG = ["device", "batch_size", "img_size", "precision", "runtime"]
@@ -149,28 +148,6 @@ def _describe(ref: pd.DataFrame) -> str:
     return f"{r['device']} bs{r['batch_size']} {r['img_size']}px {r['precision']} on {r['machine']}"
 
 
-def _plot_memory(ok: pd.DataFrame, path: Path) -> str | None:
-    ref = _reference(ok)
-    inf = ref.set_index("backbone")["peak_mem_bytes"].dropna() / MIB if not ref.empty else pd.Series(dtype=float)
-    train = ok[ok["kind"] == "train"]
-    tr = train.groupby("backbone")["peak_train_mem_bytes"].max().dropna() / MIB
-    label = f"inference, {_describe(ref)}" if not ref.empty else "inference"
-    bars = pd.DataFrame({label: inf, "training (largest)": tr}).dropna(axis=1, how="all")
-    if bars.empty:
-        return "peak_memory.png skipped: no case reported peak_mem_bytes or peak_train_mem_bytes"
-    fig = Figure(figsize=(max(6.0, 1.1 * len(bars)), 4.5))
-    ax = fig.subplots()
-    width = 0.8 / len(bars.columns)
-    for i, column in enumerate(bars.columns):
-        ax.bar([x + i * width for x in range(len(bars))], bars[column].fillna(0), width, label=column)
-    ax.set_xticks([x + width * (len(bars.columns) - 1) / 2 for x in range(len(bars))], bars.index, rotation=30, ha="right")
-    ax.set(ylabel="peak memory (MiB)", title="Peak memory per backbone")
-    ax.legend()
-    save_png(fig, path)
-    return None
-
-
-
 def write_report(runs: Sequence[Run], out: Path, options: ReportOptions | None = None) -> ReportResult:
     """Write report.md, report.csv, deployment.csv and the PNGs for ``runs`` into ``out`` (created if needed).
 
@@ -203,7 +180,11 @@ def write_report(runs: Sequence[Run], out: Path, options: ReportOptions | None =
     lines += ["## Batch plans", "", "Largest batch within the memory budget: estimated from two probe batches, and found by search.", ""]
     lines += _plan_tables(ok, labels) or ["No successful plan cases.", ""]
     lines += ["## Plots", ""]
-    plots = [*transfer.curve_plots(points), *deployment.pareto_plots(rows, choice, options), ("peak_memory.png", lambda p: _plot_memory(ok, p))]
+    ref = _reference(ok)
+    described = _describe(ref) if not ref.empty else "no inference case"
+    plots = [*transfer.curve_plots(points), *deployment.pareto_plots(rows, choice, options),
+             ("peak_memory.png", lambda p: figures.plot_memory(ref, ok[ok["kind"] == "train"], described, p)),
+             ("latency.png", lambda p: figures.plot_latency(ref, described, p))]
     for name, plot in plots:
         reason = plot(out / name)
         if reason:

@@ -246,6 +246,8 @@ def _plot_curves(sub: pd.DataFrame, dataset: str, colours: Mapping[str, Any], pa
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.subplots()
     show_px = px_ambiguous(sub)
+    if sub["train_size"].nunique() == 1:
+        return _plot_one_size(sub, dataset, colours, show_px, fig, path)
     for (_, name, protocol, px), g in sub.groupby(_CURVE, dropna=False, sort=False):
         line, marker = STYLES.get(protocol, ("-", "x"))
         ax.errorbar(g["train_size"].astype(float), g["top1"], yerr=g["top1_std"].fillna(0.0), color=colours[name], linestyle=line,
@@ -257,5 +259,24 @@ def _plot_curves(sub: pd.DataFrame, dataset: str, colours: Mapping[str, Any], pa
     ax.set(xlabel="training images (log scale)", ylabel="top-1 (%), mean ± std over seeds", title=f"Accuracy vs training-subset size: {dataset}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: never over a curve
+    save_png(fig, path)
+    return None
+
+
+def _plot_one_size(sub: pd.DataFrame, dataset: str, colours: Mapping[str, Any], show_px: bool, fig: Figure, path: Path) -> str | None:
+    """One subset size makes no curve: top-1 ± std per model as named points, best first."""
+    ax = fig.axes[0]
+    rows = sub.sort_values("top1", ascending=False).reset_index(drop=True)
+    names = [f"{model_label(r['backbone_name'], r['train_px'], show_px)} · {r['protocol']}" for _, r in rows.iterrows()]
+    for x, r in rows.iterrows():
+        ax.errorbar(x, r["top1"], yerr=0.0 if pd.isna(r["top1_std"]) else r["top1_std"], color=colours[r["backbone_name"]],
+                    marker=STYLES.get(r["protocol"], ("-", "x"))[1], markersize=8, capsize=3, linestyle="none")
+        ax.annotate(f"{r['top1']:.1f} %", (x, r["top1"]), xytext=(8, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_xticks(range(len(rows)), names, rotation=20, ha="right")
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    size = images_text(int(rows["train_size"].iloc[0]))
+    ax.set(xlabel="model · protocol", ylabel="top-1 (%), mean ± std over seeds",
+           title=f"Top-1 at the one training-subset size: {dataset} · {size} images\n(--subsets with two or more sizes draws the curve)")
+    ax.grid(axis="y", alpha=0.3)
     save_png(fig, path)
     return None
