@@ -43,6 +43,7 @@ from harness.config.parsers import positive_int, run_name
 from harness.errors import SettingError
 from harness.files import write_atomic
 from harness.results.runs import Run, RunError, resolve_run_id
+from harness.runtime import progress
 from harness.scale.launch import (
     COSTS_DIR,
     DEFAULT_TIME_MIN,
@@ -138,8 +139,9 @@ def _launch(args: argparse.Namespace) -> int:
     tasks = [plan.task(folder, index, env) for index in indices]
     print(f"launch: shard(s) {shard_list(indices)} of {plan.shards} on {args.executor}, job folder {folder}", flush=True)
     print(f"launch: shard {tasks[0].index} runs {shlex.join(tasks[0].command)}", flush=True)
-    outcomes = run_shards(tasks, lambda batch: _submit(args, folder, batch), window=args.max_parallel if args.executor == "local" else None,
-                          cancel=args.executor == "local")
+    with progress.show(progress.stderr_terminal()):  # a bar with the ETA on a terminal, nothing in CI or a log
+        outcomes = run_shards(tasks, lambda batch: _submit(args, folder, batch), window=args.max_parallel if args.executor == "local" else None,
+                              cancel=args.executor == "local")
     failed = [o.index for o in outcomes if not o.ok]
     if failed:
         for outcome in (o for o in outcomes if not o.ok):

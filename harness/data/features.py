@@ -34,6 +34,7 @@ from harness.data.types import TensorSplit
 from harness.errors import OUT_OF_MEMORY
 from harness.files import write_atomic
 from harness.runtime.devices import DTYPES, synchronize
+from harness.runtime.progress import task
 
 SPLITS = ("train", "test")
 # Hex characters of the sha256 kept in the digest: 64 bits, no collision among a few thousand keys.
@@ -162,13 +163,14 @@ def _one_pass(model: torch.nn.Module, batches: Batches, key: FeatureKey, batch_s
     parts: list[torch.Tensor] = []
     synchronize(device)
     start = time.perf_counter()
-    with torch.inference_mode(), cast:
+    with torch.inference_mode(), cast, task(f"{key.split} features", total=len(batches), unit="img") as advance:
         for images, _ in batches.iterate(batch_size):
             out = model(prepare(images, size=key.img_size, mean=key.mean, std=key.std))
             if out.ndim != 2 or out.shape[0] != images.shape[0]:
                 raise ValueError(f"the model returned {tuple(out.shape)} for a batch of {images.shape[0]}; "
                                  "build it with num_classes=0 so forward returns pooled features [B, D]")
             parts.append(out.float().cpu())
+            advance(images.shape[0])
     synchronize(device)
     seconds = time.perf_counter() - start
     # Concatenated outside inference mode: a normal tensor, usable by autograd (the linear probe).

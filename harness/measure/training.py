@@ -51,6 +51,7 @@ from harness.runtime.distributed import (
     rank_stream,
     require_group,
 )
+from harness.runtime.progress import Advance, task
 
 # Importable from here as before the split: tests and callers name them as the loop's.
 __all__ = ["BEST", "CHECKPOINT", "CURVE_POINTS", "CURVE_SAMPLE", "EVAL_BATCH", "curve_sample", "freeze_norm_stats", "train"]
@@ -163,6 +164,7 @@ class _Run(Evaluating):
         mixing = mixup_alpha > 0 or cutmix_alpha > 0
         self.mix = MixBatch(self.num_classes, recipe.label_smoothing, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha) if mixing else None
         self.resumed_from: int | None = None  # the epochs a resumed checkpoint had trained
+        self.advance: Advance = lambda n: None  # the progress bar's, while fit runs (harness.runtime.progress)
         self.state: dict[str, Any] = dict(epoch=0, curve=[], best_top1=-1.0, best_epoch=0, best_state=None, since_best=0,
                                           stopped=False, train_time_s=0.0, train_images=0, peak_mem=0, eval_time_s=0.0)
 
@@ -177,6 +179,12 @@ class _Run(Evaluating):
         self.before = (st["train_time_s"], st["train_images"])
         # The epochs trained since the last curve point: their summed loss x steps, steps, seconds, images.
         pending: dict[str, float] = dict(loss=0.0, steps=0, seconds=0.0, images=0)
+        left = self.total_steps - min(st["epoch"] * self.steps_per_epoch, self.total_steps)
+        with task(f"seed {self.recipe.seed} training", total=left, unit="step") as self.advance:
+            return self._epochs(st, pending, ckpt_dir, progress, peak_fn)
+
+    def _epochs(self, st: dict[str, Any], pending: dict[str, float], ckpt_dir: Path | None,
+                progress: Callable[[EpochStats], None] | None, peak_fn: Callable[..., int] | None) -> TrainResult:
         while st["epoch"] < self.total_epochs and not st["stopped"]:
             loss, seconds, images, steps = self._train_epoch(st["epoch"], peak_fn)
             st["epoch"] += 1
@@ -247,6 +255,7 @@ class _Run(Evaluating):
                     excluded_images += len(labels)
                 else:
                     self._step(images, labels, total_loss)
+                self.advance(1)
             synchronize(dev)
             if excluded_images == steps * self.per_rank_batch:
                 excluded_s, excluded_images = 0.0, 0  # the profiled step was the only one: it is the throughput there is

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from harness.runtime.progress import task as progress_task
+
 EXECUTORS = ("local", "slurm")
 
 
@@ -248,37 +250,39 @@ def run_shards(tasks: Sequence[ShardTask], submit: Callable[[Sequence[ShardTask]
     running: dict[int, tuple[ShardTask, Any, float]] = {}
     done: dict[int, ShardOutcome] = {}
     start = last_line = time.monotonic()
-    try:
-        while queue or running:
-            free = len(queue) if window is None else window - len(running)
-            if queue and free > 0:
-                batch, queue = queue[:free], queue[free:]
-                jobs = submit(batch)
-                now = time.monotonic()
-                running.update({task.index: (task, job, now) for task, job in zip(batch, jobs, strict=True)})
-                ids = ", ".join(f"{task.index} as job {job.job_id}" for task, job in zip(batch, jobs, strict=True))
-                _say(out, f"submitted shard {ids}")
-            for index, (task, job, since) in list(running.items()):
-                if job.done():
-                    del running[index]
-                    done[index] = _outcome(task, job, time.monotonic() - since)
-                    _say(out, done[index].line())
+    with progress_task("shards", total=len(tasks), unit="shard") as advance:
+        try:
+            while queue or running:
+                free = len(queue) if window is None else window - len(running)
+                if queue and free > 0:
+                    batch, queue = queue[:free], queue[free:]
+                    jobs = submit(batch)
+                    now = time.monotonic()
+                    running.update({task.index: (task, job, now) for task, job in zip(batch, jobs, strict=True)})
+                    ids = ", ".join(f"{task.index} as job {job.job_id}" for task, job in zip(batch, jobs, strict=True))
+                    _say(out, f"submitted shard {ids}")
+                for index, (task, job, since) in list(running.items()):
+                    if job.done():
+                        del running[index]
+                        done[index] = _outcome(task, job, time.monotonic() - since)
+                        _say(out, done[index].line())
+                        advance(1)
+                        last_line = time.monotonic()
+                if running and time.monotonic() - last_line >= heartbeat_s:
+                    states = ", ".join(f"shard {i} {_state(job)}" for i, (_, job, _) in sorted(running.items()))
+                    _say(out, f"waiting: {states}; {len(done)} of {len(tasks)} done, {(time.monotonic() - start) / 60:.0f} min")
                     last_line = time.monotonic()
-            if running and time.monotonic() - last_line >= heartbeat_s:
-                states = ", ".join(f"shard {i} {_state(job)}" for i, (_, job, _) in sorted(running.items()))
-                _say(out, f"waiting: {states}; {len(done)} of {len(tasks)} done, {(time.monotonic() - start) / 60:.0f} min")
-                last_line = time.monotonic()
-            if running:
-                time.sleep(poll_s)
-    except KeyboardInterrupt:
-        jobs_left = [job for _, job, _ in running.values()]
-        if cancel:
-            for job in jobs_left:
-                job.cancel(check=False)
-            raise LaunchError(f"interrupted; cancelled shard(s) {shard_list(running)}") from None
-        ids = " ".join(sorted({str(job.job_id).split("_")[0] for job in jobs_left}))
-        raise LaunchError(f"interrupted; shard(s) {shard_list(running)} still run as job(s) {ids} (scancel {ids} to stop them)") from None
-    return [done[task.index] for task in tasks]
+                if running:
+                    time.sleep(poll_s)
+        except KeyboardInterrupt:
+            jobs_left = [job for _, job, _ in running.values()]
+            if cancel:
+                for job in jobs_left:
+                    job.cancel(check=False)
+                raise LaunchError(f"interrupted; cancelled shard(s) {shard_list(running)}") from None
+            ids = " ".join(sorted({str(job.job_id).split("_")[0] for job in jobs_left}))
+            raise LaunchError(f"interrupted; shard(s) {shard_list(running)} still run as job(s) {ids} (scancel {ids} to stop them)") from None
+        return [done[task.index] for task in tasks]
 
 
 def _outcome(task: ShardTask, job: Any, waited: float) -> ShardOutcome:
