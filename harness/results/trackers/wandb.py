@@ -64,7 +64,7 @@ def read(directory: Path, label: str) -> dict[str, Tracked]:
         summary: dict[str, float] = {}
         curves: dict[str, list[tuple[int, float]]] = {}
         for data in records(path):
-            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]  # generated protobuf: its stub lacks the messages
+            record = getattr(wandb_internal_pb2, "Record")()  # noqa: B009  (generated protobuf: its stub lacks the messages)
             record.ParseFromString(data)
             kind = record.WhichOneof("record_type")
             if kind == "run":
