@@ -221,17 +221,21 @@ def run_frozen_case(probe: Probe, spec: CaseSpec, options: Settings, train_split
     }
     if fit_s:
         record["train_time_s"] = sum(fit_s) / len(fit_s)
-    if extractor.resolved is not None:
-        r = extractor.resolved
-        record.update(weights_file=str(r.path), weights_source=r.source, weights_sha256=r.sha256)
-    else:
-        record["note"] = RANDOM_WEIGHTS_NOTE.format(protocol=spec.protocol)
-    return record
+    return {**record, **weights_keys(extractor, spec.protocol)}
+
+
+def weights_keys(extractor: Extractor, protocol: str) -> dict[str, Any]:
+    """What a frozen-feature record says of its weights: the file, its source and sha256, or, on
+    random weights, that the case is a baseline and no transfer."""
+    r = extractor.resolved
+    if r is None:
+        return {"note": RANDOM_WEIGHTS_NOTE.format(protocol=protocol)}
+    return {"weights_file": str(r.path), "weights_source": r.source, "weights_sha256": r.sha256}
 
 
 class FrozenProtocol:
     """A frozen-feature protocol's module functions (``grid``, ``settings_of``, ``run``) for its probe:
-    ``grid, settings_of, run = FrozenProtocol(PROBE).functions()`` is all such a module exports."""
+    a module binds them from one instance (``_PROTOCOL = FrozenProtocol(PROBE)``), and that is all it exports."""
 
     def __init__(self, probe: Probe) -> None:
         self.probe = probe

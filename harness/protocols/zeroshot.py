@@ -31,7 +31,7 @@ from harness.matrix.cases import CaseSpec
 from harness.measure.classification import macro_f1, per_class_accuracy, topk_accuracy
 from harness.measure.trained import TrainResult
 from harness.protocols import Progress
-from harness.protocols.frozen import RANDOM_WEIGHTS_NOTE, Extractor
+from harness.protocols.frozen import Extractor, weights_keys
 from harness.protocols.keys import case_keys, seed_keys
 from harness.runtime.distributed import World
 from harness.settings import Settings
@@ -137,9 +137,4 @@ def run(spec: CaseSpec, settings: Settings, train_split: TensorSplit, test_split
         "held_img_size": extractor.held_size,
         "case_wall_s": time.perf_counter() - wall,
     }
-    if extractor.resolved is not None:
-        r = extractor.resolved
-        record.update(weights_file=str(r.path), weights_source=r.source, weights_sha256=r.sha256)
-    else:
-        record["note"] = RANDOM_WEIGHTS_NOTE.format(protocol=spec.protocol)
-    return record
+    return {**record, **weights_keys(extractor, spec.protocol)}
