@@ -44,7 +44,9 @@ def test_a_record_becomes_params_metrics_of_its_kind_and_curves_by_epoch() -> No
 
 def test_an_absent_tracker_package_is_one_usage_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("mlflow", "wandb") else real(name, *a))
+    # mlflow and wandb absent, tensorboard present, whatever this machine has installed.
+    fake = {"mlflow": None, "wandb": None, "tensorboard": real("json")}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: fake[name] if name in fake else real(name, *a))
     assert trackers.missing_message(["mlflow", "tensorboard", "wandb"]) == (
         "--track mlflow,wandb: mlflow needs the mlflow package, wandb needs the wandb package, which is not installed; "
         "pip install -e '.[mlflow,wandb]' (or drop it from --track)")
@@ -69,7 +71,8 @@ def test_each_tracker_reads_back_the_runs_json(name: str, tmp_path: Path) -> Non
 
 def test_track_with_a_package_absent_exits_4_before_any_case(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     pytester.makeconftest(CONFTEST + "import importlib.util\n_real = importlib.util.find_spec\n"
-                          "importlib.util.find_spec = lambda name, *a: None if name == 'mlflow' else _real(name, *a)\n")
+                          "_fake = {'mlflow': None, 'tensorboard': _real('json')}  # mlflow absent, tensorboard present\n"
+                          "importlib.util.find_spec = lambda name, *a: _fake[name] if name in _fake else _real(name, *a)\n")
     pytester.makepyfile(test_inference=(ROOT / "benchmarks" / "test_inference.py").read_text())
     result = pytester.runpytest("--track", "tensorboard,mlflow", "--backbones", "resnet18", "--devices", "cpu", "test_inference.py")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
