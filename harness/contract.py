@@ -96,9 +96,10 @@ class Protocol:
     ``weights``: ``never`` (the case starts from random weights whatever the backbone names),
     ``optional`` (pretrained when named; on random weights the record calls it a baseline),
     ``required`` (a backbone without pretrained weights is a skip naming the fetch command).
-    ``recipe``: the default recipe of a protocol that trains the network
-    (:data:`harness.measure.recipes.RECIPES`), and ``warmup`` the share of its step schedule spent
-    warming up; ``None`` for a protocol that trains none.
+    ``recipe``: the default recipe of a protocol that trains a classifier network
+    (:data:`harness.measure.recipes.RECIPES`; ``None`` for one that trains none, or trains with its
+    own optimiser), and ``warmup`` the share of its step schedule spent warming up (``None``: it
+    trains no network).
     """
 
     name: str
@@ -107,6 +108,9 @@ class Protocol:
     weights: Literal["never", "optional", "required"]
     recipe: Literal["scratch", "finetune"] | None
     warmup: float | None
+    # Needs a CLIP model's text tower (its head or its training is made of prompts): on an image
+    # backbone it is a skip naming the fix.
+    text: bool = False
 
 
 _PROTOCOLS = (
@@ -119,7 +123,10 @@ _PROTOCOLS = (
     Protocol("knn", "k-nearest neighbours on frozen features, no training", True, "optional", None, None),
     # A CLIP model's text tower turns class names into the head; the image tower's features are cached
     # like linear's and knn's. On random weights it runs as the chance-level baseline.
-    Protocol("zeroshot", "a CLIP model's text tower names the classes (prompts): no training", True, "optional", None, None),
+    Protocol("zeroshot", "a CLIP model's text tower names the classes (prompts): no training", True, "optional", None, None, text=True),
+    # Its own AdamW (harness.protocols.contrastive), not a classifier's recipe; BiT's 10 % warm-up of a fine-tune.
+    Protocol("contrastive", "both towers of a CLIP model trained with ClipLoss on image-caption pairs, then read zero-shot",
+             False, "optional", None, 0.1, text=True),
 )
 PROTOCOL_SPECS: Mapping[str, Protocol] = {p.name: p for p in _PROTOCOLS}
 PROTOCOLS: tuple[str, ...] = tuple(PROTOCOL_SPECS)

@@ -30,7 +30,8 @@ def test_every_protocol_row_has_its_module_and_every_module_a_row() -> None:
     for name, row in PROTOCOL_SPECS.items():
         module = protocols.protocol_module(name)
         assert callable(module.run) and callable(module.settings_of) and callable(module.grid)
-        assert (row.recipe is None) == (row.warmup is None) == row.features  # a protocol trains a network, or reads features
+        assert (row.warmup is None) == row.features  # a protocol trains a network, or reads features
+        assert row.recipe is None or row.warmup is not None  # a classifier's recipe belongs to a protocol that trains
         assert row.recipe is None or row.recipe in RECIPES
     with pytest.raises(ValueError, match="unknown protocol 'lineer' \\(did you mean linear\\?\\); valid: scratch, finetune, linear, knn"):
         protocols.protocol_module("lineer")

@@ -28,10 +28,12 @@ def markdown_tables() -> str:
     lines += ["", "| metric | unit | better | noise | default gate | meaning |", "|---|---|---|---|---|---|"]
     for m in METRICS.values():
         lines.append(f"| `{m.key}` | {m.unit} | {m.better} | {m.noise} | {m.tolerance or 'not gated'} | {m.meaning} |")
-    lines += ["", "| protocol | what it does | reads frozen features | pretrained weights | recipe | warm-up |", "|---|---|---|---|---|---|"]
+    lines += ["", "| protocol | what it does | reads frozen features | needs a text tower | pretrained weights | recipe | warm-up |",
+              "|---|---|---|---|---|---|---|"]
     for p in PROTOCOL_SPECS.values():
         warmup = f"{p.warmup:.0%} of the steps" if p.warmup is not None else "–"
-        lines.append(f"| `{p.name}` | {p.meaning} | {'yes' if p.features else 'no'} | {p.weights} | {p.recipe or '–'} | {warmup} |")
+        lines.append(f"| `{p.name}` | {p.meaning} | {'yes' if p.features else 'no'} | {'yes' if p.text else 'no'} | {p.weights} | "
+                     f"{p.recipe or '–'} | {warmup} |")
     lines += ["", "| runtime | what runs | devices | peak memory on the CPU | parity with eager |", "|---|---|---|---|---|"]
     for r in RUNTIME_SPECS.values():
         memory = "not recorded (its own arena)" if r.cpu_arena else "recorded"

@@ -73,14 +73,17 @@ def native_size(ref: WeightsRef) -> int:
 
 
 def skip_reason(protocol: str, arch: str) -> str | None:
-    """Why ``protocol`` cannot run on ``arch`` whatever its weights: zero-shot without a text tower,
-    or training a CLIP image tower (scratch, finetune: not built yet). ``None`` when it can."""
+    """Why ``protocol`` cannot run on ``arch`` whatever its weights: a protocol that needs a text tower
+    on an image backbone, or a classifier's training of a CLIP image tower (scratch, finetune: not
+    built yet). ``None`` when it can."""
     from harness.protocols.zeroshot import needs_text_tower
 
-    if protocol == "zeroshot":
-        return needs_text_tower(arch)
-    if arch.startswith("clip:") and not PROTOCOL_SPECS[protocol].features:
-        return f"{protocol} does not train a CLIP image tower yet: run {arch} with --protocols zeroshot, linear or knn"
+    row = PROTOCOL_SPECS[protocol]
+    if row.text:
+        reason = needs_text_tower(arch)
+        return None if reason is None else reason.replace("zeroshot", protocol, 1)
+    if arch.startswith("clip:") and row.recipe is not None:
+        return f"{protocol} does not train a CLIP image tower as a classifier yet: run {arch} with --protocols contrastive, zeroshot, linear or knn"
     return None
 
 

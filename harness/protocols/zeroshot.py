@@ -84,7 +84,7 @@ def _evaluate(spec: CaseSpec, options: Settings, extractor: Extractor, test_spli
     start = time.perf_counter()
     classifier = text_classifier(model, tokenizer_of(extractor.ref.arch), prompts, extractor.device).cpu()
     text_s = time.perf_counter() - start
-    scale = float(model.logit_scale.exp())  # type: ignore[operator]
+    scale = float(model.logit_scale.detach().exp())  # type: ignore[operator]
     start = time.perf_counter()
     scores = zeroshot_logits(test_f.features, classifier, scale)
     labels = test_f.labels
