@@ -1,4 +1,4 @@
-"""A CLIP backbone's records (a zeroshot train case, an image-tower inference case with ONNX Runtime)
+"""A CLIP backbone's records (a zeroshot and a contrastive train case, an image-tower inference case with ONNX Runtime)
 are saved and read back by compare, report, the gate and pytest-benchmark's own compare."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.xdist_group("clip_roundtrip")
 
 
 def _matrix(config: Path, checkpoint: Path) -> tuple[str, ...]:
-    return ("-m", "train or inference", "--backbones", f"clip:{config}@{checkpoint}", "--protocols", "zeroshot", "--subsets", "100",
+    return ("-m", "train or inference", "--backbones", f"clip:{config}@{checkpoint}", "--protocols", "zeroshot,contrastive", "--subsets", "100", "--steps", "4",
             "--train-img-sizes", "native", "--img-sizes", "32", "--batch-sizes", "1", "--devices", "cpu", "--bench-time", "0.05",
             "--runtimes", "eager,onnxruntime", "--num-classes", "10", "-p", "no:cacheprovider")
 
@@ -40,7 +40,11 @@ def test_both_kinds_are_saved_with_their_clip_keys(project: tuple[Project, tuple
     [saved] = project[0].runs()
     cases = {b["extra_info"]["case_id"]: b["extra_info"] for b in json.loads(saved.read_text())["benchmarks"]}
     assert set(cases) == {"train/clip:mini_clip@mini_clip-digits_100-zeroshot-cpu-bs128-32px-fp32",
+                          "train/clip:mini_clip@mini_clip-digits_100-contrastive-cpu-bs128-32px-fp32",
                           "inference/clip:mini_clip-cpu-bs1-32px-fp32", "inference/clip:mini_clip-cpu-bs1-32px-fp32-onnxruntime"}
+    contrastive = cases["train/clip:mini_clip@mini_clip-digits_100-contrastive-cpu-bs128-32px-fp32"]
+    assert contrastive["steps_run"] == 4 and contrastive["settings"]["optimizer"].startswith("adamw ClipLoss; ")
+    assert Path(contrastive["clip_checkpoint"]).is_file() and contrastive["clip_token"].startswith("clip:")
     zeroshot = cases["train/clip:mini_clip@mini_clip-digits_100-zeroshot-cpu-bs128-32px-fp32"]
     assert zeroshot["settings"]["optimizer"] == "zeroshot classnames=builtin:digits templates=builtin:digits"
     assert zeroshot["weights_source"] == "file" and zeroshot["train_images_used"] == 0 and len(zeroshot["prompts"]["templates"]) == 6
