@@ -80,8 +80,7 @@ def skip_reason(protocol: str, arch: str) -> str | None:
 
     row = PROTOCOL_SPECS[protocol]
     if row.text:
-        reason = needs_text_tower(arch)
-        return None if reason is None else reason.replace("zeroshot", protocol, 1)
+        return needs_text_tower(protocol, arch)
     if arch.startswith("clip:") and row.recipe is not None:
         return f"{protocol} does not train a CLIP image tower as a classifier yet: run {arch} with --protocols contrastive, zeroshot, linear or knn"
     return None

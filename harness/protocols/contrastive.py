@@ -28,7 +28,7 @@ import torch
 
 from harness.backbones.clip import build_clip, clip_preprocess, configs, tokenizer_of
 from harness.backbones.registry import BackboneUnsupported
-from harness.data.augment import prepare, random_crop_flip
+from harness.data.augment import crop_padding, prepare, random_crop_flip
 from harness.data.datasets import hflip_of
 from harness.data.prompts import PromptSet, prompt_set, prompt_sources
 from harness.data.subsets import class_counts, parse_subset, subset_indices
@@ -36,6 +36,7 @@ from harness.data.types import TensorSplit
 from harness.matrix.cases import CaseSpec
 from harness.measure.classification import macro_f1, per_class_accuracy, topk_accuracy
 from harness.measure.probes import LINEAR_L2, fit_linear
+from harness.measure.recipes import lr_factor
 from harness.measure.trained import TrainResult
 from harness.protocols import Progress
 from harness.protocols.keys import case_keys, seed_keys
@@ -80,9 +81,9 @@ def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
 def run(spec: CaseSpec, settings: Settings, train_split: TensorSplit, test_split: TensorSplit, world: World,
         progress: Progress | None) -> dict[str, Any]:
     """Every seed: train on the subset's image–caption pairs, then zero-shot and linear on the test split."""
-    reason = needs_text_tower(spec.backbone)
+    reason = needs_text_tower(spec.protocol, spec.backbone)
     if reason is not None:
-        raise BackboneUnsupported(reason.replace("zeroshot", "contrastive", 1))
+        raise BackboneUnsupported(reason)
     if world.size > 1:
         raise BackboneUnsupported("contrastive trains in one process here: ClipLoss over several ranks gathers features "
                                   "(open_clip's gather_with_grad), which this protocol does not do; run it without torchrun")
@@ -145,12 +146,11 @@ def _train(model: torch.nn.Module, ref: Any, spec: CaseSpec, settings: Settings,
         per_class = [tokenizer([prompts.prompts(name)[t] for t in range(len(prompts.templates))]) for name in prompts.classnames]
         captions = torch.stack(per_class)
     optimizer = torch.optim.AdamW(model.parameters(), lr=_lr(batch, settings), weight_decay=WEIGHT_DECAY)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (s + 1) / warmup if s < warmup else
-                                                  0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup))))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps, warmup))  # the suite's warm-up + cosine
     loss_fn = ClipLoss()
     generator = torch.Generator().manual_seed(seed)
     hflip = hflip_of(str(spec.dataset), settings.data_root)
-    pad = max(1, round(4 * spec.img_size / 32))
+    pad = crop_padding(spec.img_size)
     model.train()
     start = time.perf_counter()
     with task(f"seed {seed} contrastive", total=steps, unit="step") as advance:

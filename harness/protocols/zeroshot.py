@@ -40,11 +40,12 @@ from harness.settings import Settings
 TEXT_BATCH = 256
 
 
-def needs_text_tower(arch: str) -> str | None:
-    """Why ``arch`` cannot run zero-shot (it has no text tower), naming the fix; ``None`` for a CLIP model."""
+def needs_text_tower(protocol: str, arch: str) -> str | None:
+    """Why ``protocol`` (one whose row says it needs a text tower) cannot run on ``arch``, naming the
+    fix; ``None`` for a CLIP model."""
     if is_clip(arch):
         return None
-    return (f"zeroshot needs a text tower and {arch} is an image backbone: name a CLIP model in --backbones "
+    return (f"{protocol} needs a text tower and {arch} is an image backbone: name a CLIP model in --backbones "
             "(clip:ViT-B-32/laion2b_s34b_b79k, clip:hf-hub:ORG/NAME or clip:CONFIG.json@CHECKPOINT)")
 
 
@@ -99,7 +100,7 @@ def run(spec: CaseSpec, settings: Settings, train_split: TensorSplit, test_split
         progress: Progress | None) -> dict[str, Any]:
     """Every seed of a zero-shot case; the flat record of the train kind. Raises BackboneUnsupported for
     a backbone without a text tower, PromptError for prompts that do not fit the dataset."""
-    reason = needs_text_tower(spec.backbone)
+    reason = needs_text_tower(spec.protocol, spec.backbone)
     if reason is not None:
         raise BackboneUnsupported(reason)
     prompts = prompt_set(str(spec.dataset), test_split.classes, settings.classnames, settings.templates)
