@@ -24,7 +24,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import distributions
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -100,10 +100,12 @@ def own_backbone(name: str) -> OwnBackbone:
 def _published(name: str) -> list[tuple[str, str]]:
     """(distribution, value) of every package publishing ``name`` in :data:`ENTRY_GROUP`."""
     found: dict[tuple[str, str], None] = {}
-    for ep in entry_points(group=ENTRY_GROUP, name=name):
-        dist = ep.dist.name if ep.dist is not None else "?"
-        found[(dist, ep.value)] = None  # an editable install can list one distribution twice
-    return list(found)
+    # Every distribution on the path, not importlib.metadata.entry_points(): that one keeps a single entry
+    # per name, so a name two packages publish would silently resolve to one of them.
+    for dist in distributions():
+        for ep in dist.entry_points.select(group=ENTRY_GROUP, name=name):
+            found[(dist.name, ep.value)] = None  # an editable install can list one distribution twice
+    return sorted(found)  # by distribution: the same message whatever order the path lists them in
 
 
 def _timm_registered(name: str) -> Callable[..., nn.Module] | None:
