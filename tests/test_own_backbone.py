@@ -219,3 +219,13 @@ def test_a_declared_feature_layer_that_is_not_there_is_named() -> None:
 def test_unknown_plain_names_stay_unknown_backbones() -> None:
     with pytest.raises(UnknownBackbone, match="unknown own backbone 'nothing_here'"):
         own.own_backbone("nothing_here")
+
+
+def test_a_plain_module_gets_the_get_classifier_lp_ft_sets_from_the_probe() -> None:
+    from harness.measure.probes import LinearProbe, load_into_head
+
+    model = create_backbone("teamnet.model:build", num_classes=3, img_size=32)
+    assert model.get_classifier() is model.head  # type: ignore[operator]
+    probe = LinearProbe(torch.ones(3, 32), torch.zeros(3), torch.zeros(32), torch.full((32,), 2.0), l2=0.0, iterations=1, seconds=0.0)
+    load_into_head(probe, model)
+    assert torch.equal(model.head.weight, torch.full((3, 32), 0.5))

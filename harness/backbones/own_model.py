@@ -5,7 +5,8 @@ Features, in this order: timm's contract when the module has it (``forward_featu
 ``reset_classifier``: ``reset_classifier(0)`` leaves the pooled features); else the input of its
 classifier, read by a forward pre-hook. The classifier is the factory's declared ``feature_layer``, or the
 ``nn.Linear`` whose output is the logits (found by one forward of a probe batch), else the last
-``nn.Linear`` of ``num_classes`` outputs. Which one is in the record (``feature_layer``).
+``nn.Linear`` of ``num_classes`` outputs. Which one is in the record (``feature_layer``); a module without
+timm's contract gets its ``get_classifier()`` naming that layer, which LP-FT sets from the linear probe.
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ def create_own(name: str, file: Path | None, *, num_classes: int, img_size: int)
     if file is not None:
         load_own(name, model, file, head)
     if num_classes:
+        if head:  # the one piece of timm's contract the suite reads of a classifier (LP-FT's head, the head's lr)
+            setattr(model, "get_classifier", functools.partial(model.get_submodule, head))  # noqa: B010  (nn.Module types its attributes)
         return model, head or TIMM_CONTRACT
     if timm_like:
         model.reset_classifier(0)  # type: ignore[operator]
