@@ -181,11 +181,11 @@ def test_a_name_two_packages_publish_is_refused_naming_both(team: Path, monkeypa
 
 
 @pytest.mark.parametrize(("token", "message"), [
-    ("teamnet.modle:build", r"^--backbones teamnet.modle:build: cannot import teamnet.modle \(ModuleNotFoundError: No module named "
+    ("teamnet.modle:build", r"^teamnet.modle:build: cannot import teamnet.modle \(ModuleNotFoundError: No module named "
                             r"'teamnet.modle'\); searched .+ \(the working directory\), .+; run from the repository that holds it"),
-    ("teamnet.model:biuld", r"^--backbones teamnet.model:biuld: teamnet.model has no attribute 'biuld' \(did you mean build\?\); "
+    ("teamnet.model:biuld", r"^teamnet.model:biuld: teamnet.model has no attribute 'biuld' \(did you mean build\?\); "
                             r"its callables: TeamNet, build, undeclared, raises, not_a_module, fixed_width, big_only$"),
-    ("teamnet.model:undeclared", r"^--backbones teamnet.model:undeclared: teamnet.model:undeclared declares no family; declare it beside "
+    ("teamnet.model:undeclared", r"^teamnet.model:undeclared: teamnet.model:undeclared declares no family; declare it beside "
                                  r"the factory in .+/teamnet/model.py: undeclared.family = \"cnn\" \(one of cnn, transformer, hybrid\)$"),
 ])
 def test_names_that_cannot_be_read_are_refused_when_parsed(token: str, message: str) -> None:
@@ -229,3 +229,12 @@ def test_a_plain_module_gets_the_get_classifier_lp_ft_sets_from_the_probe() -> N
     probe = LinearProbe(torch.ones(3, 32), torch.zeros(3), torch.zeros(32), torch.full((32,), 2.0), l2=0.0, iterations=1, seconds=0.0)
     load_into_head(probe, model)
     assert torch.equal(model.head.weight, torch.full((3, 32), 0.5))
+
+
+def test_cached_features_are_keyed_by_the_code(team: Path) -> None:
+    from harness.protocols.frozen import code_suffix
+
+    before = code_suffix("teamnet.model:build")
+    (team / "teamnet" / "model.py").write_text(TEAMNET + "\n# retrained with another stem\n")
+    _clear()
+    assert before.startswith("#code=") and code_suffix("teamnet.model:build") != before and code_suffix("resnet18") == ""

@@ -125,8 +125,9 @@ def _import(token: str, module_name: str) -> ModuleType:
         return importlib.import_module(module_name)
     except Exception as exc:  # the team's module may raise anything while importing: its last line says what
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        others = [p for p in sys.path if p and p != cwd][:_SEARCHED_SHOWN]
-        raise UnknownBackbone(f"--backbones {token}: cannot import {module_name} ({last}); searched {cwd} (the working directory), "
+        paths = [p for p in sys.path if p and p != cwd]
+        others = ([p for p in paths if "site-packages" in p] or paths)[:_SEARCHED_SHOWN]  # where a pip install would be
+        raise UnknownBackbone(f"{token}: cannot import {module_name} ({last}); searched {cwd} (the working directory), "
                               f"{', '.join(others)}, …; run from the repository that holds it or pip install it") from None
 
 
@@ -136,7 +137,7 @@ def _attribute(token: str, module: ModuleType, attr: str) -> Callable[..., nn.Mo
         return found  # type: ignore[no-any-return]
     callables = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__]
     what = f"no attribute {attr!r}" if found is None else f"{attr!r} is not callable"
-    raise UnknownBackbone(f"--backbones {token}: {module.__name__} has {what}{suggest(attr, callables)}; "
+    raise UnknownBackbone(f"{token}: {module.__name__} has {what}{suggest(attr, callables)}; "
                           f"its callables: {', '.join(callables) or 'none'}")
 
 
@@ -145,7 +146,7 @@ def _declared(name: str, source: str, via: str, factory: Callable[..., Any]) -> 
     file = Path(sys.modules[factory.__module__].__file__ or "?")
     if family not in FAMILIES:
         said = "declares no family" if family is None else f"declares family {family!r}"
-        raise UnknownBackbone(f"--backbones {name}: {source} {said}; declare it beside the factory in {file}: "
+        raise UnknownBackbone(f"{name}: {source} {said}; declare it beside the factory in {file}: "
                               f"{source.rpartition(':')[2]}.family = \"cnn\" (one of {', '.join(FAMILIES)})")
     layer = getattr(factory, "feature_layer", None)
     return OwnBackbone(name, source, via, factory, str(family), bool(getattr(factory, "edge", False)),
