@@ -89,3 +89,19 @@ def test_bench_runs_the_installed_cases_rooted_in_the_team_repository(tmp_path: 
     assert cmd[-6:] == [f"--rootdir={tmp_path}", "-c", str(tmp_path / "pytest.ini"), cases, "-m", "inference"]
     assert "-pbackbone_bench_fixtures.train" in cmd
     assert "-c" not in command(["-c", "other.ini"], tmp_path)[4:-2]
+
+
+def test_scratch_then_finetune_linear_knn_from_the_teams_own_checkpoint(team: pytest.Pytester) -> None:
+    import hashlib
+
+    common = ("-m", "train", "--dataset", "digits", "--subsets", "100", "--train-batch-sizes", "16", "--steps", "5", "--tune", "off", *FAST)
+    assert team.runpytest_subprocess(*common, "--backbones", "teamnet.model:build", "--checkpoint-dir", "ckpt", "--benchmark-save=scratch").ret == 0
+    checkpoint = next((team.path / "ckpt").glob("*/seed0/last.pt"))
+    token = f"teamnet.model:build@{checkpoint}"
+    result = team.runpytest_subprocess(*common, "--backbones", token, "--protocols", "finetune,linear,knn", "--benchmark-save=transfer")
+    assert result.ret == 0
+    cases = {e["protocol"]: e for e in _cases(team, "transfer").values()}
+    assert sorted(cases) == ["finetune", "knn", "linear"]
+    sha = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert {(e["backbone_name"], e["weights_sha256"], e["feature_layer"]) for e in cases.values()} == {("teamnet.model:build@last", sha, "4")}
+    assert cases["finetune"]["head_init"] == "linear probe (LP-FT)" and all(0 <= e["top1"] <= 100 for e in cases.values())
