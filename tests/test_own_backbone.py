@@ -39,6 +39,15 @@ def build(num_classes=10, **kw):
     return TeamNet(num_classes, **kw)
 
 
+class Zoo:
+    @staticmethod
+    def small(num_classes=10):
+        return TeamNet(num_classes, width=8)
+
+
+Zoo.small.family = "hybrid"
+
+
 build.family = "cnn"
 build.edge = True
 
@@ -184,7 +193,7 @@ def test_a_name_two_packages_publish_is_refused_naming_both(team: Path, monkeypa
     ("teamnet.modle:build", r"^teamnet.modle:build: cannot import teamnet.modle \(ModuleNotFoundError: No module named "
                             r"'teamnet.modle'\); searched .+ \(the working directory\), .+; run from the repository that holds it"),
     ("teamnet.model:biuld", r"^teamnet.model:biuld: teamnet.model has no attribute 'biuld' \(did you mean build\?\); "
-                            r"its callables: TeamNet, build, undeclared, raises, not_a_module, fixed_width, big_only$"),
+                            r"its callables: TeamNet, build, Zoo, undeclared, raises, not_a_module, fixed_width, big_only$"),
     ("teamnet.model:undeclared", r"^teamnet.model:undeclared: teamnet.model:undeclared declares no family; declare it beside "
                                  r"the factory in .+/teamnet/model.py: undeclared.family = \"cnn\" \(one of cnn, transformer, hybrid\)$"),
 ])
@@ -238,3 +247,8 @@ def test_cached_features_are_keyed_by_the_code(team: Path) -> None:
     (team / "teamnet" / "model.py").write_text(TEAMNET + "\n# retrained with another stem\n")
     _clear()
     assert before.startswith("#code=") and code_suffix("teamnet.model:build") != before and code_suffix("resnet18") == ""
+
+
+def test_a_factory_may_be_a_dotted_attribute_as_entry_points_allow() -> None:
+    assert backbone_entry("teamnet.model:Zoo.small").family == "hybrid"
+    assert _params(create_backbone("teamnet.model:Zoo.small", num_classes=10, img_size=32)) == 3 * 8 * 9 + 8 + 2 * 8 + 8 * 16 * 9 + 16 + 16 * 16 + 16 + 16 * 10 + 10

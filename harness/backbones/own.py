@@ -132,7 +132,9 @@ def _import(token: str, module_name: str) -> ModuleType:
 
 
 def _attribute(token: str, module: ModuleType, attr: str) -> Callable[..., nn.Module]:
-    found = getattr(module, attr, None) if attr else None
+    found: Any = module if attr else None
+    for part in attr.split(".") if attr else ():  # module:Class.create, as entry points allow
+        found = getattr(found, part, None)
     if callable(found):
         return found  # type: ignore[no-any-return]
     callables = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__]
