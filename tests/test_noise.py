@@ -105,3 +105,25 @@ def test_detectable_includes_the_history_bound() -> None:
     bound = (noise.upper_value() / row.baseline - 1) * 100
     assert bound > 10 and row.detectable is not None and row.detectable.amount == pytest.approx(bound)
     assert str(row.detectable) == f">+{bound:.1f}%"
+
+
+def _own_session(seed: int, factor: float, code: str, *, slow: float = 1.0) -> Run:
+    """:func:`_session` of a team's own backbone: its record carries ``backbone_code_digest``."""
+    rng = np.random.default_rng(seed)
+    bench = synth.inference_case("resnet18", synth.latency_samples(rng, 2.1 * factor * slow, 0.03, 40))
+    bench["extra_info"]["backbone_code_digest"] = code
+    return Run.from_json(synth.make_run([synth.with_settings(bench, threads=4)], schema=3), source=f"session {seed}")
+
+
+def test_history_never_pools_runs_of_other_code_but_compare_still_judges_them() -> None:
+    """An own backbone's stored runs of another code digest are another model's noise: they do not widen
+    the bound. Across a code change the case is still judged, each row saying the digest changed."""
+    base, cur = _own_session(0, 1.0, "aaaa"), _own_session(1, 1.0, "bbbb", slow=1.25)
+    spread = (0.7, 1.45, 0.8, 1.35, 1.25)
+    other_code = [_own_session(10 + i, f, "cccc") for i, f in enumerate(spread)]
+    same_code = [_own_session(10 + i, f, "aaaa") for i, f in enumerate(spread)]
+    assert run_noise(other_code, base) == {} and run_noise(same_code, base)[(RESNET, "latency_p50_ms")].runs == 6
+    rows = compare_runs(base, cur, DEFAULTS, history=other_code).rows
+    latency = next(r for r in rows if r.metric == "latency_p50_ms")
+    assert latency.verdict == "regression" and latency.note.startswith("code digest changed (aaaa → bbbb); Mann-Whitney")
+    assert all(r.note.startswith("code digest changed (aaaa → bbbb)") for r in rows)

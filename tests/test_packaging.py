@@ -13,5 +13,6 @@ def test_every_harness_package_is_installed_and_fixtures_is_not_top_level() -> N
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "harness").rglob("__init__.py")}
     listed = set(setuptools["packages"])
-    assert listed - {"backbone_bench_fixtures"} == on_disk
-    assert "fixtures" not in listed and setuptools["package-dir"] == {"backbone_bench_fixtures": "fixtures"}
+    assert listed - {"backbone_bench_fixtures", "backbone_bench_cases"} == on_disk
+    assert "fixtures" not in listed
+    assert setuptools["package-dir"] == {"backbone_bench_fixtures": "fixtures", "backbone_bench_cases": "benchmarks"}

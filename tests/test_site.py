@@ -201,3 +201,18 @@ def test_the_site_refuses_to_write_into_the_storage(tmp_path: Path, capsys: pyte
     write_history(tmp_path, [1.0])
     assert main(["site", "--out", str(tmp_path / "site"), "--storage", str(tmp_path)]) == 2
     assert "is inside the storage" in capsys.readouterr().err
+
+
+def test_a_code_change_of_an_own_backbone_splits_the_series_and_is_named_on_its_page(tmp_path: Path) -> None:
+    paths = write_history(tmp_path, [1.0] * 6)
+    for i, path in enumerate(paths):  # the same case id, its code changed in the last run (the one the last gate judges)
+        doc = json.loads(path.read_text())
+        for bench in doc["benchmarks"]:
+            bench["extra_info"]["backbone_code_digest"] = "aaaa" if i < 5 else "bbbb"
+        path.write_text(json.dumps(doc))
+    s = series(_machine(tmp_path), RESNET, METRICS["latency_p50_ms"])
+    assert [(len(seg.points), seg.differs) for seg in s.segments] == [(5, ""), (1, "code digest changed (aaaa → bbbb)")]
+    result = build_site(tmp_path, tmp_path.parent / "site")
+    p50 = _figures((result.out / FOLDER / "cases" / "inference_resnet18-cpu-bs1-32px-fp32.html").read_text())["m0"]
+    assert [(a["text"], a["hovertext"]) for a in p50["layout"]["annotations"]] == [("code digest changed", "code digest changed (aaaa → bbbb)")]
+    assert "code digest changed (aaaa → bbbb)" in (result.out / FOLDER / "compare.html").read_text()

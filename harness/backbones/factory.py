@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.backbones.own import is_own, own_backbone
 from harness.backbones.registry import _ENTRIES, GROUPS, REGISTRY, Backbone, BackboneUnsupported, UnknownBackbone, lookup
 from harness.backbones.weights import (
     FILE_SEP,
@@ -31,7 +32,6 @@ CLIP_PREFIX = "clip:"  # harness.backbones.clip.PREFIX, without importing open_c
 _SHOWN_KEYS = 3
 
 
-
 def backbone_entry(name: str) -> Backbone:
     """The registry entry of an architecture: :func:`~harness.backbones.registry.lookup`'s, or for a
     ``clip:`` model an untagged entry of its image tower's family."""
@@ -39,6 +39,8 @@ def backbone_entry(name: str) -> Backbone:
         from harness.backbones.clip import clip_family
 
         return Backbone(name, clip_family(name))
+    if is_own(name):
+        return own_backbone(name).entry()
     return lookup(name)
 
 
@@ -59,7 +61,7 @@ def resolve_backbones(tokens: list[str]) -> list[str]:
         token = raw.strip()
         if not token:
             continue
-        if token.startswith(CLIP_PREFIX):  # before '.'/'@': a CLIP token may hold both
+        if token.startswith(CLIP_PREFIX) or is_own(token.partition(FILE_SEP)[0]):  # before '.'/'@': these may hold both
             names = [weights_token(token)]
         elif token == "all":
             names = list(REGISTRY)
@@ -97,7 +99,7 @@ def weights_token(token: str) -> str:
 
         return canonical_token(ref)
     if ref.file is not None:
-        return f"{ref.arch}@{ref.file}"
+        return f"{ref.arch}{FILE_SEP}{ref.file}"
     return f"{ref.arch}.{ref.tag}" if ref.tag else ref.arch
 
 
@@ -108,9 +110,7 @@ def create_backbone(name: str, *, num_classes: int, img_size: int) -> nn.Module:
     ``img_size``; the others are resolution-agnostic and refuse the keyword, so it is dropped
     for them. Raises :class:`BackboneUnsupported` when the model cannot run at ``img_size``.
     """
-    if name.startswith(CLIP_PREFIX):
-        from harness.backbones.weights import WeightsRef
-
+    if name.startswith(CLIP_PREFIX) or is_own(name):
         return create_model(WeightsRef(name), num_classes=num_classes, img_size=img_size)[0]
     import timm
 
@@ -174,6 +174,11 @@ def create_model(ref: WeightsRef, *, num_classes: int, img_size: int, download: 
     protocols read), followed by a fresh linear head when ``num_classes > 0``."""
     if ref.arch.startswith(CLIP_PREFIX):
         return _create_clip(ref, num_classes, img_size, download)
+    if is_own(ref.arch):
+        from harness.backbones.own_model import create_own
+
+        model = create_own(ref.arch, ref.file, num_classes=num_classes, img_size=img_size)[0]
+        return model, locate(ref) if ref.file is not None else None
     if not ref.pretrained:
         return create_backbone(ref.arch, num_classes=num_classes, img_size=img_size), None
     resolved = locate(ref, download=download)
@@ -233,6 +238,10 @@ def _weightless(arch: str) -> nn.Module:
 
         with torch.device("meta"):
             return image_tower(arch, build_clip(WeightsRef(arch), 224, None), 1)
+    if is_own(arch):  # a team's factory may compute on real tensors: built for real
+        from harness.backbones.own_model import build_own
+
+        return build_own(arch, 1)
     import timm
 
     try:
@@ -252,6 +261,11 @@ def check_fits(ref: WeightsRef) -> None:
         from harness.backbones.clip import check_clip_fits
 
         check_clip_fits(ref)
+        return
+    if is_own(ref.arch):
+        from harness.backbones.own_model import check_own_fits
+
+        check_own_fits(ref.arch, ref.file)
         return
     _check_keys(_weightless(ref.arch), ref.file, ref.arch)
 

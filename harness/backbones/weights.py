@@ -41,6 +41,11 @@ from harness.contract import SCRATCH_MEAN, SCRATCH_STD, suggest
 HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 
 
+# The "native" side of a team's model (no pretrained cfg to read it from): timm's default cfg side;
+# a sidecar PATH.json beside its checkpoint says otherwise.
+OWN_INPUT_SIZE = 224
+
+
 _SHOWN_TAGS = 8  # tags shown for an unknown tag: enough to see the naming scheme, few enough for one line
 
 
@@ -55,7 +60,12 @@ def parse_backbone(token: str) -> WeightsRef:
         return parse_clip(token)
     import timm
 
+    from harness.backbones.own import is_own, own_backbone
+
     head, sep, path = token.strip().partition(FILE_SEP)
+    if is_own(head.strip()):  # pkg.module:factory, an entry point or a team's timm registration: no timm tags
+        own_backbone(head.strip())  # imports it: an import error, a missing factory or family is refused here
+        return WeightsRef(head.strip(), file=_checkpoint(head.strip(), path)) if sep else WeightsRef(head.strip())
     arch, dot, tag = head.partition(".")  # timm architectures hold no '.': the first one starts the tag
     if not arch or (sep and not path.strip()) or (dot and not tag):
         raise UnknownWeights(f"cannot read backbone {token!r}: write ARCH, ARCH.TAG (a timm pretrained tag) or ARCH{FILE_SEP}PATH (own checkpoint)")
@@ -64,14 +74,7 @@ def parse_backbone(token: str) -> WeightsRef:
     if sep and dot:
         raise UnknownWeights(f"{token!r} names a tag and a file; the file replaces the tag: write {arch}{FILE_SEP}{path.strip()}")
     if sep:
-        # Absolute and normalised, symlinks kept: timm picks its safetensors reader by the suffix,
-        # and a link (`latest.safetensors`, an HF snapshot) may resolve to a blob without one.
-        file = Path(os.path.normpath(Path(path.strip()).expanduser().absolute()))
-        if file.suffix not in SUFFIXES:
-            raise UnknownWeights(f"{file}: a checkpoint file ends in {', '.join(SUFFIXES)}; write {arch}{FILE_SEP}PATH with one")
-        if not file.is_file():
-            raise UnknownWeights(f"no checkpoint file {file}; write {arch}{FILE_SEP}PATH with an existing checkpoint file")
-        return WeightsRef(arch, file=file)
+        return WeightsRef(arch, file=_checkpoint(arch, path))
     if not dot:
         return WeightsRef(arch)
     known = timm.list_pretrained(f"{arch}.*")
@@ -85,6 +88,17 @@ def parse_backbone(token: str) -> WeightsRef:
     return WeightsRef(arch, tag=tag)
 
 
+def _checkpoint(arch: str, path: str) -> Path:
+    """``ARCH@PATH``'s file: absolute and normalised, symlinks kept (timm picks its safetensors reader by the
+    suffix, and a link, `latest.safetensors` or an HF snapshot, may resolve to a blob without one)."""
+    file = Path(os.path.normpath(Path(path.strip()).expanduser().absolute()))
+    if file.suffix not in SUFFIXES:
+        raise UnknownWeights(f"{file}: a checkpoint file ends in {', '.join(SUFFIXES)}; write {arch}{FILE_SEP}PATH with one")
+    if not file.is_file():
+        raise UnknownWeights(f"no checkpoint file {file}; write {arch}{FILE_SEP}PATH with an existing checkpoint file")
+    return file
+
+
 def preprocess_of(ref: WeightsRef) -> Preprocess:
     """The mean/std, side and interpolation ``ref``'s weights were trained with (see the module docstring)."""
     if ref.arch.startswith(_CLIP):
@@ -93,6 +107,12 @@ def preprocess_of(ref: WeightsRef) -> Preprocess:
         return clip_preprocess(ref)
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     from timm.models import get_pretrained_cfg
+
+    from harness.backbones.own import is_own
+
+    if is_own(ref.arch):  # a team's model: the suite's from-scratch normalisation, its file's sidecar over it
+        base = Preprocess(SCRATCH_MEAN, SCRATCH_STD, OWN_INPUT_SIZE, "bilinear")
+        return with_sidecar(base, ref.file) if ref.file is not None else base
 
     cfg = get_pretrained_cfg(f"{ref.arch}.{ref.tag}" if ref.tag else ref.arch)
     side = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224  # 224: timm's own default cfg side

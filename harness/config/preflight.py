@@ -17,6 +17,7 @@ SKIP_HINT = "or --skip-unavailable to skip its cases"
 def check_available(settings: Settings) -> None:
     """Raise :class:`SettingError` for the first explicit device, dataset or weights that cannot run here."""
     _check_image_folders(settings)
+    _check_own(settings)
     _check_batchnorm(settings)
     _check_prompts(settings)
     _check_trackers(settings)  # not a case's to skip: the whole run is logged, or the session refused
@@ -26,6 +27,30 @@ def check_available(settings: Settings) -> None:
     if not settings.download:  # --download fetches missing datasets and weights when a case needs them
         _check_datasets(settings)
         _check_weights(settings.backbones)
+
+
+def _check_own(settings: Settings) -> None:
+    """A team's factory is called at every resolution the session asks for: one that raises, returns no
+    nn.Module, sizes its logits otherwise than num_classes or cannot run a batch stops the session here."""
+    from harness.backbones.own import is_own
+    from harness.backbones.own_model import build_own, check_logits
+    from harness.backbones.registry import BackboneUnsupported
+    from harness.backbones.weights import parse_backbone
+
+    sizes = dict.fromkeys([*settings.img_sizes, *(s for s in settings.train_img_sizes or () if isinstance(s, int))])
+    for arch in dict.fromkeys(parse_backbone(token).arch for token in settings.backbones):
+        if not is_own(arch):
+            continue
+        try:
+            model = build_own(arch, _OWN_CLASSES)
+            for size in sizes:
+                check_logits(arch, model, _OWN_CLASSES, size)
+        except BackboneUnsupported as exc:
+            raise SettingError(str(exc)) from None
+
+
+# The class count a team's factory is tried with: the inference cases' (harness.matrix.cases.CaseSpec.num_classes).
+_OWN_CLASSES = 10
 
 
 def _check_prompts(settings: Settings) -> None:

@@ -197,4 +197,10 @@ class CaseSpec:
                         backbone_name=self.backbone_name)
         if self.kind == "plan":
             del keys["batch_size"], keys["runtime"]
+        from harness.backbones.own import is_own
+
+        if is_own(self.backbone):  # a team's code: where it lives and digests that tell its versions apart
+            from harness.backbones.own_model import own_identity
+
+            keys.update(own_identity(self.backbone, self.num_classes, self.img_size))
         return keys

@@ -110,6 +110,14 @@ def search_probe(probe: Probe, train_f: Features, indices: torch.Tensor, num_cla
     return choose(probe.param, probe.prefer, probe.grid_values(len(fit_idx)), score, fit_images=len(fit_idx), val_images=len(val_idx))
 
 
+def code_suffix(backbone: str) -> str:
+    """``#code=DIGEST`` for a team's own backbone (another version of its code is another feature extractor,
+    under the same name and weights), ``""`` for a timm or registry name."""
+    from harness.backbones.own import code_digest, code_files, is_own, own_backbone
+
+    return f"#code={code_digest(code_files(own_backbone(backbone)))}" if is_own(backbone) else ""
+
+
 class Extractor:
     """The features of one split for one set of weights: from the cache, or by running the backbone once."""
 
@@ -129,7 +137,7 @@ class Extractor:
 
     def key(self, split: str, init_seed: int | None) -> FeatureKey:
         return FeatureKey(
-            backbone=self.spec.backbone_name, weights_sha256=self.resolved.sha256 if self.resolved else None, init_seed=init_seed,
+            backbone=self.spec.backbone_name + code_suffix(self.spec.backbone), weights_sha256=self.resolved.sha256 if self.resolved else None, init_seed=init_seed,
             dataset=self.dataset, split=split, held_size=self.held_size, img_size=self.spec.img_size, mean=self.mean, std=self.std,
             precision=self.spec.precision, device_type=self.device.type,
         )

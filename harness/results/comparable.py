@@ -45,6 +45,14 @@ def machine_differences(base: Run, cur: Run) -> list[tuple[str, bool]]:
     ]
 
 
+def code_note(base: Case, cur: Case) -> str:
+    """``""`` when an own backbone's code is the same in both cases (or neither is one), else
+    ``code digest changed (a → b)``: the cases are still compared (that is what a gate is for), and said so."""
+    if base.code_digest == cur.code_digest:
+        return ""
+    return f"code digest changed ({base.code_digest or 'none'} → {cur.code_digest or 'none'})"
+
+
 def settings_note(base: Case, cur: Case) -> str:
     """``""`` when two cases ran with the same settings, else what differs: ``threads 1 → 2; epochs 10 → 2``."""
     if base.settings_digest == cur.settings_digest:

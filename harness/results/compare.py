@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from harness.contract import METRICS
-from harness.results.comparable import machine_differences, settings_note
+from harness.results.comparable import code_note, machine_differences, settings_note
 from harness.results.noise import ALPHA, SEED_NOISE_FACTOR, RunNoise, pooled_std, run_noise, slower_p, smallest_flagged_slowdown
 from harness.results.runs import Case, Run, RunError
 from harness.results.tolerances import Tolerance, Tolerances
@@ -264,9 +264,15 @@ def compare_runs(
             judged = [_case_row(case, "improvement", "failed in baseline, ok now")]
         else:
             judged = [row for tol in tolerances.active() if (row := _judge(tol, old, case, noises.get((case_id, tol.metric)))) is not None]
-        rows.extend(_forced(row, differs) for row in judged)
+        code = code_note(old, case)
+        rows.extend(_noted(_forced(row, differs), code) for row in judged)
     rows.extend(_case_row(old, "missing", "in baseline, not in current run") for cid, old in base.cases.items() if cid not in cur.cases)
     return Comparison(base.source, cur.source, tolerances, tuple(rows), tuple(warnings), fail_on_missing)
+
+
+def _noted(row: Row, code: str) -> Row:
+    """``row``, its note starting with ``code`` (an own backbone's code digest changed) when there is one."""
+    return replace(row, note=code + (f"; {row.note}" if row.note else "")) if code else row
 
 
 def _forced(row: Row, differs: str) -> Row:

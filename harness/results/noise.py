@@ -105,14 +105,16 @@ def run_noise(history: Sequence[Run], base: Run, metrics: Sequence[str] = HISTOR
     """Per (case_id, metric in ``metrics``), the session-to-session noise over the baseline and the
     stored ``history`` runs of its machine (cases with at least ``HISTORY_MIN`` runs).
 
-    Only comparable runs pool: a history case counts when its settings digest is the baseline
-    case's, so a run made with other threads or epochs never widens (or narrows) the bound.
+    Only comparable runs pool: a history case counts when its settings digest (and, for an own backbone,
+    its code digest) is the baseline case's, so a run made with other threads, epochs or code never
+    widens (or narrows) the bound.
     """
     values: dict[tuple[str, str], list[float]] = {}
     for run in (base, *history):
         for case_id, case in run.cases.items():
             own = base.cases.get(case_id)
-            if own is None or case.settings_digest != own.settings_digest:
+            # Another version of a team's own backbone is another model: its runs are not this one's noise.
+            if own is None or case.settings_digest != own.settings_digest or case.code_digest != own.code_digest:
                 continue
             for metric in metrics:
                 value = case.value(metric)

@@ -52,6 +52,12 @@ class Case:
         raw = self.extra.get(metric)
         return float(raw) if isinstance(raw, numbers.Real) and not isinstance(raw, bool) else None
 
+    @property
+    def code_digest(self) -> str | None:
+        """A team's own backbone's code digest (``backbone_code_digest``); ``None`` for timm and registry names."""
+        raw = self.extra.get("backbone_code_digest")
+        return str(raw) if raw is not None else None
+
     def samples(self, key: str) -> list[float] | None:
         """A list-valued sample key (``latency_samples_ms``, ``top1_per_seed``) or ``None`` if absent/empty."""
         raw = self.extra.get(key)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.contract import LATENCY_SAMPLES, SEED_SAMPLES, Metric
-from harness.results.comparable import settings_note
+from harness.results.comparable import code_note, settings_note
 from harness.results.runs import Case, Run, RunError, read_run_file, stored_runs, without_merged_shards
 from harness.results.site.changes import change_points
 
@@ -157,13 +157,14 @@ def series(machine: Machine, case_id: str, metric: Metric) -> Series:
         if band is not None and samples:
             low, high = (float(v) for v in np.percentile(samples, [band[1], band[2]]))
         point = Point(stored, value, case, low, high)
-        if runs and runs[-1][-1].case.settings_digest == case.settings_digest:
+        last = runs[-1][-1].case if runs else None
+        if last is not None and last.settings_digest == case.settings_digest and last.code_digest == case.code_digest:
             runs[-1].append(point)
         else:
             runs.append([point])
     segments = []
     for i, points in enumerate(runs):
-        differs = settings_note(runs[i - 1][-1].case, points[0].case) if i else ""
+        differs = "; ".join(n for n in (settings_note(runs[i - 1][-1].case, points[0].case), code_note(runs[i - 1][-1].case, points[0].case)) if n) if i else ""
         found = change_points([p.value for p in points], metric.noise)
         segments.append(Segment(tuple(points), tuple(found), differs))
     return Series(case_id, metric, tuple(segments), band[0] if band is not None else None)

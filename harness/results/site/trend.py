@@ -87,7 +87,7 @@ def _figure(s: Series, trend: Trend) -> dict[str, Any]:
             shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": where, "x1": where, "y0": 0, "y1": 1,
                            "line": {"color": _GREY, "dash": "dash", "width": 1.5}})
             notes.append({"x": where, "y": 0, "xref": "x", "yref": "paper", "yanchor": "top", "showarrow": False,
-                          "text": "settings changed", "hovertext": seg.differs, "font": {"color": _GREY, "size": 11}})
+                          "text": "code digest changed" if seg.differs.startswith("code digest") else "settings changed", "hovertext": seg.differs, "font": {"color": _GREY, "size": 11}})
     better = "higher" if m.better == "higher" else "lower"
     return {"data": data, "layout": {
         "margin": {"l": 70, "r": 20, "t": 28, "b": 62}, "hovermode": "closest", "shapes": shapes, "annotations": notes,
