@@ -64,15 +64,15 @@ def test_committed_history_puts_0009_and_0010_in_a_class_of_their_own() -> None:
     assert [(r.source.rsplit("/", 1)[1][:4], classes.of(r).number) for r in runs] == [
         *((f"{n:04d}", 1) for n in range(1, 9)), ("0009", 2), ("0010", 2)]
     # Against 0008, the one earlier run of the same torch/timm, every shared timed case got 3.2x faster.
-    assert classes.classes[1].why == "inferred from history: every shared timed case 3.2× faster than class 1"
-    assert classes.differs(runs[7], runs[8]) == "host class 1 → 2, inferred from history: every shared timed case 3.2× faster"
+    assert classes.classes[1].why == "inferred from history: against class 1, every shared timed case faster, 3.2× on geometric mean"
+    assert classes.differs(runs[7], runs[8]) == "host class 1 → 2, inferred from history: every shared timed case faster, 3.2× on geometric mean"
 
 
 def test_a_uniform_shift_is_a_host_but_a_shift_of_some_cases_is_a_code_change() -> None:
     base = _run("base", "2026-01-01T00:00:00")
     host = _run("host", "2026-01-02T00:00:00", factor=3.0)
     code = _run("code", "2026-01-02T00:00:00", factor={"inference/resnet": 3.0, "inference/vit": 3.0})
-    assert HostClasses([base, host]).differs(base, host) == "host class 1 → 2, inferred from history: every shared timed case 3.0× slower"
+    assert HostClasses([base, host]).differs(base, host) == "host class 1 → 2, inferred from history: every shared timed case slower, 3.0× on geometric mean"
     assert HostClasses([base, code]).differs(base, code) == ""
     slower = compare_runs(base, code, DEFAULTS)
     assert {r.case_id for r in slower.regressions} == {"inference/resnet50-cpu-bs1-32px-fp32", "inference/resnet18-cpu-bs1-32px-fp32",

@@ -31,7 +31,9 @@ from harness.results.runs import Run
 
 # Calibration scores within 1.5x are one host class. The process-to-process spread measured on the
 # shared 2-vCPU VMs here is 12-18%; two sessions each off by 18% the opposite way differ by
-# 1.18/0.82 = 1.44x, so 1.5x never splits one host, while the 3.7x host of 0009/0010 is far beyond.
+# 1.18/0.82 = 1.44x; five calibrations of one host in separate processes under 4 sessions' load
+# spanned 0.79-1.09 ms (1.37x). So 1.5x does not split one host, while the 3.7x host of 0009/0010
+# (or ATEN_CPU_CAPABILITY=default: elementwise 5x slower, and another capability) is far beyond.
 CAL_FACTOR = 1.5
 # An unfingerprinted run is another host when every shared timed case moved one way and their
 # geometric mean by 2x or more: between the 6 A/A runs and 2 smoke runs of one host (baselines/
@@ -153,7 +155,7 @@ class HostClasses:
         if host is not None and last.host is not None:
             return f"fingerprint: {describe(last.host, host)}"
         shift = uniform_shift([m for m in last.members if _libraries(m) == _libraries(run)], run)
-        return f"inferred from history: {_shift_text(shift)} than class {last.number}" if shift else "inferred from history"
+        return f"inferred from history: against class {last.number}, {_shift_text(shift)}" if shift else "inferred from history"
 
     def of(self, run: Run) -> HostClass:
         """The class ``run`` was placed in (it must be one of the runs given)."""
@@ -175,4 +177,5 @@ class HostClasses:
 def _shift_text(shift: float | None) -> str:
     if shift is None:
         return "no uniform shift"
-    return f"every shared timed case {shift:.1f}× slower" if shift >= 1 else f"every shared timed case {1 / shift:.1f}× faster"
+    return f"every shared timed case slower, {shift:.1f}× on geometric mean" if shift >= 1 else \
+        f"every shared timed case faster, {1 / shift:.1f}× on geometric mean"
