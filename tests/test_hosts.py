@@ -177,3 +177,27 @@ def test_site_breaks_the_timed_series_at_the_host_change_and_labels_runs_with_da
     ticks = p50["layout"]["xaxis"]["ticktext"]
     assert ticks[8] == "9<br>2026-12-04<br>9dd69cb" and ticks[0] == "1<br>2026-11-22<br>9ddf89c"
     assert len([t for t in params["data"] if t["mode"] == "lines+markers"]) == 1  # exact metrics compare across hosts
+
+
+def test_gate_across_aten_cpu_capability_reads_host_differs_and_judges_the_rest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's A/B: a baseline made normally, then the same code under ATEN_CPU_CAPABILITY=default
+    (torch's kernels for a CPU without AVX2), gated: no latency regression, exact metrics judged."""
+    from tests.projects import CONFTEST
+
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    pytester.makeconftest(CONFTEST)
+    pytester.makeini("[pytest]\naddopts = --benchmark-storage=file://baselines\n")
+    pytester.makepyfile(test_inference=(ROOT / "benchmarks" / "test_inference.py").read_text())
+    args = ("--backbones", "resnet18", "--batch-sizes", "1", "--devices", "cpu", "--bench-time", "0.3", "-p", "no:cacheprovider", "test_inference.py")
+    # Subprocesses: torch fixes its capability, and the fingerprint is cached, once per process.
+    pytester.runpytest_subprocess(*args, "--benchmark-save=base").assert_outcomes(passed=1)
+    saved = json.loads(next((pytester.path / "baselines").glob("*/0001_base.json")).read_text())
+    assert saved["machine_info"]["host"]["capability"] != "DEFAULT" and saved["machine_info"]["host"]["calibration"]["score_ms"] > 0
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    result = pytester.runpytest_subprocess(*args, "--gate", "base")
+    assert result.ret == 0
+    rows = {line.split()[1]: line for line in result.outlines if line.startswith("inference/resnet18-cpu-bs1-32px-fp32")}
+    assert "not comparable  host differs (capability " in rows["latency_p50_ms"] and " → DEFAULT; calibration " in rows["latency_p50_ms"]
+    assert all("within noise" in rows[m] for m in ("params", "gmacs", "peak_mem_bytes"))
+    result.stdout.fnmatch_lines(["OK: 0 failing; 1 not comparable, 3 within noise; latency not comparable: host differs (capability * → DEFAULT; *)"])
