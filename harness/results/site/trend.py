@@ -36,7 +36,7 @@ class Trend:
 
     latest: dict[str, float] = field(default_factory=dict)
     steps: list[str] = field(default_factory=list)
-    breaks: list[str] = field(default_factory=list)  # changes of host class, never counted as steps
+    breaks: dict[str, str] = field(default_factory=dict)  # run name → why its host class changed (never a step)
 
 
 def value_text(metric: Metric, value: float | None) -> str:
@@ -108,7 +108,7 @@ def _figure(machine: Machine, s: Series, trend: Trend) -> dict[str, Any]:
                           "showarrow": False, "text": what, "hovertext": "<br>".join(t for t in (seg.host, seg.differs) if t),
                           "font": {"color": color, "size": 11}})
             if seg.host:
-                trend.breaks.append(f"{m.key} host break at {seg.points[0].run.name} ({seg.host})")
+                trend.breaks.setdefault(seg.points[0].run.name, seg.host)
     better = "higher" if m.better == "higher" else "lower"
     return {"data": data, "layout": {
         "margin": {"l": 70, "r": 20, "t": 28, "b": 62}, "hovermode": "closest", "shapes": shapes, "annotations": notes,
@@ -144,7 +144,8 @@ def trend_page(machine: Machine, case_id: str, kind: str) -> tuple[str, Trend]:
     last = runs[-1].run.cases[case_id] if runs else None
     head = [f'<p>Kind <b>{esc(kind)}</b> on machine <code>{esc(machine.key)}</code>: in {len(runs)} of {len(machine.runs)} runs.'
             f" Change points: {esc(', '.join(trend.steps) or 'none detected')}."
-            + (f" Host changes (timed metrics break, never step): {esc('; '.join(trend.breaks))}." if trend.breaks else "") + "</p>"]
+            + (" Host changes (timed metrics break there, never step): "
+               + esc("; ".join(f"host break at {name} ({why})" for name, why in trend.breaks.items())) + "." if trend.breaks else "") + "</p>"]
     if last is not None:
         settings = [[esc(k), esc(v)] for k, v in last.settings.items()]
         head.append(f'<details><summary>Settings of the latest run (digest {esc(last.settings_digest)})</summary>{table(["setting", "value"], settings)}</details>')
