@@ -177,6 +177,9 @@ def test_site_breaks_the_timed_series_at_the_host_change_and_labels_runs_with_da
     ticks = p50["layout"]["xaxis"]["ticktext"]
     assert ticks[8] == "9<br>2026-12-04<br>9dd69cb" and ticks[0] == "1<br>2026-11-22<br>9ddf89c"
     assert len([t for t in params["data"] if t["mode"] == "lines+markers"]) == 1  # exact metrics compare across hosts
+    index = (result.out / "index.html").read_text()
+    assert ("Host classes: 1: 0001_aa1, 0002_aa2, 0003_aa3, 0004_aa4, 0005_aa5, 0006_aa6, 0007_smoke, 0008_smoke (first class); "
+            "2: 0009_smoke, 0010_smoke (inferred from history: against class 1, every shared timed case faster, 3.2× on geometric mean).") in index
 
 
 def test_gate_across_aten_cpu_capability_reads_host_differs_and_judges_the_rest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
