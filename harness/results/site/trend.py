@@ -114,7 +114,7 @@ def _figure(machine: Machine, s: Series, trend: Trend) -> dict[str, Any]:
         "margin": {"l": 70, "r": 20, "t": 28, "b": 62}, "hovermode": "closest", "shapes": shapes, "annotations": notes,
         "xaxis": _xaxis(s.points),
         "yaxis": {"title": {"text": f"{unit} ({better} is better)"}, "rangemode": "tozero" if m.noise == "exact" else "normal"},
-        "legend": {"orientation": "h", "y": 1.02, "x": 0, "yanchor": "bottom"},
+        "legend": {"orientation": "h", "y": 1.02, "x": 0, "yanchor": "bottom", "traceorder": "normal"},  # filled bands would reverse it
     }}
 
 
