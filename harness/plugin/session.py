@@ -195,6 +195,11 @@ class BenchSession:
             # CPU cases of a CPU+CUDA study merges with the others.
             ran_on = list(self.shard_record["devices"]) or ran_on
         machine_info.update(machine_facts(ran_on or self.settings.devices, self.settings.edge_profile))
+        from harness.runtime.host import host_fingerprint
+
+        # The host class's evidence (harness.results.hosts): calibrated once per process, after the
+        # cases ran (on the controller under xdist, when the workers are done: nothing competes).
+        machine_info["host"] = host_fingerprint()
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker:

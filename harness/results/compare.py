@@ -20,6 +20,7 @@ from functools import cached_property
 
 from harness.contract import METRICS
 from harness.results.comparable import code_note, machine_differences, settings_note
+from harness.results.hosts import HostClasses
 from harness.results.noise import ALPHA, SEED_NOISE_FACTOR, RunNoise, pooled_std, run_noise, slower_p, smallest_flagged_slowdown
 from harness.results.runs import Case, Run, RunError
 from harness.results.tolerances import Tolerance, Tolerances
@@ -89,7 +90,7 @@ class Row:
     detectable: Detectable | None = field(default=None, compare=False)
 
 
-def _judge(tol: Tolerance, base_case: Case, cur_case: Case, noise: RunNoise | None = None) -> Row | None:
+def _judge(tol: Tolerance, base_case: Case, cur_case: Case, noise: RunNoise | None = None, host: str = "") -> Row | None:
     metric, base, cur = METRICS[tol.metric], base_case.value(tol.metric), cur_case.value(tol.metric)
     cid = cur_case.case_id
     if base is None and cur is None:
@@ -99,6 +100,8 @@ def _judge(tol: Tolerance, base_case: Case, cur_case: Case, noise: RunNoise | No
         return Row(cid, tol.metric, base, cur, "", which, f"metric {'not in baseline' if base is None else 'no longer reported'}")
     delta, bad = tol.change(base, cur), tol.bad(base, cur)
     change = f"{delta:+.2f}{tol.form}" if tol.form in ("%", "pp") else f"{delta:+.6g}"
+    if host and metric.noise == "timed":  # a timed number measures its host: across hosts it is no verdict
+        return Row(cid, tol.metric, base, cur, change, "not comparable", f"host differs ({host})")
     worse, better = bad > tol.amount, -bad > tol.amount
     note = "exact" if tol.form == "exact" else ""
     rounds: tuple[list[float], list[float]] | None = None
@@ -145,6 +148,7 @@ class Comparison:
     rows: tuple[Row, ...]
     warnings: tuple[str, ...] = ()
     fail_on_missing: bool = False
+    host: str = ""  # why the runs' hosts differ (harness.results.hosts); "" when one host class
 
     @property
     def regressions(self) -> list[Row]:
@@ -154,8 +158,9 @@ class Comparison:
 
     @property
     def not_comparable(self) -> list[Row]:
-        """Cases whose settings differ from the baseline's (none when forced)."""
-        return [row for row in self.rows if row.verdict == "not comparable"]
+        """Cases whose settings differ from the baseline's (none when forced); timed rows of another
+        host are not among them: the gate judges what a host does not change and exits on that."""
+        return [row for row in self.rows if row.verdict == "not comparable" and row.metric == "case"]
 
     @property
     def exit_code(self) -> int:
@@ -168,7 +173,7 @@ class Comparison:
     def summary(self) -> str:
         """The one line a reader (or CI log) needs: the outcome and the counts."""
         counts = ", ".join(f"{n} {v}" for v, n in self.counts().items()) or "no cases"
-        tail = f"{len(self.regressions)} failing; {counts}"
+        tail = f"{len(self.regressions)} failing; {counts}" + (f"; latency not comparable: host differs ({self.host})" if self.host else "")
         if self.not_comparable:
             first, more = self.not_comparable[0], len(self.not_comparable) - 1
             which = f"{first.case_id}: {first.note}" + (f"; and {more} more" if more else "")
@@ -244,7 +249,12 @@ def compare_runs(
             + "; ".join(blocking) + ". Compare against a baseline from this machine, or pass --force (force=True)"
         )
     warnings = [f"{'forced across devices' if blocks else 'software differs'}: {text}" for text, blocks in found]
-    noises = run_noise([run for run in history if run.source not in (base.source, cur.source)], base)
+    hosts = HostClasses([*history, base, cur])
+    host = hosts.differs(base, cur)
+    if host:
+        warnings.append(f"host differs: {host}: timed metrics are not judged, exact and seeded ones are")
+    # Only runs of the baseline's host class measure its run-to-run noise (another host moves every case).
+    noises = run_noise([run for run in history if run.source not in (base.source, cur.source) and hosts.of(run) is hosts.of(base)], base)
     rows: list[Row] = []
     for case_id, case in cur.cases.items():
         old = base.cases.get(case_id)
@@ -263,11 +273,11 @@ def compare_runs(
         if old.status == "failed":
             judged = [_case_row(case, "improvement", "failed in baseline, ok now")]
         else:
-            judged = [row for tol in tolerances.active() if (row := _judge(tol, old, case, noises.get((case_id, tol.metric)))) is not None]
+            judged = [row for tol in tolerances.active() if (row := _judge(tol, old, case, noises.get((case_id, tol.metric)), host)) is not None]
         code = code_note(old, case)
         rows.extend(_noted(_forced(row, differs), code) for row in judged)
     rows.extend(_case_row(old, "missing", "in baseline, not in current run") for cid, old in base.cases.items() if cid not in cur.cases)
-    return Comparison(base.source, cur.source, tolerances, tuple(rows), tuple(warnings), fail_on_missing)
+    return Comparison(base.source, cur.source, tolerances, tuple(rows), tuple(warnings), fail_on_missing, host)
 
 
 def _noted(row: Row, code: str) -> Row:

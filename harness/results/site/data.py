@@ -12,12 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from harness.contract import LATENCY_SAMPLES, SEED_SAMPLES, Metric
 from harness.results.comparable import code_note, settings_note
+from harness.results.hosts import HostClasses
 from harness.results.runs import Case, Run, RunError, read_run_file, stored_runs, without_merged_shards
 from harness.results.site.changes import change_points
 
@@ -58,6 +60,11 @@ class Machine:
 
     key: str
     runs: tuple[StoredRun, ...]
+
+    @cached_property
+    def hosts(self) -> HostClasses:
+        """The host classes of this machine's runs (:mod:`harness.results.hosts`)."""
+        return HostClasses([s.run for s in self.runs])
 
     def cases(self) -> dict[str, str]:
         """Every case id seen on this machine and its kind, in the order first seen."""
@@ -119,11 +126,13 @@ class Point:
 @dataclass(frozen=True)
 class Segment:
     """Consecutive runs of a case with one settings digest; ``changes`` index the points where a
-    new level starts; ``differs`` says what changed against the previous segment (``""`` first)."""
+    new level starts; ``differs`` says what changed against the previous segment (``""`` first);
+    ``host`` why its host class is not the previous segment's (``""``: the same class)."""
 
     points: tuple[Point, ...]
     changes: tuple[int, ...] = ()
     differs: str = ""
+    host: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,7 +151,8 @@ class Series:
 
 def series(machine: Machine, case_id: str, metric: Metric) -> Series:
     """``metric`` of ``case_id`` over the machine's runs: successful cases with a value, split where
-    the settings digest changes, with change points found within each segment."""
+    the settings digest changes or, for a timed metric, the host class does (a break, not a step),
+    with change points found within each segment."""
     band = _BANDS.get(metric.samples or "")
     if band is not None and band[3] != metric.unit:
         band = None
@@ -157,14 +167,16 @@ def series(machine: Machine, case_id: str, metric: Metric) -> Series:
         if band is not None and samples:
             low, high = (float(v) for v in np.percentile(samples, [band[1], band[2]]))
         point = Point(stored, value, case, low, high)
-        last = runs[-1][-1].case if runs else None
-        if last is not None and last.settings_digest == case.settings_digest and last.code_digest == case.code_digest:
+        last = runs[-1][-1] if runs else None
+        same_host = metric.noise != "timed" or last is None or machine.hosts.of(last.run.run) is machine.hosts.of(stored.run)
+        if last is not None and same_host and last.case.settings_digest == case.settings_digest and last.case.code_digest == case.code_digest:
             runs[-1].append(point)
         else:
             runs.append([point])
     segments = []
     for i, points in enumerate(runs):
         differs = "; ".join(n for n in (settings_note(runs[i - 1][-1].case, points[0].case), code_note(runs[i - 1][-1].case, points[0].case)) if n) if i else ""
+        host = machine.hosts.differs(runs[i - 1][-1].run.run, points[0].run.run) if i and metric.noise == "timed" else ""
         found = change_points([p.value for p in points], metric.noise)
-        segments.append(Segment(tuple(points), tuple(found), differs))
+        segments.append(Segment(tuple(points), tuple(found), differs, host))
     return Series(case_id, metric, tuple(segments), band[0] if band is not None else None)

@@ -81,9 +81,13 @@ def machine_section(machine: Machine, folder: str, gate: Gate, trends: Mapping[s
     first, last = machine.runs[0], machine.runs[-1]
     out = [f"<h2>Machine <code>{esc(machine.key)}</code></h2>",
            f"<p>{len(machine.runs)} runs, {esc(first.name)} ({esc(first.date)}) to {esc(last.name)} ({esc(last.date)}, commit {esc(last.commit)}).</p>"]
+    names = {s.run.source: s.name for s in machine.runs}
+    if len(machine.hosts.classes) > 1:  # timed metrics compare only within a class (harness/results/hosts.py)
+        out.append("<p>Host classes: " + "; ".join(
+            f"{c.number}: {esc(', '.join(names[r.source] for r in c.members))} ({esc(c.why)})" for c in machine.hosts.classes) + ".</p>")
     if gate.comparison is not None and gate.base is not None:
         summary = gate.comparison.summary()
-        cls = "bad" if gate.comparison.regressions else "warn" if gate.comparison.not_comparable else "good"
+        cls = "bad" if gate.comparison.regressions else "warn" if gate.comparison.not_comparable or gate.comparison.host else "good"
         out.append(f'<p class="{cls}">Last gate, {esc(gate.base.name)} → {esc(last.name)}: '
                    f"<b>{esc(summary)}</b> ({link(f'{folder}/compare.html', 'the compare table')})</p>")
     else:
