@@ -55,8 +55,8 @@ def test_only_eager_fp32_cpu_work_is_counted(device: str, runtime: str, precisio
 
 
 class _Fixed(InstructionCounter):
-    def count(self, model: nn.Module, example: torch.Tensor) -> int:
-        return 1234
+    def count(self, model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int]]:
+        return 1234, {"gelu": 1000, "conv": 234}
 
 
 def _spec(**changes: Any) -> CaseSpec:
@@ -66,7 +66,7 @@ def _spec(**changes: Any) -> CaseSpec:
 
 def test_a_case_records_its_count_or_says_why_it_has_none() -> None:
     model, example = nn.Linear(3, 2), torch.zeros(1, 3)
-    assert case_instructions(_Fixed(), _spec(), model, example) == {"instructions": 1234}
+    assert case_instructions(_Fixed(), _spec(), model, example) == {"instructions": 1234, "instructions_by_function": {"gelu": 1000, "conv": 234}}
     assert case_instructions(_Fixed(), _spec(runtime="compile"), model, example) == {
         "instructions": None, "instructions_unavailable": "instructions are counted for the eager runtime only, not compile"}
 

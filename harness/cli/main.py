@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from harness.cli import compare, contract, data, launch, merge, report, site, storage, weights
+from harness.cli import ab, compare, contract, data, launch, merge, report, site, storage, weights
 from harness.cli.common import USAGE_ERROR, Parser, UsageError
 
 
@@ -28,7 +28,7 @@ class Verb(Protocol):
 
 
 # The verbs in the order --help lists them.
-VERBS: dict[str, Verb] = {"compare": compare, "contract": contract, "report": report, "launch": launch, "weights": weights, "merge": merge,
+VERBS: dict[str, Verb] = {"compare": compare, "ab": ab, "contract": contract, "report": report, "launch": launch, "weights": weights, "merge": merge,
                           "storage": storage, "data": data, "site": site}
 
 

@@ -153,7 +153,8 @@ def case_instructions(counter: InstructionCounter, spec: CaseSpec, model: nn.Mod
     reason = unsupported(spec.device, spec.runtime, spec.precision)
     if reason is None:
         try:
-            return {"instructions": counter.count(model, example)}
+            count, functions = counter.count(model, example)
+            return {"instructions": count, "instructions_by_function": functions}
         except NotCountable as exc:
             reason = str(exc)
     return {"instructions": None, "instructions_unavailable": reason}

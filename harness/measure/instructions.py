@@ -30,6 +30,13 @@ from torch import nn
 # (A/A over 10 processes, README); two average away a first-call path torch still takes after warm-up.
 FORWARDS = 2
 
+# Functions a record keeps: each at least 0.1 % of the count (below that a change cannot move the total
+# past the 1 % gate by itself), at most 60 (~6 KB of JSON per case), names cut at 160 characters
+# (template arguments make C++ names run to thousands).
+FUNCTION_SHARE = 0.001
+FUNCTIONS_KEPT = 60
+NAME_CHARS = 160
+
 INSTALL_HINT = "apt-get install valgrind (Debian/Ubuntu), dnf install valgrind, or brew install valgrind"
 
 
@@ -70,6 +77,48 @@ def summary(dump: Path) -> int:
     raise CountError(f"{dump} has no summary line: not a callgrind dump")
 
 
+def by_function(dump: Path) -> dict[str, int]:
+    """Each function's self instructions in a callgrind dump (the cost lines under its ``fn=``, less the
+    inclusive costs of the calls it makes, which follow a ``calls=`` line). Names are compressed as
+    ``(id) name`` on first use and ``(id)`` after, in ``fn=`` and ``cfn=`` lines alike."""
+    names: dict[str, str] = {}
+    costs: dict[str, int] = {}
+    current: str | None = None
+    after_call = False
+    for line in dump.read_text(errors="replace").splitlines():
+        if line.startswith(("fn=", "cfn=")):
+            name = _name(line.split("=", 1)[1], names)
+            if line.startswith("fn="):
+                current, after_call = name, False
+        elif line.startswith("calls="):
+            after_call = True
+        elif line[:1].isdigit() or line[:1] in ("+", "-", "*"):
+            if after_call:  # the call's inclusive cost: the callee's, not this function's
+                after_call = False
+                continue
+            parts = line.split()
+            if current is not None and len(parts) > 1:
+                costs[current] = costs.get(current, 0) + int(parts[1])
+    return costs
+
+
+def _name(text: str, names: dict[str, str]) -> str:
+    if not text.startswith("("):
+        return text.strip()
+    ident, _, name = text.partition(")")
+    if name.strip():
+        names[ident] = name.strip()
+    return names.get(ident, f"{ident})")
+
+
+def top_functions(costs: dict[str, int], forwards: int) -> dict[str, int]:
+    """Per forward, the functions with at least :data:`FUNCTION_SHARE` of the count, most first, at most
+    :data:`FUNCTIONS_KEPT`: what a diff between two records needs to say where instructions went."""
+    total = sum(costs.values()) or 1
+    kept = sorted(((n, c) for n, c in costs.items() if c >= FUNCTION_SHARE * total), key=lambda item: -item[1])[:FUNCTIONS_KEPT]
+    return {name[:NAME_CHARS]: cost // forwards for name, cost in kept}
+
+
 class InstructionCounter:
     """The session's counting process: started at the first :meth:`count`, ended by :meth:`close`."""
 
@@ -105,8 +154,9 @@ class InstructionCounter:
         answer: dict[str, Any] = json.loads(line)
         return answer
 
-    def count(self, model: nn.Module, example: torch.Tensor) -> int:
-        """Instructions of one forward of ``model`` on ``example`` (a CPU fp32 model and batch)."""
+    def count(self, model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int]]:
+        """Instructions of one forward of ``model`` on ``example`` (a CPU fp32 model and batch), and the
+        functions they ran in (:func:`top_functions`)."""
         if self._dir is None:
             self._dir = tempfile.TemporaryDirectory(prefix="bench-callgrind-")
         out = Path(self._dir.name)
@@ -128,9 +178,9 @@ class InstructionCounter:
         if "error" in answer:
             raise CountError(f"the callgrind process could not run the model: {answer['error']}")
         dump = out / f"callgrind.out.{self._proc.pid}.{answer['part']}"
-        total = summary(dump)
+        total, functions = summary(dump), by_function(dump)
         dump.unlink()  # tens of MB for a large model: keep one at a time
-        return total // self.forwards
+        return total // self.forwards, top_functions(functions, self.forwards)
 
     def close(self) -> None:
         """End the worker and remove its dumps."""
