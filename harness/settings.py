@@ -66,6 +66,7 @@ class Settings:
     templates: Path | None
     edge_profile: EdgeProfile | None
     plan_budget: int | None
+    count_instructions: bool
     power: bool
     int8_accuracy: bool
     data_root: Path | None

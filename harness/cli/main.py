@@ -5,7 +5,7 @@ missing), 2 a usage error (bad arguments, unreadable runs, bad tolerance spec: o
 ``error: ...`` line on stderr) or runs that are not comparable. The verbs and what each does:
 ``compare`` (:mod:`harness.cli.compare`), ``contract``, ``report``, ``launch``, ``weights``,
 ``merge``, ``storage`` (:mod:`harness.cli.storage`), ``data`` (:mod:`harness.cli.data`: image folders or CSVs as WebDataset shards),
-``site`` (:mod:`harness.cli.site`), ``bench`` (:mod:`harness.cli.bench`: the installed cases, run from a team's repository). argparse lives in :mod:`harness.cli` and :mod:`harness.plugin` only.
+``site`` (:mod:`harness.cli.site`), ``bench`` (:mod:`harness.cli.bench`: the installed cases, run from a team's repository), ``ab`` (:mod:`harness.cli.ab`: base and head in alternating processes). argparse lives in :mod:`harness.cli` and :mod:`harness.plugin` only.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from harness.cli import bench, compare, contract, data, launch, merge, report, site, storage, weights
+from harness.cli import ab, bench, compare, contract, data, launch, merge, report, site, storage, weights
 from harness.cli.common import USAGE_ERROR, Parser, UsageError
 
 
@@ -28,7 +28,7 @@ class Verb(Protocol):
 
 
 # The verbs in the order --help lists them.
-VERBS: dict[str, Verb] = {"bench": bench, "compare": compare, "contract": contract, "report": report, "launch": launch, "weights": weights, "merge": merge,
+VERBS: dict[str, Verb] = {"bench": bench, "compare": compare, "ab": ab, "contract": contract, "report": report, "launch": launch, "weights": weights, "merge": merge,
                           "storage": storage, "data": data, "site": site}
 
 

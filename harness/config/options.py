@@ -100,6 +100,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("templates", "templates", p.templates_file, None, "FILE", "zeroshot: prompt templates, one a line, each with {} where the class name goes (unset: the dataset's built-in set); digested as the file's sha256"),
     Option("edge-profile", "edge_profile", p.edge_profile, None, "NAME", "edge constraints: a named board profile or threads=4,mem=2GiB"),
     Option("plan-budget", "plan_budget", p.byte_size, None, "BYTES", "memory budget of batch-size planning cases, e.g. 512MiB (unset: the edge profile's, else 512MiB)"),
+    Option("count-instructions", "count_instructions", p.flag, "false", "", "count each CPU inference case's instructions per forward under valgrind's callgrind (one extra process for the session; eager fp32 cases)", flag=True),
     Option("power", "power", p.flag, "false", "", "sample power during latency cases (RAPL, NVML or tegrastats)", flag=True),
     Option("int8-accuracy", "int8_accuracy", p.flag, "false", "", "after training, record the top-1 change of the model as dynamic-int8 ONNX (CPU)", flag=True),
     # Where data and checkpoints live, and how they are fetched: no effect on results.

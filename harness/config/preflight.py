@@ -21,6 +21,7 @@ def check_available(settings: Settings) -> None:
     _check_batchnorm(settings)
     _check_prompts(settings)
     _check_trackers(settings)  # not a case's to skip: the whole run is logged, or the session refused
+    _check_instructions(settings)
     if settings.skip_unavailable:
         return
     _check_devices(settings.devices)
@@ -75,6 +76,21 @@ def _check_trackers(settings: Settings) -> None:
     message = missing_message(settings.track or ())
     if message:
         raise SettingError(message)
+
+
+def _check_instructions(settings: Settings) -> None:
+    """--count-instructions needs valgrind, and counts CPU work only: a GPU case's kernels are invisible to it."""
+    if not settings.count_instructions:
+        return
+    from harness.measure.instructions import INSTALL_HINT, missing_tool
+
+    tool = missing_tool()
+    if tool is not None:
+        raise SettingError(f"--count-instructions runs the cases' models under valgrind's callgrind, and {tool} is not on PATH: {INSTALL_HINT}")
+    others = [device for device in settings.devices if device != "cpu"]
+    if others:
+        raise SettingError(f"--count-instructions counts CPU instructions; --devices {','.join(others)} runs GPU kernels callgrind cannot see: "
+                           "count in a session of its own with --devices cpu")
 
 
 def _check_devices(devices: list[str]) -> None:

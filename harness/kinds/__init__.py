@@ -76,6 +76,7 @@ def _policy() -> tuple[tuple[type[BaseException], Outcome, str], ...]:
     from harness.edge.profiles import MemoryBudgetExceeded
     from harness.errors import OUT_OF_MEMORY
     from harness.measure.flops import FlopCountError
+    from harness.measure.instructions import CountError
     from harness.measure.runtimes import ParityError, RuntimeUnsupported
 
     return (
@@ -95,6 +96,7 @@ def _policy() -> tuple[tuple[type[BaseException], Outcome, str], ...]:
         (SubsetError, "fail", "subset"),
         (PromptError, "fail", "zero-shot prompts"),
         (FlopCountError, "fail", "counting GMACs"),
+        (CountError, "fail", "counting instructions"),
         (PowerUnavailable, "fail", "power sampling"),
     )
 

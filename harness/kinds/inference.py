@@ -24,6 +24,7 @@ from harness.contract import RUNTIME_SPECS
 from harness.matrix.cases import CaseSpec
 from harness.matrix.expand import SMOKE_IMG_SIZE, MatrixCase, architectures, matrix_case
 from harness.measure.flops import count_gmacs, count_params
+from harness.measure.instructions import InstructionCounter, NotCountable, unsupported
 from harness.measure.memory import module_bytes, peak_bytes
 from harness.measure.timing import LatencyStats
 from harness.runtime.devices import DTYPES, synchronize
@@ -145,3 +146,15 @@ def prepare_inference(spec: CaseSpec, *, workdir: Path, threads: int | None = 1,
 def _resident(model: nn.Module, example: torch.Tensor) -> list[torch.Tensor]:
     """Tensors alive before the forward starts: weights, buffers and the input batch."""
     return [*model.parameters(), *model.buffers(), example]
+
+
+def case_instructions(counter: InstructionCounter, spec: CaseSpec, model: nn.Module, example: torch.Tensor) -> dict[str, object]:
+    """What an inference record gets: ``instructions``, or ``None`` with ``instructions_unavailable`` saying why."""
+    reason = unsupported(spec.device, spec.runtime, spec.precision)
+    if reason is None:
+        try:
+            count, functions = counter.count(model, example)
+            return {"instructions": count, "instructions_by_function": functions}
+        except NotCountable as exc:
+            reason = str(exc)
+    return {"instructions": None, "instructions_unavailable": reason}
