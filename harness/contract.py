@@ -212,6 +212,9 @@ class Metric:
     tolerance: str | None = None
     samples: str | None = None
     pp_scale: float | None = None
+    # Counts what the CPU's kernels execute (instructions): compared only between hosts whose capability
+    # and kernel-picking flags agree (harness.results.hosts), as a timed metric only within one host class.
+    kernels: bool = False
 
 
 LATENCY_SAMPLES = "latency_samples_ms"
@@ -241,7 +244,8 @@ _METRICS = (
     # spread < 0.1 %, so 1 % is ten times the noise and still sees an elementwise rewrite GMACs miss
     # (PyTorch gates its PRs on instruction counts at 1.5-2.5 %). Counts depend on the kernels the CPU
     # capability selects (AVX2 vs AVX-512), like a latency depends on the host.
-    Metric("instructions", "count", "lower", "exact", "CPU instructions of one forward of the whole batch, one thread, counted under valgrind's callgrind (with --count-instructions)", "1%"),
+    Metric("instructions", "count", "lower", "exact", "CPU instructions of one forward of the whole batch, one thread, counted under valgrind's callgrind (with --count-instructions)", "1%",
+           kernels=True),
     Metric("weights_bytes", "bytes", "lower", "exact", "parameter and buffer bytes"),
     Metric("peak_mem_bytes", "bytes", "lower", "exact", "peak memory of one forward, weights and input included", "5%"),
     Metric("top1", "%", "higher", "seeded", "top-1 accuracy on the test split, mean over seeds", "-1pp", SEED_SAMPLES, 1.0),

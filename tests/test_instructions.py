@@ -126,3 +126,26 @@ def test_a_session_records_each_cpu_cases_count(pytester: pytest.Pytester, monke
     # (resnet10t: 15.8 M). The bounds hold other capabilities and releases; the ratio is the architecture's.
     assert 15e6 < counts["resnet18"] < 40e6 and isinstance(counts["resnet18"], int)
     assert 1.3 < counts["resnet18"] / counts["resnet10t"] < 2.0
+
+
+HOST = {"schema": 1, "capability": "AVX512", "cpu_flags": ["avx2", "avx512f", "fma"], "cpus": 2, "gpu": None,
+        "calibration": {"score_ms": 1.0}}
+
+
+def _counted(count: float, host: dict[str, Any], functions: dict[str, int]) -> Run:
+    bench = copy.deepcopy(synth.inference_case("resnet18", [2.0] * 10))
+    bench["extra_info"].update(instructions=count, instructions_by_function=functions)
+    doc = synth.make_run([bench])
+    doc["machine_info"]["host"] = host
+    return Run.from_json(doc)
+
+
+def test_counts_compare_only_within_one_capability_and_a_regression_names_its_functions() -> None:
+    base = _counted(25_000_000, HOST, {"at::native::GeluKernelImpl": 300_000, "mkl_sgemm": 20_000_000})
+    head = _counted(27_000_000, HOST, {"at::native::tanh_kernel": 1_500_000, "at::native::mul_kernel": 800_000, "mkl_sgemm": 20_000_000})
+    [row] = [r for r in compare_runs(base, head, parse_tolerances(None)).rows if r.metric == "instructions"]
+    assert row.verdict == "regression"
+    assert row.note == "most in: at::native::tanh_kernel +1.50 M, at::native::mul_kernel +800.00 k, at::native::GeluKernelImpl -300.00 k"
+    other = _counted(27_000_000, {**HOST, "capability": "AVX2", "cpu_flags": ["avx2", "fma"]}, {})
+    [row] = [r for r in compare_runs(base, other, parse_tolerances(None)).rows if r.metric == "instructions"]
+    assert (row.verdict, row.note) == ("not comparable", "kernels differ (capability AVX512 → AVX2; cpu flags -avx512f)")

@@ -20,7 +20,8 @@ from functools import cached_property
 
 from harness.contract import METRICS
 from harness.results.comparable import code_note, machine_differences, settings_note
-from harness.results.hosts import HostClasses
+from harness.results.attribution import where
+from harness.results.hosts import HostClasses, kernels_differ
 from harness.results.noise import ALPHA, SEED_NOISE_FACTOR, RunNoise, pooled_std, run_noise, slower_p, smallest_flagged_slowdown
 from harness.results.runs import Case, Run, RunError
 from harness.results.tolerances import Tolerance, Tolerances
@@ -90,7 +91,7 @@ class Row:
     detectable: Detectable | None = field(default=None, compare=False)
 
 
-def _judge(tol: Tolerance, base_case: Case, cur_case: Case, noise: RunNoise | None = None, host: str = "") -> Row | None:
+def _judge(tol: Tolerance, base_case: Case, cur_case: Case, noise: RunNoise | None = None, host: str = "", kernels: str = "") -> Row | None:
     metric, base, cur = METRICS[tol.metric], base_case.value(tol.metric), cur_case.value(tol.metric)
     cid = cur_case.case_id
     if base is None and cur is None:
@@ -102,6 +103,8 @@ def _judge(tol: Tolerance, base_case: Case, cur_case: Case, noise: RunNoise | No
     change = f"{delta:+.2f}{tol.form}" if tol.form in ("%", "pp") else f"{delta:+.6g}"
     if host and metric.noise == "timed":  # a timed number measures its host: across hosts it is no verdict
         return Row(cid, tol.metric, base, cur, change, "not comparable", f"host differs ({host})")
+    if kernels and metric.kernels:  # an AVX-512 kernel runs fewer, wider instructions than its AVX2 twin
+        return Row(cid, tol.metric, base, cur, change, "not comparable", f"kernels differ ({kernels})")
     worse, better = bad > tol.amount, -bad > tol.amount
     note = "exact" if tol.form == "exact" else ""
     rounds: tuple[list[float], list[float]] | None = None
@@ -250,7 +253,7 @@ def compare_runs(
         )
     warnings = [f"{'forced across devices' if blocks else 'software differs'}: {text}" for text, blocks in found]
     hosts = HostClasses([*history, base, cur])
-    host = hosts.differs(base, cur)
+    host, kernels = hosts.differs(base, cur), kernels_differ(base, cur)
     if host:
         warnings.append(f"host differs: {host}: timed metrics are not judged, exact and seeded ones are")
     # Only runs of the baseline's host class measure its run-to-run noise (another host moves every case).
@@ -273,11 +276,21 @@ def compare_runs(
         if old.status == "failed":
             judged = [_case_row(case, "improvement", "failed in baseline, ok now")]
         else:
-            judged = [row for tol in tolerances.active() if (row := _judge(tol, old, case, noises.get((case_id, tol.metric)), host)) is not None]
+            judged = [_attributed(row, old, case) for tol in tolerances.active()
+                      if (row := _judge(tol, old, case, noises.get((case_id, tol.metric)), host, kernels)) is not None]
         code = code_note(old, case)
         rows.extend(_noted(_forced(row, differs), code) for row in judged)
     rows.extend(_case_row(old, "missing", "in baseline, not in current run") for cid, old in base.cases.items() if cid not in cur.cases)
     return Comparison(base.source, cur.source, tolerances, tuple(rows), tuple(warnings), fail_on_missing, host)
+
+
+def _attributed(row: Row, base: Case, cur: Case) -> Row:
+    """A regressed instruction count, its note naming the functions the instructions moved to
+    (``instructions_by_function`` of both records, :mod:`harness.results.attribution`)."""
+    if row.verdict != "regression" or row.metric != "instructions":
+        return row
+    text = where(base.extra.get("instructions_by_function"), cur.extra.get("instructions_by_function"))
+    return replace(row, note=text + (f"; {row.note}" if row.note else "")) if text else row
 
 
 def _noted(row: Row, code: str) -> Row:

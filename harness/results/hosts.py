@@ -129,6 +129,16 @@ def describe(base: Mapping[str, Any], cur: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def kernels_differ(base: Run, cur: Run) -> str:
+    """What differs in the kernels two fingerprinted runs dispatch to (capability, kernel-picking flags),
+    ``""`` when they agree or a run has no fingerprint (such a run counted no instructions)."""
+    b_host, c_host = fingerprint(base), fingerprint(cur)
+    if b_host is None or c_host is None:
+        return ""
+    same = {k: b_host.get(k) for k in ("capability", "cpu_flags")} == {k: c_host.get(k) for k in ("capability", "cpu_flags")}
+    return "" if same else describe({k: b_host.get(k) for k in ("capability", "cpu_flags")}, {k: c_host.get(k) for k in ("capability", "cpu_flags")})
+
+
 class HostClasses:
     """The host classes of a set of runs of one baseline key (sources must be unique)."""
 
