@@ -188,7 +188,7 @@ class InstructionCounter:
             assert self._proc.stdin is not None
             self._proc.stdin.close()
             try:
-                self._proc.wait(timeout=60)
+                self._proc.wait(timeout=30)  # it exits at once (os._exit): only a worker stuck in a request is killed
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
