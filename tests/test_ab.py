@@ -138,9 +138,12 @@ sys.path.insert(0, {root!r})
 from tests.data import synth
 arm = Path.cwd().name
 out = Path(sys.argv[1])
+counting = "--count-instructions" in sys.argv
 with open({log!r}, "a") as log:
-    log.write(arm + "\\n")
+    log.write(arm + ("+count" if counting else "") + "\\n")
 bench = synth.inference_case("resnet18", [2.0 * (1.5 if arm == "team" else 1.0)] * 10)
+if counting:
+    bench["extra_info"]["instructions"] = 1000 if arm == "base" else 1005
 out.write_text(json.dumps(synth.make_run([bench])))
 """
 
@@ -151,17 +154,24 @@ def test_rounds_alternate_the_order_and_stop_when_enough(repo: Path, tmp_path: P
     script.write_text(FAKE.format(root=str(Path(__file__).resolve().parents[1]), log=str(log)))
 
     def command(arm_dir: Path, args: Any, json_path: Path) -> list[str]:
-        return [sys.executable, str(script), str(json_path)]
+        return [sys.executable, str(script), str(json_path), *args]
 
     monkeypatch.setattr(ab, "arm_command", command)
     work = tmp_path / "work"
     work.mkdir()
     with ab.arms(repo, "HEAD") as job:
         done = ab.run_rounds(job, [], work=work, rounds=None, budget_s=600, enough=lambda d: True, say=lambda _: None)
-    assert len(done.base) == ab.MIN_ROUNDS  # enough from the start: the least number of rounds
+    assert len(done.base) == ab.MIN_ROUNDS and not done.counted  # enough from the start: the least number of rounds
     assert log.read_text().split() == ["base", "team", "team", "base", "base", "team"]  # the head arm runs in the repository itself
     rows = paired_rows(done.base, done.head, parse_tolerances(None), ("latency_p50_ms",))
     assert [r.verdict for r in rows] == ["regression"] and rows[0].ratio == pytest.approx(1.5)
+    log.unlink()
+    with ab.arms(repo, "HEAD") as job:
+        done = ab.run_rounds(job, [], work=work, count_args=["--count-instructions"], rounds=2, budget_s=600, enough=lambda d: False, say=lambda _: None)
+    # One counting run per arm first, its figures kept apart; then the timed rounds, which count nothing.
+    assert log.read_text().split() == ["base+count", "team+count", "base", "team", "team", "base"]
+    rows = paired_rows([done.counted["base"]], [done.counted["head"]], parse_tolerances(None), ("instructions",))
+    assert [(r.verdict, r.ratio) for r in rows] == [("within noise", pytest.approx(1.005))]
 
 
 def test_the_verb_outside_a_repository_is_one_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

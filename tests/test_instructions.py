@@ -149,3 +149,10 @@ def test_counts_compare_only_within_one_capability_and_a_regression_names_its_fu
     other = _counted(27_000_000, {**HOST, "capability": "AVX2", "cpu_flags": ["avx2", "fma"]}, {})
     [row] = [r for r in compare_runs(base, other, parse_tolerances(None)).rows if r.metric == "instructions"]
     assert (row.verdict, row.note) == ("not comparable", "kernels differ (capability AVX512 → AVX2; cpu flags -avx512f)")
+
+
+def test_jit_code_is_one_bucket_and_small_functions_are_dropped() -> None:
+    from harness.measure.instructions import JIT_CODE, top_functions
+
+    costs = {"0x00000000e0f53000": 600, "0x00000000E0F46000": 300, "mkl_sgemm": 9_000, "tiny": 5}
+    assert top_functions(costs, 3) == {"mkl_sgemm": 3_000, JIT_CODE: 300}  # tiny: under 0.1 % of 9,905

@@ -14,6 +14,7 @@ import argparse
 import math
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.results.tolerances import parse_tolerances
     from harness.scale.ab import ABError, arms, check_pytest_args, run_rounds
 
+    began = time.monotonic()
     tolerances = parse_tolerances(args.fail_on)
     pytest_args = list(args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args)
     try:
@@ -75,23 +77,36 @@ def run(args: argparse.Namespace) -> int:
                 rows = paired_rows(done.base, done.head, tolerances, ("latency_p50_ms",))
                 return all(row.detectable <= limit for row in rows)
 
-            done = run_rounds(job, pytest_args, work=Path(work), first_round_args=["--count-instructions"] if args.count_instructions else [],
+            done = run_rounds(job, pytest_args, work=Path(work), count_args=["--count-instructions"] if args.count_instructions else [],
                               rounds=args.rounds, budget_s=args.budget, enough=enough)
-            rows = paired_rows(done.base, done.head, tolerances, METRICS)
-            saved = [save_run(args.storage, run.baseline_key, f"{args.save}-{arm}", _json(path))
-                     for arm, run, path in (("base", done.base[-1], done.base_files[-1]), ("head", done.head[-1], done.head_files[-1]))]
+            rows = paired_rows(done.base, done.head, tolerances, ("latency_p50_ms",))
+            if done.counted:
+                rows += paired_rows([done.counted["base"]], [done.counted["head"]], tolerances, ("instructions",))
+            saved = [save_run(args.storage, done.base[-1].baseline_key, f"{args.save}-{arm}", _with_counts(path, done.counted.get(arm)))
+                     for arm, path in (("base", done.base_files[-1]), ("head", done.head_files[-1]))]
     except ABError as exc:
         raise UsageError(str(exc)) from None
-    sys.stdout.write(render(rows, done, sum(done.seconds)))
+    sys.stdout.write(render(rows, done, time.monotonic() - began))
     for path in saved:
         print(f"ab: saved {path}")
     return 1 if any(row.verdict == "regression" for row in rows) else 0
 
 
-def _json(path: Path) -> dict[str, Any]:
+# What an arm's counting run adds to the run ab saves for it.
+_COUNT_KEYS = ("instructions", "instructions_by_function", "instructions_unavailable")
+
+
+def _with_counts(path: Path, counted: Any) -> dict[str, Any]:
+    """The arm's last timed round as written, each case with the arm's instruction count (its counting
+    run's keys) when it was counted: one ordinary run holding both."""
     import json
 
     data: dict[str, Any] = json.loads(path.read_text())
+    if counted is not None:
+        for bench in data.get("benchmarks", []):
+            case = counted.cases.get(bench.get("extra_info", {}).get("case_id"))
+            if case is not None:
+                bench["extra_info"].update({k: case.extra[k] for k in _COUNT_KEYS if k in case.extra})
     return data
 
 
@@ -109,14 +124,13 @@ def render(rows: list[Any], done: Any, seconds: float) -> str:
         detectable = f"+{(r.detectable - 1) * 100:.1f}%" if math.isfinite(r.detectable) else "none"
         lines.append(f"{r.case_id:<{width}}  {r.metric:<15} {r.base:>12.6g} {r.head:>12.6g} {r.change():>9}  {interval:>19} {p_text:>7} {detectable:>10}  {r.verdict}")
         if r.verdict == "regression" and r.metric == "instructions":
-            base_fn = next((run.cases[r.case_id].extra.get("instructions_by_function") for run in done.base if run.cases[r.case_id].extra.get("instructions_by_function")), None)
-            head_fn = next((run.cases[r.case_id].extra.get("instructions_by_function") for run in done.head if run.cases[r.case_id].extra.get("instructions_by_function")), None)
+            base_fn, head_fn = (done.counted[arm].cases[r.case_id].extra.get("instructions_by_function") for arm in ("base", "head"))
             if base_fn and head_fn:
                 moved = attribute(base_fn, head_fn, lower_is_better=CONTRACT[r.metric].better == "lower")
                 lines += [f"    where: {line}" for line in describe(moved, r.base, "instructions")]
     regressions = sum(r.verdict == "regression" for r in rows)
     smallest = ", ".join(f"{metric} +{(ratio - 1) * 100:.1f}%" if math.isfinite(ratio) else f"{metric}: none (too few rounds)"
                          for metric, ratio in smallest_detectable(rows).items())
-    lines.append(f"ab: {len(done.base)} rounds in {seconds:.0f} s; {'FAIL' if regressions else 'OK'}: {regressions} regression(s) in {len(rows)} verdicts; "
+    lines.append(f"ab: {len(done.base)} timed rounds, {seconds:.0f} s in all; {'FAIL' if regressions else 'OK'}: {regressions} regression(s) in {len(rows)} verdicts; "
                  f"the smallest change this job could have seen in every case: {smallest or 'nothing judged'}")
     return "\n".join(lines) + "\n"

@@ -111,9 +111,20 @@ def _name(text: str, names: dict[str, str]) -> str:
     return names.get(ident, f"{ident})")
 
 
+# Code without a symbol is named by its address ("0x00000000e0f53000"): oneDNN's and MKL's JIT kernels,
+# generated anew at another address in every process. One bucket, or the same kernel reads as one
+# function gone and another come between two runs.
+JIT_CODE = "JIT-generated code (no symbol)"
+
+
 def top_functions(costs: dict[str, int], forwards: int) -> dict[str, int]:
     """Per forward, the functions with at least :data:`FUNCTION_SHARE` of the count, most first, at most
     :data:`FUNCTIONS_KEPT`: what a diff between two records needs to say where instructions went."""
+    merged: dict[str, int] = {}
+    for name, cost in costs.items():
+        key = JIT_CODE if name.startswith("0x") and all(c in "0123456789abcdefx" for c in name.lower()) else name
+        merged[key] = merged.get(key, 0) + cost
+    costs = merged
     total = sum(costs.values()) or 1
     kept = sorted(((n, c) for n, c in costs.items() if c >= FUNCTION_SHARE * total), key=lambda item: -item[1])[:FUNCTIONS_KEPT]
     return {name[:NAME_CHARS]: cost // forwards for name, cost in kept}

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from harness.contract import METRICS
-from harness.results.comparable import code_note, machine_differences, settings_note
 from harness.results.attribution import where
+from harness.results.comparable import code_note, machine_differences, settings_note
 from harness.results.hosts import HostClasses, kernels_differ
 from harness.results.noise import ALPHA, SEED_NOISE_FACTOR, RunNoise, pooled_std, run_noise, slower_p, smallest_flagged_slowdown
 from harness.results.runs import Case, Run, RunError

@@ -55,13 +55,15 @@ class Arms:
 
 @dataclass
 class Rounds:
-    """The runs of each arm, one per round, and how long the rounds took."""
+    """The runs of each arm, one per timed round, how long the rounds took, and each arm's counting run
+    (``counted``: the round with ``count_args``, kept apart so its extra work times no round)."""
 
     base: list[Run] = field(default_factory=list)
     head: list[Run] = field(default_factory=list)
     base_files: list[Path] = field(default_factory=list)
     head_files: list[Path] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    counted: dict[str, Run] = field(default_factory=dict)
 
 
 def _git(cwd: Path, *args: str, strip: bool = True) -> str:
@@ -133,21 +135,25 @@ def _run_arm(arm: str, arm_dir: Path, pytest_args: Sequence[str], json_path: Pat
         raise ABError(str(exc)) from None
 
 
-def run_rounds(job: Arms, pytest_args: Sequence[str], *, work: Path, first_round_args: Sequence[str] = (), rounds: int | None,
+def run_rounds(job: Arms, pytest_args: Sequence[str], *, work: Path, count_args: Sequence[str] = (), rounds: int | None,
                budget_s: float, enough: Callable[[Rounds], bool], say: Callable[[str], object] = print) -> Rounds:
-    """Rounds until ``rounds`` are done, or (with ``rounds=None``) until ``enough`` says the spread is small
-    enough or the next round would pass ``budget_s``; at least :data:`MIN_ROUNDS`. ``first_round_args`` are
-    added to both arms of the first round only (instruction counts repeat: one count per arm is enough)."""
+    """With ``count_args``, first one counting run per arm (instruction counts repeat: one per arm is
+    enough, and counting is no work to time beside); then timed rounds until ``rounds`` are done, or
+    (``rounds=None``) until ``enough`` says the spread is small enough or the next round would pass
+    ``budget_s``; at least :data:`MIN_ROUNDS`, at most :data:`MAX_ROUNDS`."""
     done = Rounds()
     start = time.monotonic()
+    order = [("base", job.base_dir), ("head", job.head_dir)]
+    if count_args:
+        for arm, folder in order:
+            done.counted[arm] = _run_arm(arm, folder, [*pytest_args, *count_args], work / f"{arm}-counted.json", work / f"{arm}-counted.log")
+        say(f"ab: instructions counted in {time.monotonic() - start:.0f} s")
     index = 0
     while True:
         began = time.monotonic()
-        extra = list(first_round_args) if index == 0 else []
-        order = [("base", job.base_dir), ("head", job.head_dir)]
         for arm, folder in order if index % 2 == 0 else reversed(order):
             path = work / f"{arm}-{index + 1:03d}.json"
-            run = _run_arm(arm, folder, [*pytest_args, *extra], path, work / f"{arm}-{index + 1:03d}.log")
+            run = _run_arm(arm, folder, pytest_args, path, work / f"{arm}-{index + 1:03d}.log")
             (done.base if arm == "base" else done.head).append(run)
             (done.base_files if arm == "base" else done.head_files).append(path)
         done.seconds.append(time.monotonic() - began)
@@ -159,7 +165,6 @@ def run_rounds(job: Arms, pytest_args: Sequence[str], *, work: Path, first_round
             continue
         if index < MIN_ROUNDS:
             continue
-        # The first round may count instructions: the later ones say what a round costs.
-        spent, next_round = time.monotonic() - start, max(done.seconds[1:] or done.seconds)
+        spent, next_round = time.monotonic() - start, max(done.seconds)
         if enough(done) or spent + next_round > budget_s or index >= MAX_ROUNDS:
             return done
