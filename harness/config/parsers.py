@@ -9,6 +9,7 @@ error at parse time, before any case runs.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -140,6 +141,8 @@ def number(what: str, *, low: float = 0.0, high: float | None = None, low_inclus
         above = value >= low if low_inclusive else value > low
         if not (above and (high is None or value < high)):  # NaN fails every comparison
             raise SettingError(f"{what} must be a number {rule}, got {text!r}")
+        if not math.isfinite(value):  # inf passes "> 0"; nothing finite-valued can be recorded from it (JSON has no inf)
+            raise SettingError(f"{what} must be a finite number {rule}, got {text!r}")
         return value
 
     return parse

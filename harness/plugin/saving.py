@@ -58,6 +58,9 @@ def take_over_saving(config: pytest.Config) -> tuple[str | None, Path | None]:
         save = run_name(save)
     raw_json = getattr(option, "benchmark_json", None)
     json_path: Path | None = None
+    if raw_json == "-" or getattr(raw_json, "name", None) == "<stdout>":  # argparse's FileType gives stdout for "-"
+        raise SettingError("--benchmark-json=-: writing the run to stdout is not supported (pytest's report shares it); "
+                           "pass a file path, e.g. --benchmark-json=run.json, and cat it")
     if isinstance(raw_json, (str, os.PathLike)):  # pytest-benchmark >= 5.3: the path itself
         json_path = Path(raw_json)
     elif raw_json is not None:  # before 5.3: a file opened for writing; its .name is the path as given

@@ -95,12 +95,14 @@ class BenchSession:
         """Refuse a ``--benchmark-save`` storage or ``--benchmark-json`` folder that cannot take a run of
         ``cases`` cases (read-only, full) before any case runs, rather than lose the run after them."""
         from harness.results.space import check_destination
-        from harness.results.storage import StorageError
+        from harness.results.storage import StorageError, check_json_path, check_run_name
 
         try:
             if self.save_name and not self.is_worker:
+                check_run_name(self.save_name, self.storage)
                 check_destination(self.storage, "--benchmark-storage", cases)
             if self.json_path is not None and not self.is_worker:
+                check_json_path(self.json_path)
                 check_destination(self.json_path.absolute().parent, "--benchmark-json's folder", cases)
         except StorageError as exc:
             raise pytest.UsageError(str(exc)) from None
