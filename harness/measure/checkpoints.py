@@ -24,6 +24,11 @@ CHECKPOINT = "last.pt"
 BEST = "best.pt"
 
 
+class CheckpointUnreadable(Exception):
+    """A checkpoint ``--resume`` would start from that is not one this loop wrote (cut short, corrupt,
+    another program's file); the message names it and the fix, the case fails without training."""
+
+
 def save_best(folder: Path, best_state: dict[str, torch.Tensor], epoch: int) -> None:
     """The best epoch's weights (by validation top-1) as ``folder/best.pt``."""
     write_atomic(folder / BEST, partial(torch.save, {"model": best_state, "epoch": epoch}))
@@ -51,7 +56,17 @@ def load_checkpoint(path: Path, recipe: Recipe, model: torch.nn.Module, optimize
     Raises ``ValueError`` naming the fix when the checkpoint was written with another recipe or
     another number of processes.
     """
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    fix = f"delete {path} to train this case from the start, or run without --resume"
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch.load raises what its unpickler and zip reader raise; all mean "not ours"
+        # Never the advice torch's message ends with (weights_only=False): that executes the file's code.
+        first = str(exc).strip().splitlines()[0].split(". ")[0][:160] if str(exc).strip() else ""
+        why = type(exc).__name__ + (f": {first}" if first and "weights_only" not in first else ": not a checkpoint, or cut short")
+        raise CheckpointUnreadable(f"--resume: checkpoint {path} is unreadable ({why}); {fix}") from None
+    if not isinstance(ckpt, dict) or not {"recipe", "model", "optimizer", "scheduler", "state"} <= set(ckpt):
+        raise CheckpointUnreadable(f"--resume: {path} is not a training checkpoint of backbone-bench (no recipe, model, optimizer, "
+                                   f"scheduler and state); {fix}")
     if ckpt["recipe"] != asdict(recipe):
         raise ValueError(f"{path} was written with a different recipe; pass the same recipe or resume=False to start over")
     written = ckpt.get("world_size", 1)
