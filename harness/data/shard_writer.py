@@ -57,7 +57,13 @@ def _image_member(path: Path) -> tuple[str, bytes]:
     """The suffix and bytes a shard stores for image ``path``: the file itself when it is a jpg, jpeg or png."""
     suffix = path.suffix.lower().lstrip(".")
     if suffix in IMAGE_EXTENSIONS:
-        return suffix, path.read_bytes()
+        data = path.read_bytes()
+        try:  # copied as they are, so checked here: verify() reads a PNG's chunks and their checksums
+            with Image.open(io.BytesIO(data)) as img:
+                img.verify()
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise corrupt(str(path.parent), path, f"not a readable image ({type(exc).__name__}: {exc})", fix=f"delete or replace {path}") from None
+        return suffix, data
     buffer = io.BytesIO()
     with Image.open(path) as img:
         img.save(buffer, format="PNG")  # lossless: the reader decodes the same pixels
