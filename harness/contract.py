@@ -285,15 +285,15 @@ UNIT_BOUNDS: Mapping[str, tuple[float, float]] = {
 }
 
 
-def metric_range_problem(key: str, value: float) -> str | None:
-    """Why ``value`` of the metric ``key`` is not a measurement (NaN, infinite, or outside its unit's
-    :data:`UNIT_BOUNDS`), or ``None`` when it can be one."""
-    unit = METRICS[key].unit
+def metric_range_problem(key: str, value: float, label: str | None = None) -> str | None:
+    """Why ``value`` of the metric ``key`` (shown as ``label``: a sample of it) is not a measurement (NaN,
+    infinite, or outside its unit's :data:`UNIT_BOUNDS`), or ``None`` when it can be one."""
+    unit, label = METRICS[key].unit, label or key
     low, high = UNIT_BOUNDS[unit]
     if value != value or value in (float("inf"), float("-inf")):  # NaN is the only value unequal to itself
-        return f"{key} is {value!r}, not a number"
+        return f"{label} is {value!r}, not a number"
     if not low <= value <= high:
-        return f"{key} is {value:g} {unit}, outside [{low:g}, {high:g}] where a {unit} value can be a measurement"
+        return f"{label} is {value:g} {unit}, outside [{low:g}, {high:g}] where a {unit} value can be a measurement"
     return None
 
 

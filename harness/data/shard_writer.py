@@ -81,6 +81,7 @@ def write_split(samples: list[_Sample], out: Path, split: str, *, shard_size: in
     written: list[Path] = []
     writer = webdataset().ShardWriter(str(out / f"{split}-%06d.tar"), maxcount=shard_size, verbose=0, encoder=False, mtime=_MTIME,
                                       post=lambda fname: written.append(Path(fname)))
+    done = False
     try:
         for i, (path, caption, label) in enumerate(samples):
             suffix, data = _image_member(path)
@@ -90,8 +91,12 @@ def write_split(samples: list[_Sample], out: Path, split: str, *, shard_size: in
             if label is not None:
                 sample[LABEL] = label.encode("utf-8")
             writer.write(sample)
+        done = True
     finally:
         writer.close()
+        if not done:  # a refused image (or a kill) leaves no shard set that reads as whole but lacks its tail
+            for shard in written:
+                shard.unlink(missing_ok=True)
     return Written(split, tuple(written), len(samples))
 
 

@@ -148,7 +148,7 @@ def check_classes(path_text: str, root: Path) -> None:
     test_labels = {_label(name, e, test_shards[e.shard], classes, position, indexed) for e in test}
     if test_labels != labels:  # as image folders: a class absent from one split makes its figure meaningless
         missing, extra = sorted(classes[i] for i in labels - test_labels), sorted(classes[i] for i in test_labels - labels)
-        raise DatasetUnusable(f"dataset {name!r}: the test shards {test_shards[0].parent} and the training shards hold different classes "
+        raise DatasetUnusable(f"dataset {name!r}: the test shards {split_pattern(name, pattern, 'test')} and the training shards hold different classes "
                               f"(missing from test: {missing[:10]}, only in test: {extra[:10]}). Fix: write both splits from the same "
                               "classes (python -m harness data to-wds SRC OUT).", dataset=name, path=test_shards[0])
 

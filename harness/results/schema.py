@@ -187,8 +187,8 @@ def check_record(record: Record, failed: bool) -> tuple[str, str]:
         if value is not None and not (isinstance(value, list) and all(is_number(v) for v in value)):
             raise RecordError(f"{key} must be a list of numbers, got {str(value)[:60]}")
         for position, sample in enumerate(value or ()):
-            if problem := metric_range_problem(_SAMPLED[key], float(sample)):
-                raise RecordError(f"{key}[{position}]: {problem}: {_GARBAGE}")
+            if problem := metric_range_problem(_SAMPLED[key], float(sample), f"{key}[{position}]"):
+                raise RecordError(f"{problem}: {_GARBAGE}")
     return str(kind), str(status)
 
 
