@@ -10,6 +10,7 @@ so "epoch" determines them and a resumed run is bit-identical to an uninterrupte
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -62,7 +63,9 @@ def load_checkpoint(path: Path, recipe: Recipe, model: torch.nn.Module, optimize
     except Exception as exc:  # noqa: BLE001 - torch.load raises what its unpickler and zip reader raise; all mean "not ours"
         # Never the advice torch's message ends with (weights_only=False): that executes the file's code.
         first = str(exc).strip().splitlines()[0].split(". ")[0][:160] if str(exc).strip() else ""
-        why = type(exc).__name__ + (f": {first}" if first and "weights_only" not in first else ": not a checkpoint, or cut short")
+        # The unpickler's own words ("Weights only load failed ...") point at weights_only: left out.
+        plain = first and not isinstance(exc, (pickle.UnpicklingError, EOFError)) and "weights" not in first.lower()
+        why = type(exc).__name__ + (f": {first}" if plain else ": not a checkpoint, or cut short")
         raise CheckpointUnreadable(f"--resume: checkpoint {path} is unreadable ({why}); {fix}") from None
     if not isinstance(ckpt, dict) or not {"recipe", "model", "optimizer", "scheduler", "state"} <= set(ckpt):
         raise CheckpointUnreadable(f"--resume: {path} is not a training checkpoint of backbone-bench (no recipe, model, optimizer, "

@@ -58,7 +58,9 @@ def take_over_saving(config: pytest.Config) -> tuple[str | None, Path | None]:
         save = run_name(save)
     raw_json = getattr(option, "benchmark_json", None)
     json_path: Path | None = None
-    if raw_json == "-" or getattr(raw_json, "name", None) == "<stdout>":  # argparse's FileType gives stdout for "-"
+    name = raw_json if isinstance(raw_json, (str, os.PathLike)) else getattr(raw_json, "name", None)
+    # argparse's FileType gives stdout's buffer for "-" (named <stdout>, or unnamed while pytest captures it).
+    if raw_json is not None and (not isinstance(name, (str, os.PathLike)) or str(name) in ("-", "<stdout>")):
         raise SettingError("--benchmark-json=-: writing the run to stdout is not supported (pytest's report shares it); "
                            "pass a file path, e.g. --benchmark-json=run.json, and cat it")
     if isinstance(raw_json, (str, os.PathLike)):  # pytest-benchmark >= 5.3: the path itself
