@@ -73,6 +73,49 @@ def test_a_float_option_is_finite(text: str, message: str) -> None:
     assert number("lr")("1e30") == 1e30  # absurd but finite: a training that diverges on it fails its case
 
 
+def _option(name: str) -> Callable[[str], Any]:
+    return next(o for o in OPTIONS if o.name == name).parse
+
+
+@pytest.mark.parametrize(("option", "text", "value"), [
+    ("img-sizes", "32,4096", [32, 4096]),
+    ("train-img-sizes", "native,4096", ["native", 4096]),
+    ("num-classes", "1000000", 1_000_000),
+    ("plan-budget", "1MiB", 2**20),
+    ("plan-budget", "1GB", 10**9),
+])
+def test_sizes_at_their_bounds(option: str, text: str, value: object) -> None:
+    assert _option(option)(text) == value
+
+
+@pytest.mark.parametrize(("option", "text", "message"), [
+    ("img-sizes", "32,100000", r"img-sizes entry must be a positive integer of at most 4096, got '100000'"),
+    ("train-img-sizes", "99999", r"train-img-sizes entry \(or native\) must be a positive integer of at most 4096, got '99999'"),
+    ("num-classes", "1000000000", r"num-classes must be a positive integer of at most 1000000, got '1000000000'"),
+    ("plan-budget", "1B", r"plan-budget '1B' is 1 bytes, less than any backbone's weights; write the unit in full, e.g. 512MiB or 1GB"),
+    ("plan-budget", "1000KB", r"plan-budget '1000KB' is 1000000 bytes"),
+])
+def test_sizes_no_case_can_mean(option: str, text: str, message: str) -> None:
+    with pytest.raises(SettingError, match=message):
+        _option(option)(text)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("cat\n" * 10, r"class name 'cat' \(entry 2\) repeats entry 1; give every class its own name"),
+    ("cat\ndog\nCat\n", r"class name 'Cat' \(entry 3\) repeats entry 1"),  # CLIP's tokenizer lower-cases: the same prompts
+    (b"\xff\xfe\x00garbage", r"not UTF-8 text \(byte 0\); save it as UTF-8"),
+    (None, r"a FIFO \(named pipe\), not a file"),
+])
+def test_classnames_that_zero_shot_cannot_use(tmp_path: Path, content: str | bytes | None, message: str) -> None:
+    path = tmp_path / "names.txt"
+    if content is None:
+        os.mkfifo(path)  # reading it would hang the session's start
+    else:
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(SettingError, match=message):
+        _option("classnames")(str(path))
+
+
 @pytest.mark.parametrize("name", ["main", "a", "x" * (255 - NAME_OVERHEAD), "v1.2_rc-3"])
 def test_run_names_that_fit(name: str, tmp_path: Path) -> None:
     assert check_run_name(name) == name
