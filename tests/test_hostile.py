@@ -476,3 +476,14 @@ def test_refused_before_any_case(suite: pytest.Pytester, args: tuple[str, ...], 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert any(line.startswith(error) for line in result.errlines), result.errlines
     assert "test_inference" not in result.stdout.str() and not (suite.path / "baselines").exists()
+
+
+def test_a_work_folder_that_cannot_be_written_is_named(tmp_path: Path) -> None:
+    from harness.results.space import check_writable
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StorageError, match=rf"^--checkpoint-dir {tmp_path / 'file'}: cannot write there \(Not a directory \(errno 20\)\)"):
+        check_writable(tmp_path / "file", "--checkpoint-dir")
+    with pytest.raises(StorageError, match=rf"^--feature-cache {tmp_path / 'file' / 'feats'}: cannot write there"):
+        check_writable(tmp_path / "file" / "feats", "--feature-cache")
+    assert check_writable(tmp_path / "new" / "deeper", "--feature-cache") == tmp_path  # created later, where it can be

@@ -107,9 +107,27 @@ class BenchSession:
         except StorageError as exc:
             raise pytest.UsageError(str(exc)) from None
 
+    def check_work_folders(self, specs: list[CaseSpec]) -> None:
+        """Refuse a ``--checkpoint-dir`` or ``--feature-cache`` the selected train cases would write and cannot,
+        before any case runs, rather than fail each case after its data is loaded."""
+        from harness.contract import PROTOCOL_SPECS
+        from harness.results.space import check_writable
+        from harness.results.storage import StorageError
+
+        rows = [PROTOCOL_SPECS[spec.protocol] for spec in specs if spec.kind == "train"]
+        wanted = (("--checkpoint-dir", self.settings.checkpoint_dir, any(not row.features for row in rows)),  # networks checkpoint
+                  ("--feature-cache", self.settings.feature_cache, any(row.features or row.recipe == "finetune" for row in rows)))
+        try:
+            for what, folder, needed in wanted:
+                if needed and not self.is_worker:
+                    check_writable(folder, what)
+        except StorageError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.check_destinations(sum(1 for item in session.items if _spec(item) is not None))
+        self.check_work_folders([spec for item in session.items if (spec := _spec(item)) is not None and item.get_closest_marker("skip") is None])
         self.load_baseline(_devices(session.items))
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
