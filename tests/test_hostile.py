@@ -487,3 +487,15 @@ def test_a_work_folder_that_cannot_be_written_is_named(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match=rf"^--feature-cache {tmp_path / 'file' / 'feats'}: cannot write there"):
         check_writable(tmp_path / "file" / "feats", "--feature-cache")
     assert check_writable(tmp_path / "new" / "deeper", "--feature-cache") == tmp_path  # created later, where it can be
+
+
+def test_a_build_killed_mid_swap_gets_its_previous_site_back(tmp_path: Path) -> None:
+    from harness.results.site import clear_stale
+
+    old = tmp_path / f".site.{_dead_pid()}.abcd1234.old"
+    (old / "site").mkdir(parents=True)
+    (old / "site" / "index.html").write_text("the previous site")
+    (tmp_path / f".site.{_dead_pid()}.efgh5678.tmp").mkdir()  # the new site, never renamed into place
+    removed = clear_stale(tmp_path / "site")
+    assert (tmp_path / "site" / "index.html").read_text() == "the previous site"
+    assert any("its site put back" in line for line in removed) and {p.name for p in tmp_path.iterdir()} == {"site"}

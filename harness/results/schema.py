@@ -21,7 +21,17 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from harness.contract import KIND_NAMES, KINDS, METRICS, SCHEMA_VERSION, STATUSES, metric_range_problem, settings_digest, unknown
+from harness.contract import (
+    KIND_NAMES,
+    KINDS,
+    METRICS,
+    SCHEMA_VERSION,
+    STATUSES,
+    UNIT_BOUNDS,
+    metric_range_problem,
+    settings_digest,
+    unknown,
+)
 
 Record = Mapping[str, Any]
 # One fact about version 1: (the case's record, its run's pytest-benchmark options) -> the value.
@@ -186,9 +196,11 @@ def check_record(record: Record, failed: bool) -> tuple[str, str]:
         value = record.get(key)
         if value is not None and not (isinstance(value, list) and all(is_number(v) for v in value)):
             raise RecordError(f"{key} must be a list of numbers, got {str(value)[:60]}")
-        for position, sample in enumerate(value or ()):
-            if problem := metric_range_problem(_SAMPLED[key], float(sample), f"{key}[{position}]"):
-                raise RecordError(f"{problem}: {_GARBAGE}")
+        low, high = UNIT_BOUNDS[METRICS[_SAMPLED[key]].unit]
+        if value and not all(low <= sample <= high for sample in value):  # NaN fails both comparisons; the slow path names it
+            for position, sample in enumerate(value):
+                if problem := metric_range_problem(_SAMPLED[key], float(sample), f"{key}[{position}]"):
+                    raise RecordError(f"{problem}: {_GARBAGE}")
     return str(kind), str(status)
 
 

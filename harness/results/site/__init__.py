@@ -84,7 +84,8 @@ _LEGACY_STALE_S = 3600.0
 
 def clear_stale(out: Path) -> list[str]:
     """Remove the temporary folders that killed builds of ``out`` left beside it (their process is gone),
-    never those of a build still running; the names removed."""
+    never those of a build still running; the names removed. A build killed between the two renames
+    of its swap left no ``out`` and the previous site in its ``.old`` folder: that site is put back."""
     removed = []
     ours = re.compile(_TEMP_DIR.format(out=re.escape(out.name)))
     for path in sorted(out.parent.iterdir()) if out.parent.is_dir() else []:
@@ -96,8 +97,12 @@ def clear_stale(out: Path) -> list[str]:
                 continue
         elif time.time() - path.stat().st_mtime < _LEGACY_STALE_S:
             continue
+        if path.name.endswith(".old") and not out.exists() and (path / "site" / "index.html").is_file():
+            os.rename(path / "site", out)  # killed mid-swap, between its two renames: the previous site goes back
+            removed.append(f"{path.name} (its site put back at {out})")
+        else:
+            removed.append(path.name)
         shutil.rmtree(path, ignore_errors=True)
-        removed.append(path.name)
     return removed
 
 
