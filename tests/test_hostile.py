@@ -499,3 +499,25 @@ def test_a_build_killed_mid_swap_gets_its_previous_site_back(tmp_path: Path) -> 
     removed = clear_stale(tmp_path / "site")
     assert (tmp_path / "site" / "index.html").read_text() == "the previous site"
     assert any("its site put back" in line for line in removed) and {p.name for p in tmp_path.iterdir()} == {"site"}
+
+
+@pytest.mark.parametrize(("exc", "line"), [
+    (FileExistsError(17, "File exists", "/o/report"), "/o/report: file exists (errno 17); something is already there; pass a new path or remove it"),
+    (OSError(28, "No space left on device", "/o/x.json"), "/o/x.json: no space left on device (errno 28); the disk is full; free some space or pass a path on another disk"),
+    (NotADirectoryError(20, "Not a directory", "/o/f/x"), "/o/f/x: not a directory (errno 20); a file stands where a folder is needed on this path; pass another path"),
+    (OSError(30, "Read-only file system", "/ro/x"), "/ro/x: read-only file system (errno 30); the file system is read-only; pass a path on a writable one"),
+    (StorageError("could not save the run to /s: full; it was written to /f instead"), "could not save the run to /s: full; it was written to /f instead"),
+    (OSError(28, "No space left on device"), "[Errno 28] No space left on device"),  # no path to name: as it is
+])
+def test_a_bare_file_system_error_names_the_path_and_the_fix(exc: OSError, line: str) -> None:
+    from harness.cli.main import os_error_line
+
+    assert os_error_line(exc) == line
+
+
+def test_a_verb_s_output_where_a_file_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli.main import main
+
+    (tmp_path / "file").write_text("")
+    assert main(["report", str(SMOKE), "--out", str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'file'}: file exists (errno 17); something is already there; pass a new path or remove it\n"
