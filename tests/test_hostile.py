@@ -521,3 +521,32 @@ def test_a_verb_s_output_where_a_file_is(tmp_path: Path, capsys: pytest.CaptureF
     (tmp_path / "file").write_text("")
     assert main(["report", str(SMOKE), "--out", str(tmp_path / "file")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'file'}: file exists (errno 17); something is already there; pass a new path or remove it\n"
+
+
+# A case whose record comes out NaN (a broken metric, a clock gone wrong): injected after the case, as
+# the plugin receives it.
+POISON = """
+import pytest
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report):
+    for key, value in report.user_properties:
+        if key == "backbone_bench" and isinstance(value, dict) and "record" in value:
+            value["record"]["latency_p50_ms"] = float("nan")
+"""
+
+
+def test_a_session_whose_case_recorded_nan_keeps_the_run_and_says_which(suite: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    unsaved = tmp_path_factory.mktemp("kept")
+    monkeypatch.setenv("BACKBONE_BENCH_UNSAVED", str(unsaved))
+    suite.makeconftest(CONFTEST + POISON)
+    result = suite.runpytest(*ONE_CASE[:-1], "--benchmark-save=poisoned", "--benchmark-json=run.json", ONE_CASE[-1])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    text = result.stdout.str()
+    assert "backbone-bench: the run was not saved: the run cannot be written as JSON (Out of range float values are not JSON compliant" in text
+    assert "case 'inference/resnet18-cpu-bs1-32px-fp32' recorded latency_p50_ms = nan" in text
+    (kept,) = unsaved.rglob("poisoned.nonfinite-*.json")
+    assert f"backbone-bench: it was kept for inspection in {kept}" in text
+    assert json.loads(kept.read_text())["benchmarks"][0]["extra_info"]["latency_p50_ms"] != json.loads(kept.read_text())["benchmarks"][0]["extra_info"]["latency_p50_ms"]  # NaN
+    assert not list((suite.path / "baselines").rglob("*.json")) and not (suite.path / "run.json").stat().st_size  # nothing half-written
+    assert "INTERNALERROR" not in text + "\n".join(result.errlines)

@@ -171,14 +171,22 @@ class BenchSession:
         wanted = self.save_name or self.json_path or self.baseline is not None or self.settings.track
         if self.is_worker or not ((self.results or self.shard_record is not None) and wanted):
             return
-        from harness.results.publish import publish_run
+        from harness.results.publish import UnwritableRun, keep_unwritable, publish_run
         from harness.results.records import build_run
 
         results = [replace(r, record={**r.record, "duration_s": round(self.durations.get(r.fullname, 0.0), 3)}) for r in self.results.values()]
         run = build_run(results, machine_info=self.machine_info(), commit_info=self.commit_info(),
                         options={"bench_time_s": self.settings.bench_time_s}, shard=self.shard_record)
-        published = publish_run(run, storage=self.storage, save=self.save_name, json_path=self.json_path,
-                                baseline=self.baseline, gate=self.settings)
+        try:
+            published = publish_run(run, storage=self.storage, save=self.save_name, json_path=self.json_path,
+                                    baseline=self.baseline, gate=self.settings)
+        except UnwritableRun as exc:  # a case recorded NaN or Infinity: no reader would take the run, no gate judges it
+            kept = keep_unwritable(run, self.save_name or "run")
+            self.save_lines = [f"backbone-bench: the run was not saved: {exc}",
+                               f"backbone-bench: it was kept for inspection in {kept}" if kept else "backbone-bench: no fallback folder took it either"]
+            self.json_path = None
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            return
         self.saved_path, self.json_path = published.saved, published.written
         self.save_lines, self.gate_lines = published.lines, published.gate_lines
         if published.refused and session.exitstatus == pytest.ExitCode.OK:
