@@ -550,3 +550,18 @@ def test_a_session_whose_case_recorded_nan_keeps_the_run_and_says_which(suite: p
     assert json.loads(kept.read_text())["benchmarks"][0]["extra_info"]["latency_p50_ms"] != json.loads(kept.read_text())["benchmarks"][0]["extra_info"]["latency_p50_ms"]  # NaN
     assert not list((suite.path / "baselines").rglob("*.json")) and not (suite.path / "run.json").stat().st_size  # nothing half-written
     assert "INTERNALERROR" not in text + "\n".join(result.errlines)
+
+
+def test_an_image_folder_this_user_cannot_read_is_named_not_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _folder(tmp_path / "imgs")
+    real = Path.iterdir
+
+    def denied(self: Path) -> Any:  # as a folder of mode 0300 does for a user who is not root
+        if self == root / "train":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    with pytest.raises(SettingError, match=rf"^--dataset imagefolder:{root}: dataset '.*': cannot read {root / 'train'} \(permission denied\)\. "
+                                           r"Fix: give this user read access"):
+        check_available(default_settings(datasets=[f"imagefolder:{root}"], data_root=tmp_path))

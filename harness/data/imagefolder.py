@@ -63,8 +63,18 @@ def _has_image(folder: Path) -> bool:
 def check_classes(path_text: str, root: Path) -> None:
     """Refuse an image folder that cannot train a classifier (:class:`DatasetUnusable`): one with no
     image, or with images of one class only (every prediction would be right: top-1 100%).
-    Reads directory entries, no image: a session calls it before any case runs."""
+    Reads directory entries, no image: a session calls it before any case runs. A folder or file this
+    user may not read is named as such, not as missing."""
     name = f"{IMAGEFOLDER_PREFIX}{path_text}"
+    try:
+        _check_classes(name, path_text, root)
+    except PermissionError as exc:
+        where = exc.filename or resolve(path_text, root)
+        raise DatasetUnusable(f"dataset {name!r}: cannot read {where} (permission denied). Fix: give this user read access to the "
+                              "folder and its images (chmod -R u+rX), or copy them somewhere readable.", dataset=name, path=Path(where)) from None
+
+
+def _check_classes(name: str, path_text: str, root: Path) -> None:
     base = check(path_text, root)
     folder = base / "train" if (base / "train").is_dir() else base
     # As torchvision's ImageFolder: every sub-folder is a class; here only those holding an image count.
