@@ -565,3 +565,12 @@ def test_an_image_folder_this_user_cannot_read_is_named_not_missing(tmp_path: Pa
     with pytest.raises(SettingError, match=rf"^--dataset imagefolder:{root}: dataset '.*': cannot read {root / 'train'} \(permission denied\)\. "
                                            r"Fix: give this user read access"):
         check_available(default_settings(datasets=[f"imagefolder:{root}"], data_root=tmp_path))
+
+
+def test_a_shard_is_not_gated_against_the_whole() -> None:
+    from harness.scale.shards import parse_shard
+
+    with pytest.raises(SettingError, match=r"^--gate with --shard 2/3: a shard runs part of the cases, so its gate would judge only them; "
+                                           r"gate the merged run .* or run python -m harness launch --gate BASELINE$"):
+        default_settings(shard=parse_shard("2/3"), gate="main")
+    assert default_settings(shard=parse_shard("1/1"), gate="main").gate == "main"  # one shard of one is the whole selection

@@ -156,6 +156,11 @@ def settings_from(get_cli: Callable[[str], Any], get_ini: Callable[[str], str | 
     check_subsets(settings.datasets, settings.subsets)
     if settings.steps is not None and settings.epochs is not None:
         raise SettingError("--steps and --epochs both set the training length: give one (--epochs is converted to steps)")
+    if settings.shard is not None and settings.shard.count > 1 and settings.gate:
+        # A shard's run holds part of the selection: its gate would judge a part against the whole baseline.
+        raise SettingError(f"--gate with --shard {settings.shard}: a shard runs part of the cases, so its gate "
+                           "would judge only them; gate the merged run (python -m harness merge RUNS --save NAME, then python -m harness "
+                           "compare BASELINE NAME), or run python -m harness launch --gate BASELINE")
     return settings
 
 
