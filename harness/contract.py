@@ -266,6 +266,45 @@ _METRICS = (
 )
 METRICS: Mapping[str, Metric] = {m.key: m for m in _METRICS}
 
+# The range a value of each unit can take and still be a measurement; a run file holding one outside
+# it (or NaN, or an infinity) is refused by every reader, never judged (harness.results.schema).
+# The bounds are generous on purpose: they catch a hand-edited or broken file, not a slow machine.
+UNIT_BOUNDS: Mapping[str, tuple[float, float]] = {
+    # Above 0: no forward pass takes under a picosecond (1e-9 ms), and noise divides by latencies;
+    # 1e9 ms is 11.6 days for one forward or one text encoding.
+    "ms": (1e-9, 1e9),
+    # 1e6 s (11.6 days) for a case's training, evaluation or wall time: longer is no small-data case.
+    "s": (0.0, 1e6),
+    # 1e12 images per second: a thousand times the fastest accelerator's throughput on the smallest model.
+    "img/s": (0.0, 1e12),
+    # 1e9 mJ (a megajoule) per image: a kettle boiling for ten minutes per image.
+    "mJ": (0.0, 1e9),
+    # 1e13 parameters: ten times the largest model ever trained.
+    "count": (0.0, 1e13),
+    # 1e9 GMACs (1e18 multiply-accumulates) per image: a million times a ViT-H at 224 px.
+    "GMACs": (0.0, 1e9),
+    # 1e16 bytes (10 PB): beyond any device's memory, and any weights file.
+    "bytes": (0.0, 1e16),
+    # Shares are shares: a top-1 of 101 % or -1 % is not an accuracy.
+    "%": (0.0, 100.0),
+    "0-1": (0.0, 1.0),
+    "pp": (-100.0, 100.0),
+    # 1e9 images in one batch: beyond any memory budget the planner takes.
+    "images": (0.0, 1e9),
+}
+
+
+def metric_range_problem(key: str, value: float, label: str | None = None) -> str | None:
+    """Why ``value`` of the metric ``key`` (shown as ``label``: a sample of it) is not a measurement (NaN,
+    infinite, or outside its unit's :data:`UNIT_BOUNDS`), or ``None`` when it can be one."""
+    unit, label = METRICS[key].unit, label or key
+    low, high = UNIT_BOUNDS[unit]
+    if value != value or value in (float("inf"), float("-inf")):  # NaN is the only value unequal to itself
+        return f"{label} is {value!r}, not a number"
+    if not low <= value <= high:
+        return f"{label} is {value:g} {unit}, outside [{low:g}, {high:g}] where a {unit} value can be a measurement"
+    return None
+
 
 @dataclass(frozen=True)
 class Kind:

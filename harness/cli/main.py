@@ -11,6 +11,7 @@ missing), 2 a usage error (bad arguments, unreadable runs, bad tolerance spec: o
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -50,8 +51,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if not isinstance(exc, usage_errors()):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {os_error_line(exc) if isinstance(exc, OSError) else exc}", file=sys.stderr)
         return USAGE_ERROR
+
+
+# The fix for the file system's refusals that reach the command line bare ("[Errno 17] File exists").
+_OS_FIXES = {
+    errno.EEXIST: "something is already there; pass a new path or remove it",
+    errno.ENOTDIR: "a file stands where a folder is needed on this path; pass another path",
+    errno.EISDIR: "a folder is there, not a file; pass a file path",
+    errno.ENOSPC: "the disk is full; free some space or pass a path on another disk",
+    errno.EDQUOT: "the disk quota is used up; free some space or pass a path on another disk",
+    errno.EACCES: "no permission; pass a path you can write, or fix its permissions",
+    errno.EROFS: "the file system is read-only; pass a path on a writable one",
+    errno.ENAMETOOLONG: "a name on this path is too long for the file system; pass a shorter path",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """``PATH: what went wrong; the fix`` for a bare ``OSError`` of the file system; any other message as it is."""
+    if exc.errno not in _OS_FIXES or not exc.filename or exc.strerror is None or str(exc) != str(OSError(exc.errno, exc.strerror, exc.filename)):
+        return str(exc)  # a message of the suite's own (StorageError and the like) already names the thing and the fix
+    return f"{exc.filename}: {exc.strerror.lower()} (errno {exc.errno}); {_OS_FIXES[exc.errno]}"
 
 
 # The verbs' own usage errors: (module, class). Their modules load torch, timm or scipy, so each

@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from harness.results.site import build_site  # ruptures, pandas: imported by the verb that runs
 
     result = build_site(args.storage, args.out)
+    for name in result.cleaned:
+        print(f"removed {name}, the temporary folder of a killed site build")
     for reason in result.skipped:
         print(f"skipped: {reason}")
     for machine, gate in result.gates.items():

@@ -64,7 +64,7 @@ _DATASET_NAMES = ", ".join(f"{d.name} (embedded)" if d.embedded else d.name for 
 OPTIONS: tuple[Option, ...] = (
     # The matrix: every value is a case axis.
     Option("backbones", "backbones", p.parse_backbones, "all", "NAMES", "registry names, groups (cnn, transformer, hybrid, edge, all) or any timm model name; training cases also take weights: a timm pretrained tag (resnet50.a1_in1k) or a checkpoint file (resnet18@PATH); CLIP models: clip:ViT-B-32[/TAG], clip:hf-hub:ORG/NAME, clip:TIMM_MODEL (image tower), clip:CONFIG.json, each [@CHECKPOINT]"),
-    Option("img-sizes", "img_sizes", p.int_list("img-sizes"), "32", "PX", "input resolutions; 32 is CIFAR-native, 224 the deployment size; training uses the first unless --train-img-sizes is given"),
+    Option("img-sizes", "img_sizes", p.int_list("img-sizes", p.MAX_IMG_SIZE), "32", "PX", "input resolutions up to 4096; 32 is CIFAR-native, 224 the deployment size; training uses the first unless --train-img-sizes is given"),
     Option("batch-sizes", "batch_sizes", p.int_list("batch-sizes"), "1,32", "N", "inference batch sizes"),
     Option("devices", "devices", p.parse_devices, "auto", "DEVICES", "cpu, cuda, cuda:N, mps, or auto (every available one)"),
     Option("precisions", "precisions", p.choice_list("precision", PRECISIONS), "fp32", "P", f"{', '.join(PRECISIONS)} (where the device supports them)"),
@@ -81,9 +81,11 @@ OPTIONS: tuple[Option, ...] = (
     # 1 thread, like torch.utils.benchmark: multi-threaded CPU latency on a shared machine moves
     # by +-30% run to run; `auto` is torch's default.
     Option("threads", "threads", p.parse_threads, "1", "N", "CPU threads of inference cases; 1 keeps CPU latency repeatable, auto = torch's default"),
-    Option("num-classes", "num_classes", _int("num-classes"), "10", "N", "classifier classes of inference and planning cases"),
+    Option("num-classes", "num_classes", lambda text: p.positive_int(text, "num-classes", p.MAX_NUM_CLASSES), "10", "N", "classifier classes of inference and planning cases, up to a million"),
     # 1 s per case: ~20-2000 rounds, enough for the rank test, a whole registry in about a minute.
-    Option("bench-time", "bench_time_s", p.positive_float("bench-time"), "1.0", "SECONDS", "timed seconds per latency case (rounds = this / one call, at least 20, at most 2000)"),
+    # At most an hour: a case times at most 2000 rounds, so a longer budget only serves forwards
+    # slower than 1.8 s, which no latency case of a small-data backbone is; inf is no time at all.
+    Option("bench-time", "bench_time_s", p.number("bench-time", high=3600.0), "1.0", "SECONDS", "timed seconds per latency case, under 3600 (rounds = this / one call, at least 20, at most 2000)"),
     Option("seeds", "seeds", _int("seeds"), "1", "N", "seeds per training case; mean and std are recorded"),
     Option("steps", "steps", _int("steps"), None, "N", "optimiser steps of scratch and finetune cases (unset: the dataset's measured budget, else BiT's HyperRule of the subset size: 500 steps below 20k images, 10k below 500k, 20k above)"),
     Option("epochs", "epochs", _int("epochs"), None, "N", "training length in epochs instead of --steps, converted to N x the steps of one epoch of the subset"),
@@ -99,7 +101,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("classnames", "classnames", p.classnames_file, None, "FILE", "zeroshot: class names, one a line in label order (unset: the dataset's built-in set, else its own class names); digested as the file's sha256"),
     Option("templates", "templates", p.templates_file, None, "FILE", "zeroshot: prompt templates, one a line, each with {} where the class name goes (unset: the dataset's built-in set); digested as the file's sha256"),
     Option("edge-profile", "edge_profile", p.edge_profile, None, "NAME", "edge constraints: a named board profile or threads=4,mem=2GiB"),
-    Option("plan-budget", "plan_budget", p.byte_size, None, "BYTES", "memory budget of batch-size planning cases, e.g. 512MiB (unset: the edge profile's, else 512MiB)"),
+    Option("plan-budget", "plan_budget", p.memory_budget, None, "BYTES", "memory budget of batch-size planning cases, e.g. 512MiB, at least 1MiB (unset: the edge profile's, else 512MiB)"),
     Option("count-instructions", "count_instructions", p.flag, "false", "", "count each CPU inference case's instructions per forward under valgrind's callgrind (one extra process for the session; eager fp32 cases)", flag=True),
     Option("power", "power", p.flag, "false", "", "sample power during latency cases (RAPL, NVML or tegrastats)", flag=True),
     Option("int8-accuracy", "int8_accuracy", p.flag, "false", "", "after training, record the top-1 change of the model as dynamic-int8 ONNX (CPU)", flag=True),
@@ -155,6 +157,11 @@ def settings_from(get_cli: Callable[[str], Any], get_ini: Callable[[str], str | 
     check_subsets(settings.datasets, settings.subsets)
     if settings.steps is not None and settings.epochs is not None:
         raise SettingError("--steps and --epochs both set the training length: give one (--epochs is converted to steps)")
+    if settings.shard is not None and settings.shard.count > 1 and settings.gate:
+        # A shard's run holds part of the selection: its gate would judge a part against the whole baseline.
+        raise SettingError(f"--gate with --shard {settings.shard}: a shard runs part of the cases, so its gate "
+                           "would judge only them; gate the merged run (python -m harness merge RUNS --save NAME, then python -m harness "
+                           "compare BASELINE NAME), or run python -m harness launch --gate BASELINE")
     return settings
 
 

@@ -9,6 +9,7 @@ error at parse time, before any case runs.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -31,22 +32,35 @@ def split_list(text: str) -> list[str]:
     return [part.strip() for part in _SEPARATOR.split(text.replace("\n", ",")) if part.strip()]
 
 
-def positive_int(text: str, what: str = "value") -> int:
-    """A positive integer, or a :class:`SettingError` saying what was expected."""
+# Resolutions above this are no backbone's input: 4096 px is 16x ImageNet's 224 and 50 M values an
+# image; a case there measures only memory exhaustion, after minutes of building the model.
+MAX_IMG_SIZE = 4096
+# A head of more classes is nothing a small-data benchmark trains or deploys: ImageNet-21k has 21,843;
+# a billion would allocate a 2 TB classifier in the case, not refuse it.
+MAX_NUM_CLASSES = 1_000_000
+# A memory budget under a mebibyte holds no backbone's weights (the smallest registered edge model,
+# mobilevit_xs, has 2.3 M parameters: 9 MB in fp32): such a value is a unit slip (1B for 1GB), refused naming the units.
+MIN_PLAN_BUDGET = 2**20
+
+
+def positive_int(text: str, what: str = "value", high: int | None = None) -> int:
+    """A positive integer (at most ``high``), or a :class:`SettingError` saying what was expected."""
     try:
         value = int(str(text).strip())
     except ValueError:
         raise SettingError(f"{what} must be a positive integer, got {text!r}") from None
     if value <= 0:
         raise SettingError(f"{what} must be a positive integer, got {text!r}")
+    if high is not None and value > high:
+        raise SettingError(f"{what} must be a positive integer of at most {high}, got {text!r}")
     return value
 
 
-def int_list(what: str) -> Callable[[str], list[int]]:
-    """A parser of comma-separated positive integers (``"1,32"``) for the option ``what``."""
+def int_list(what: str, high: int | None = None) -> Callable[[str], list[int]]:
+    """A parser of comma-separated positive integers (``"1,32"``, each at most ``high``) for the option ``what``."""
 
     def parse(text: str) -> list[int]:
-        values = [positive_int(part, f"{what} entry") for part in split_list(text)]
+        values = [positive_int(part, f"{what} entry", high) for part in split_list(text)]
         if not values:
             raise SettingError(f"{what} needs at least one positive integer, e.g. 1,32")
         return list(dict.fromkeys(values))
@@ -116,7 +130,7 @@ def train_img_sizes(text: str) -> list[int | str]:
     (its pretrained config: 224 for most ImageNet weights)."""
     values: list[int | str] = []
     for part in split_list(text):
-        values.append(NATIVE if part.lower() == NATIVE else positive_int(part, "train-img-sizes entry (or native)"))
+        values.append(NATIVE if part.lower() == NATIVE else positive_int(part, "train-img-sizes entry (or native)", MAX_IMG_SIZE))
     if not values:
         raise SettingError("train-img-sizes needs at least one size, e.g. 32,224 or native")
     return list(dict.fromkeys(values))
@@ -140,6 +154,8 @@ def number(what: str, *, low: float = 0.0, high: float | None = None, low_inclus
         above = value >= low if low_inclusive else value > low
         if not (above and (high is None or value < high)):  # NaN fails every comparison
             raise SettingError(f"{what} must be a number {rule}, got {text!r}")
+        if not math.isfinite(value):  # inf passes "> 0"; nothing finite-valued can be recorded from it (JSON has no inf)
+            raise SettingError(f"{what} must be a finite number {rule}, got {text!r}")
         return value
 
     return parse
@@ -174,6 +190,12 @@ def classnames_file(text: str) -> Path:
     names = _setting(lambda: read_lines(file), PromptError)[0]
     if not names:
         raise SettingError(f"--classnames {file}: no class names; write one name a line, in label order")
+    seen: dict[str, int] = {}
+    for line, name in enumerate(names, 1):
+        if name.lower() in seen:  # zero-shot could never tell the two apart: their prompts are the same
+            raise SettingError(f"--classnames {file}: class name {name!r} (entry {line}) repeats entry {seen[name.lower()]}; "
+                               "give every class its own name, one a line, in label order")
+        seen[name.lower()] = line
     return file
 
 
@@ -227,6 +249,14 @@ def byte_size(text: str) -> int:
     from harness.edge.profiles import parse_bytes
 
     return _setting(lambda: parse_bytes(text))
+
+
+def memory_budget(text: str) -> int:
+    """A planning budget (:func:`byte_size`) of at least :data:`MIN_PLAN_BUDGET`."""
+    value = byte_size(text)
+    if value < MIN_PLAN_BUDGET:
+        raise SettingError(f"plan-budget {text!r} is {value} bytes, less than any backbone's weights; write the unit in full, e.g. 512MiB or 1GB")
+    return value
 
 
 def edge_profile(text: str) -> EdgeProfile:

@@ -121,7 +121,7 @@ def decode_stream(
         try:
             with Image.open(source) as img:
                 rgb = np.array(img.convert("RGB"))  # a writable copy, as torch.from_numpy wants
-        except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three on bad files
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL raises the first three on bad files
             raise on_error(name, exc) from exc
         pending.setdefault(rgb.shape[:2], []).append((i, rgb))
         buffered += rgb.size

@@ -24,8 +24,10 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from harness.data.convert import decode_images
 from harness.data.errors import DatasetCorrupt, DatasetUnavailable, DatasetUnusable, corrupt
 from harness.data.registry import IMAGEFOLDER_PREFIX
+from harness.data.shard_index import check_image_header
 from harness.data.subsets import split_validation
 from harness.data.types import TensorSplit
+from harness.files import special_kind
 
 # 80/20 is the usual hold-out share when a team supplies no test set.
 HOLDOUT_FRACTION = 0.2
@@ -61,8 +63,18 @@ def _has_image(folder: Path) -> bool:
 def check_classes(path_text: str, root: Path) -> None:
     """Refuse an image folder that cannot train a classifier (:class:`DatasetUnusable`): one with no
     image, or with images of one class only (every prediction would be right: top-1 100%).
-    Reads directory entries, no image: a session calls it before any case runs."""
+    Reads directory entries, no image: a session calls it before any case runs. A folder or file this
+    user may not read is named as such, not as missing."""
     name = f"{IMAGEFOLDER_PREFIX}{path_text}"
+    try:
+        _check_classes(name, path_text, root)
+    except PermissionError as exc:
+        where = exc.filename or resolve(path_text, root)
+        raise DatasetUnusable(f"dataset {name!r}: cannot read {where} (permission denied). Fix: give this user read access to the "
+                              "folder and its images (chmod -R u+rX), or copy them somewhere readable.", dataset=name, path=Path(where)) from None
+
+
+def _check_classes(name: str, path_text: str, root: Path) -> None:
     base = check(path_text, root)
     folder = base / "train" if (base / "train").is_dir() else base
     # As torchvision's ImageFolder: every sub-folder is a class; here only those holding an image count.
@@ -74,6 +86,29 @@ def check_classes(path_text: str, root: Path) -> None:
     if len(classes) == 1:
         raise DatasetUnusable(f"dataset {name!r}: {folder} holds one class ({classes[0]}); a classifier needs at least 2 classes. "
                               f"Fix: add a folder of images per class, {layout}.", dataset=name, path=folder)
+    eval_dir = next((d for d in (base / "test", base / "val") if d.is_dir()), None) if folder != base else None
+    if eval_dir is not None:
+        held = sorted(d.name for d in eval_dir.iterdir() if d.is_dir() and _has_image(d))
+        if held != classes:
+            missing, extra = sorted(set(classes) - set(held)), sorted(set(held) - set(classes))
+            raise DatasetCorrupt(f"dataset {name!r}: {eval_dir} and {folder} hold different classes (missing from {eval_dir.name}: "
+                                 f"{missing[:10]}, only in {eval_dir.name}: {extra[:10]}). Fix: give both the same class folders.",
+                                 dataset=name, path=eval_dir)
+    for split_dir in (folder, *([eval_dir] if eval_dir is not None else [])):
+        _check_files(name, split_dir)
+
+
+def _check_files(name: str, folder: Path) -> None:
+    """Refuse, before any case decodes one, an image-named entry that is no regular file (a FIFO or a
+    device would hang the read, a broken link fail it), and an image PIL cannot identify or that is over
+    its decompression limit. Opens each image's header only."""
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() not in IMG_EXTENSIONS or path.is_dir():
+            continue
+        if not path.is_file():  # stat follows links: a link to an image is one
+            raise DatasetUnusable(f"dataset {name!r}: {path} is {special_kind(path)}, not an image file. Fix: replace it with the image "
+                                  "file or remove it.", dataset=name, path=path)
+        check_image_header(name, path, None, path, fix=f"delete or replace {path}")
 
 
 def _scan(name: str, folder: Path) -> ImageFolder:

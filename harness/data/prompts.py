@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.files import special_kind
+
 DIGIT_NAMES: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 DIGIT_TEMPLATES: tuple[str, ...] = (
@@ -92,10 +94,16 @@ class PromptSet:
 def read_lines(path: Path) -> tuple[list[str], str]:
     """The entries of a prompt file (:data:`FILE_FORMAT`) and ``sha256:<hex>`` of its bytes."""
     try:
+        if Path(path).exists() and not Path(path).is_file():  # never opened: a FIFO would hang the session's start
+            raise PromptError(f"{path}: {special_kind(Path(path))}, not a file; pass a text file, {FILE_FORMAT}")
         data = Path(path).read_bytes()
     except OSError as exc:
         raise PromptError(f"{path}: cannot read it ({exc.strerror or exc}); pass an existing file, {FILE_FORMAT}") from exc
-    lines = [line.strip() for line in data.decode("utf-8").splitlines()]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PromptError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8, {FILE_FORMAT}") from None
+    lines = [line.strip() for line in text.splitlines()]
     return [line for line in lines if line and not line.startswith("#")], "sha256:" + hashlib.sha256(data).hexdigest()
 
 

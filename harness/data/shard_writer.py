@@ -57,7 +57,13 @@ def _image_member(path: Path) -> tuple[str, bytes]:
     """The suffix and bytes a shard stores for image ``path``: the file itself when it is a jpg, jpeg or png."""
     suffix = path.suffix.lower().lstrip(".")
     if suffix in IMAGE_EXTENSIONS:
-        return suffix, path.read_bytes()
+        data = path.read_bytes()
+        try:  # copied as they are, so checked here: verify() reads a PNG's chunks and their checksums
+            with Image.open(io.BytesIO(data)) as img:
+                img.verify()
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise corrupt(str(path.parent), path, f"not a readable image ({type(exc).__name__}: {exc})", fix=f"delete or replace {path}") from None
+        return suffix, data
     buffer = io.BytesIO()
     with Image.open(path) as img:
         img.save(buffer, format="PNG")  # lossless: the reader decodes the same pixels
@@ -75,6 +81,7 @@ def write_split(samples: list[_Sample], out: Path, split: str, *, shard_size: in
     written: list[Path] = []
     writer = webdataset().ShardWriter(str(out / f"{split}-%06d.tar"), maxcount=shard_size, verbose=0, encoder=False, mtime=_MTIME,
                                       post=lambda fname: written.append(Path(fname)))
+    done = False
     try:
         for i, (path, caption, label) in enumerate(samples):
             suffix, data = _image_member(path)
@@ -84,8 +91,12 @@ def write_split(samples: list[_Sample], out: Path, split: str, *, shard_size: in
             if label is not None:
                 sample[LABEL] = label.encode("utf-8")
             writer.write(sample)
+        done = True
     finally:
         writer.close()
+        if not done:  # a refused image (or a kill) leaves no shard set that reads as whole but lacks its tail
+            for shard in written:
+                shard.unlink(missing_ok=True)
     return Written(split, tuple(written), len(samples))
 
 

@@ -21,7 +21,6 @@ once per set of shards and cached. A bad shard is a :class:`DatasetCorrupt` nami
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 from harness.data.convert import decode_stream
 from harness.data.errors import DatasetCorrupt, DatasetUnavailable, DatasetUnusable, corrupt
 from harness.data.registry import WDS_PREFIX
-from harness.data.shard_index import IMAGE_EXTENSIONS, Entry, class_names, label_index, read_shard, webdataset
+from harness.data.shard_index import IMAGE_EXTENSIONS, Entry, NamedBytes, class_names, label_index, read_shard, webdataset
 from harness.data.types import TensorSplit
 
 # The file beside the shards stating their test pattern, class names and flips (as image folders' dataset.json).
@@ -95,6 +94,11 @@ def shard_paths(name: str, pattern: Path, split: str) -> list[Path]:
     """Every shard of ``split``, in pattern order; :class:`DatasetUnavailable` when one is missing."""
     chosen = split_pattern(name, pattern, split)
     paths = _expand(chosen)
+    special = [p for p in paths if p.exists() and not p.is_file()]
+    if special:  # never opened: reading a FIFO or a device would hang or never end
+        from harness.files import special_kind
+
+        raise corrupt(name, special[0], f"{special_kind(special[0])}, not a shard file", fix=f"put a tar file at {special[0]} or narrow the pattern")
     missing = [p for p in paths if not p.is_file()]
     if len(missing) == len(paths):
         raise DatasetUnavailable(
@@ -131,11 +135,22 @@ def check_classes(path_text: str, root: Path) -> None:
     """Refuse shards that cannot train a classifier (:class:`DatasetUnusable`): no sample, or one class.
     Builds (or reads) the training shards' label index; decodes no image."""
     name, pattern = WDS_PREFIX + path_text, check(path_text, root)
-    classes, _, train = _classes(name, pattern, root)
-    if len(classes) < 2:
-        found = "no sample" if not train else f"one class ({classes[0] if classes else train[0].cls})"
+    classes, indexed, train = _classes(name, pattern, root)
+    position = {c: i for i, c in enumerate(classes)}
+    train_shards = shard_paths(name, pattern, "train")
+    labels = {_label(name, e, train_shards[e.shard], classes, position, indexed) for e in train}  # each in range, or refused
+    if len(labels) < 2:
+        found = "no sample" if not train else f"one class ({train[0].cls})"
         raise DatasetUnusable(f"dataset {name!r}: the training shards {pattern} hold {found}; a classifier needs at least 2 classes. "
                               "Fix: write shards of every class (python -m harness data to-wds SRC OUT).", dataset=name, path=pattern)
+    test_shards = shard_paths(name, pattern, "test")
+    test = label_index(name, test_shards, root)
+    test_labels = {_label(name, e, test_shards[e.shard], classes, position, indexed) for e in test}
+    if test_labels != labels:  # as image folders: a class absent from one split makes its figure meaningless
+        missing, extra = sorted(classes[i] for i in labels - test_labels), sorted(classes[i] for i in test_labels - labels)
+        raise DatasetUnusable(f"dataset {name!r}: the test shards {split_pattern(name, pattern, 'test')} and the training shards hold different classes "
+                              f"(missing from test: {missing[:10]}, only in test: {extra[:10]}). Fix: write both splits from the same "
+                              "classes (python -m harness data to-wds SRC OUT).", dataset=name, path=test_shards[0])
 
 
 def _label(name: str, entry: Entry, shard: Path, classes: tuple[str, ...], position: dict[str, int], indexed: bool) -> int:
@@ -151,17 +166,6 @@ def _label(name: str, entry: Entry, shard: Path, classes: tuple[str, ...], posit
                   fix=f"relabel the sample, or list every class in {shard.parent / SHARD_FACTS} as \"classes\"")
 
 
-class _Member(io.BytesIO):
-    """A tar member's bytes, whose repr (which PIL's errors quote) is the member's name, not an object address."""
-
-    def __init__(self, data: bytes, member: str) -> None:
-        super().__init__(data)
-        self.member = member
-
-    def __repr__(self) -> str:
-        return repr(self.member)
-
-
 def _images(name: str, shards: list[Path], entries: list[Entry]) -> Iterator[tuple[tuple[Path, str], IO[bytes]]]:
     """Each entry's image member, streamed from its shard in index order."""
     position = 0
@@ -173,7 +177,7 @@ def _images(name: str, shards: list[Path], entries: list[Entry]) -> Iterator[tup
                                      "label index). Fix: run again once the shards are written.", dataset=name, path=shard)
             position += 1
             member = f"{entry.key}.{entry.image}"
-            yield (shard, member), _Member(sample[entry.image], member)
+            yield (shard, member), NamedBytes(sample[entry.image], member)
 
 
 def load(path_text: str, split: str, root: Path, *, img_size: int) -> TensorSplit:

@@ -75,9 +75,11 @@ def _policy() -> tuple[tuple[type[BaseException], Outcome, str], ...]:
     from harness.edge.power import PowerUnavailable
     from harness.edge.profiles import MemoryBudgetExceeded
     from harness.errors import OUT_OF_MEMORY
+    from harness.measure.checkpoints import CheckpointUnreadable
     from harness.measure.flops import FlopCountError
     from harness.measure.instructions import CountError
     from harness.measure.runtimes import ParityError, RuntimeUnsupported
+    from harness.measure.trained import TrainingDiverged
 
     return (
         # The case cannot run here: a skip with the reason (and the fix, where the message has one).
@@ -88,6 +90,8 @@ def _policy() -> tuple[tuple[type[BaseException], Outcome, str], ...]:
         # The case ran and failed: recorded as failed with the reason; the session goes on.
         *((oom, "fail", "out of memory") for oom in OUT_OF_MEMORY),
         (ParityError, "fail", "output parity against eager failed"),
+        (TrainingDiverged, "fail", ""),
+        (CheckpointUnreadable, "fail", ""),
         (MemoryBudgetExceeded, "fail", ""),
         (PlanningError, "fail", "batch-size planning"),
         (DatasetCorrupt, "fail", "corrupt dataset"),

@@ -10,6 +10,7 @@ so "epoch" determines them and a resumed run is bit-identical to an uninterrupte
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -22,6 +23,11 @@ from harness.measure.recipes import Recipe
 
 CHECKPOINT = "last.pt"
 BEST = "best.pt"
+
+
+class CheckpointUnreadable(Exception):
+    """A checkpoint ``--resume`` would start from that is not one this loop wrote (cut short, corrupt,
+    another program's file); the message names it and the fix, the case fails without training."""
 
 
 def save_best(folder: Path, best_state: dict[str, torch.Tensor], epoch: int) -> None:
@@ -51,7 +57,19 @@ def load_checkpoint(path: Path, recipe: Recipe, model: torch.nn.Module, optimize
     Raises ``ValueError`` naming the fix when the checkpoint was written with another recipe or
     another number of processes.
     """
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    fix = f"delete {path} to train this case from the start, or run without --resume"
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch.load raises what its unpickler and zip reader raise; all mean "not ours"
+        # Never the advice torch's message ends with (weights_only=False): that executes the file's code.
+        first = str(exc).strip().splitlines()[0].split(". ")[0][:160] if str(exc).strip() else ""
+        # The unpickler's own words ("Weights only load failed ...") point at weights_only: left out.
+        plain = first and not isinstance(exc, (pickle.UnpicklingError, EOFError)) and "weights" not in first.lower()
+        why = type(exc).__name__ + (f": {first}" if plain else ": not a checkpoint, or cut short")
+        raise CheckpointUnreadable(f"--resume: checkpoint {path} is unreadable ({why}); {fix}") from None
+    if not isinstance(ckpt, dict) or not {"recipe", "model", "optimizer", "scheduler", "state"} <= set(ckpt):
+        raise CheckpointUnreadable(f"--resume: {path} is not a training checkpoint of backbone-bench (no recipe, model, optimizer, "
+                                   f"scheduler and state); {fix}")
     if ckpt["recipe"] != asdict(recipe):
         raise ValueError(f"{path} was written with a different recipe; pass the same recipe or resume=False to start over")
     written = ckpt.get("world_size", 1)

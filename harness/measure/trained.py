@@ -7,6 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# A cross-entropy above this is no training: softmax saturates at logit gaps of ~100, so a loss of 1e4
+# means logits 1e4 apart on the wrong class; a diverging run (--lr 1e30) reaches it within a step or two,
+# while a working one starts at ln(classes) (< 10 for any label set) and falls.
+DIVERGED_LOSS = 1e4
+
+
+class TrainingDiverged(ArithmeticError):
+    """The training loss became non-finite or absurd (:data:`DIVERGED_LOSS`): the case fails, naming the
+    optimiser step and its learning rate, and records nothing it trained."""
+
 
 @dataclass(frozen=True)
 class EpochStats:

@@ -15,6 +15,7 @@ process runs exactly the single-process loop.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -36,7 +37,7 @@ from harness.measure.curve import CURVE_POINTS, CURVE_SAMPLE, carve_validation, 
 from harness.measure.evaluation import EVAL_BATCH, Evaluating
 from harness.measure.memory import peak_bytes
 from harness.measure.recipes import Recipe, autocast_dtype, build_optimizer, build_scheduler, determinism
-from harness.measure.trained import EpochStats, TrainResult
+from harness.measure.trained import DIVERGED_LOSS, EpochStats, TrainingDiverged, TrainResult
 from harness.runtime.devices import synchronize
 from harness.runtime.distributed import (
     World,
@@ -164,6 +165,8 @@ class _Run(Evaluating):
         mixing = mixup_alpha > 0 or cutmix_alpha > 0
         self.mix = MixBatch(self.num_classes, recipe.label_smoothing, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha) if mixing else None
         self.resumed_from: int | None = None  # the epochs a resumed checkpoint had trained
+        self.step_losses: list[torch.Tensor] = []  # this epoch's, per optimiser step (_train_epoch resets them)
+        self.step_lrs: list[float] = []
         self.advance: Advance = lambda n: None  # the progress bar's, while fit runs (harness.runtime.progress)
         self.state: dict[str, Any] = dict(epoch=0, curve=[], best_top1=-1.0, best_epoch=0, best_state=None, since_best=0,
                                           stopped=False, train_time_s=0.0, train_images=0, peak_mem=0, eval_time_s=0.0)
@@ -233,6 +236,8 @@ class _Run(Evaluating):
         order = rank_share(epoch_order(len(self.train_b), r.seed, epoch), world)
         self.gen = torch.Generator(device=dev).manual_seed(derive_seed(r.seed, epoch, rank_stream(1, world)))
         total_loss = torch.zeros((), device=dev)
+        # Each step's loss (a device tensor: no sync per step) and lr, to name the step where training diverged.
+        self.step_losses, self.step_lrs = [], []
         excluded_s, excluded_images = 0.0, 0
         cuda_devices = [dev] if dev.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda_devices), scoped_global_rng(derive_seed(r.seed, epoch, rank_stream(3, world))):
@@ -261,7 +266,20 @@ class _Run(Evaluating):
                 excluded_s, excluded_images = 0.0, 0  # the profiled step was the only one: it is the throughput there is
             seconds = all_reduce_max(time.perf_counter() - start - excluded_s, world, dev)
         loss = all_reduce_sum(total_loss, world).item() / world.size / steps
+        if not (math.isfinite(loss) and loss <= DIVERGED_LOSS):
+            self._diverged(epoch, loss)
         return loss, seconds, steps * r.batch_size - excluded_images * world.size, steps
+
+    def _diverged(self, epoch: int, loss: float) -> None:
+        """Raise :class:`TrainingDiverged` naming the epoch's first step whose loss is non-finite or absurd (this
+        rank's; under torchrun another rank's may be the one, then the epoch's first step is named) and its lr."""
+        losses = torch.stack(self.step_losses).cpu() if self.step_losses else torch.tensor([loss])
+        bad = (~torch.isfinite(losses) | (losses.abs() > DIVERGED_LOSS)).nonzero()
+        first = int(bad[0]) if len(bad) else 0
+        value, lr = float(losses[first]), self.step_lrs[first] if self.step_lrs else float("nan")
+        step = epoch * self.steps_per_epoch + first + 1
+        raise TrainingDiverged(f"training diverged: the loss is {value:g} at optimiser step {step} of {self.total_steps} "
+                               f"(lr {lr:g}); lower --lr, or clip the gradient with --clip-grad 1.0")
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor, total_loss: torch.Tensor) -> None:
         r = self.recipe
@@ -277,6 +295,8 @@ class _Run(Evaluating):
             smoothing = 0.0
         micro = self.per_rank_batch // r.grad_accum_steps
         chunks = list(zip(torch.split(x, micro), torch.split(targets, micro), strict=True))
+        step_loss = torch.zeros((), device=total_loss.device)
+        self.step_lrs.append(float(self.optimizer.param_groups[0]["lr"]))
         for k, (xs, ts) in enumerate(chunks):
             # DDP averages gradients once per optimiser step: not after every micro-batch.
             sync = self.ddp.no_sync() if self.ddp is not None and k < len(chunks) - 1 else nullcontext()
@@ -285,9 +305,11 @@ class _Run(Evaluating):
                     logits = self.net(xs)
                 self._check_logits(logits)
                 loss = F.cross_entropy(logits.float(), ts, label_smoothing=smoothing)
-                total_loss += loss.detach() / r.grad_accum_steps
+                step_loss += loss.detach() / r.grad_accum_steps
                 scaled = loss / r.grad_accum_steps
                 torch.autograd.backward(self.scaler.scale(scaled) if self.scaler is not None else scaled)
+        total_loss += step_loss
+        self.step_losses.append(step_loss)
         if r.clip_grad_norm is not None:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)

@@ -58,6 +58,11 @@ def take_over_saving(config: pytest.Config) -> tuple[str | None, Path | None]:
         save = run_name(save)
     raw_json = getattr(option, "benchmark_json", None)
     json_path: Path | None = None
+    name = raw_json if isinstance(raw_json, (str, os.PathLike)) else getattr(raw_json, "name", None)
+    # argparse's FileType gives stdout's buffer for "-" (named <stdout>, or unnamed while pytest captures it).
+    if raw_json is not None and (not isinstance(name, (str, os.PathLike)) or str(name) in ("-", "<stdout>")):
+        raise SettingError("--benchmark-json=-: writing the run to stdout is not supported (pytest's report shares it); "
+                           "pass a file path, e.g. --benchmark-json=run.json, and cat it")
     if isinstance(raw_json, (str, os.PathLike)):  # pytest-benchmark >= 5.3: the path itself
         json_path = Path(raw_json)
     elif raw_json is not None:  # before 5.3: a file opened for writing; its .name is the path as given

@@ -95,19 +95,39 @@ class BenchSession:
         """Refuse a ``--benchmark-save`` storage or ``--benchmark-json`` folder that cannot take a run of
         ``cases`` cases (read-only, full) before any case runs, rather than lose the run after them."""
         from harness.results.space import check_destination
-        from harness.results.storage import StorageError
+        from harness.results.storage import StorageError, check_json_path, check_run_name
 
         try:
             if self.save_name and not self.is_worker:
+                check_run_name(self.save_name, self.storage)
                 check_destination(self.storage, "--benchmark-storage", cases)
             if self.json_path is not None and not self.is_worker:
+                check_json_path(self.json_path)
                 check_destination(self.json_path.absolute().parent, "--benchmark-json's folder", cases)
+        except StorageError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    def check_work_folders(self, specs: list[CaseSpec]) -> None:
+        """Refuse a ``--checkpoint-dir`` or ``--feature-cache`` the selected train cases would write and cannot,
+        before any case runs, rather than fail each case after its data is loaded."""
+        from harness.contract import PROTOCOL_SPECS
+        from harness.results.space import check_writable
+        from harness.results.storage import StorageError
+
+        rows = [PROTOCOL_SPECS[spec.protocol] for spec in specs if spec.kind == "train"]
+        wanted = (("--checkpoint-dir", self.settings.checkpoint_dir, any(not row.features for row in rows)),  # networks checkpoint
+                  ("--feature-cache", self.settings.feature_cache, any(row.features or row.recipe == "finetune" for row in rows)))
+        try:
+            for what, folder, needed in wanted:
+                if needed and not self.is_worker:
+                    check_writable(folder, what)
         except StorageError as exc:
             raise pytest.UsageError(str(exc)) from None
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.check_destinations(sum(1 for item in session.items if _spec(item) is not None))
+        self.check_work_folders([spec for item in session.items if (spec := _spec(item)) is not None and item.get_closest_marker("skip") is None])
         self.load_baseline(_devices(session.items))
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -151,14 +171,22 @@ class BenchSession:
         wanted = self.save_name or self.json_path or self.baseline is not None or self.settings.track
         if self.is_worker or not ((self.results or self.shard_record is not None) and wanted):
             return
-        from harness.results.publish import publish_run
+        from harness.results.publish import UnwritableRun, keep_unwritable, publish_run
         from harness.results.records import build_run
 
         results = [replace(r, record={**r.record, "duration_s": round(self.durations.get(r.fullname, 0.0), 3)}) for r in self.results.values()]
         run = build_run(results, machine_info=self.machine_info(), commit_info=self.commit_info(),
                         options={"bench_time_s": self.settings.bench_time_s}, shard=self.shard_record)
-        published = publish_run(run, storage=self.storage, save=self.save_name, json_path=self.json_path,
-                                baseline=self.baseline, gate=self.settings)
+        try:
+            published = publish_run(run, storage=self.storage, save=self.save_name, json_path=self.json_path,
+                                    baseline=self.baseline, gate=self.settings)
+        except UnwritableRun as exc:  # a case recorded NaN or Infinity: no reader would take the run, no gate judges it
+            kept = keep_unwritable(run, self.save_name or "run")
+            self.save_lines = [f"backbone-bench: the run was not saved: {exc}",
+                               f"backbone-bench: it was kept for inspection in {kept}" if kept else "backbone-bench: no fallback folder took it either"]
+            self.json_path = None
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            return
         self.saved_path, self.json_path = published.saved, published.written
         self.save_lines, self.gate_lines = published.lines, published.gate_lines
         if published.refused and session.exitstatus == pytest.ExitCode.OK:

@@ -11,7 +11,10 @@ an exit code, so each caller only prints them in its own place.
 
 from __future__ import annotations
 
+import json
+import math
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,41 @@ from harness.results.storage import SaveFailed, StorageError, dumps, reason_of, 
 
 class UnwritableRun(ValueError):
     """The run holds a value JSON cannot (NaN or Infinity); nothing was written."""
+
+
+def keep_unwritable(run: dict[str, Any], name: str) -> Path | None:
+    """Write a run that holds NaN or Infinity (which no reader accepts) as it is, NaN spelt out, to a fallback
+    file for inspection; its path, or ``None`` when no fallback folder takes it. Nothing measured is thrown away."""
+    key = str(run.get("machine_info", {}).get("baseline_key", "unknown"))
+    text = json.dumps(run, indent=4, allow_nan=True) + "\n"
+    try:
+        return write_fallback(text, key, f"{name}.nonfinite", "the storage", "", lambda path: "").fallback
+    except StorageError:
+        return None
+
+
+def nonfinite_where(run: dict[str, Any]) -> str:
+    """``case 'X' recorded latency_p50_ms = nan``: the first NaN or infinity in ``run``'s cases, named for the reader."""
+    for bench in [*run.get("benchmarks", []), *run.get("backbone_bench", {}).get("failed", [])]:
+        extra = bench.get("extra_info", bench) if isinstance(bench, dict) else {}
+        for key, value in _floats(extra):
+            if not math.isfinite(value):
+                return f"case {extra.get('case_id', bench.get('name', '?'))!r} recorded {key} = {value}"
+    for key, value in _floats(run):
+        if not math.isfinite(value):
+            return f"{key} = {value}"
+    return "a case recorded NaN or Infinity"
+
+
+def _floats(value: Any, key: str = "") -> Iterator[tuple[str, float]]:
+    if isinstance(value, float):
+        yield key, value
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            yield from _floats(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, (list, tuple)):
+        for position, item in enumerate(value):
+            yield from _floats(item, f"{key}[{position}]")
 
 
 @dataclass(frozen=True)
@@ -57,7 +95,7 @@ def publish_run(run: dict[str, Any], *, storage: Path, save: str | None = None, 
     try:
         text = dumps(run)
     except ValueError as exc:
-        raise UnwritableRun(f"the run cannot be written as JSON ({exc}); a case recorded NaN or Infinity") from None
+        raise UnwritableRun(f"the run cannot be written as JSON ({exc}); {nonfinite_where(run)}") from None
     key = str(run["machine_info"]["baseline_key"])
     saved = written = None
     lines: list[str] = []

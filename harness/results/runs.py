@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import numbers
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from harness.contract import settings_digest
+from harness.files import special_kind
 from harness.results.schema import RecordError, case_settings, check_record, check_schema
 
 RUN_FILE = re.compile(r"^(?P<num>\d{4})_(?P<name>.+)\.json$")
@@ -171,6 +173,14 @@ def read_run_file(path: Path, label: str | None = None) -> Run:
     """Read and validate one run file; every failure is a :class:`RunError` naming the file."""
     label = label or str(path)
     try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise RunError(f"{label}: no such file") from None
+    except OSError as exc:
+        raise RunError(f"{label}: cannot read run file ({exc})") from None
+    if not stat.S_ISREG(mode):  # never opened: a FIFO or a device would block the read, or never end
+        raise RunError(f"{label}: {special_kind(path)}, not a run file; pass a file written by pytest --benchmark-json=FILE or --benchmark-save=NAME")
+    try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RunError(f"{label}: no such file") from None
@@ -235,11 +245,16 @@ def _matches(filename: str, ref: str) -> bool:
 def load_run(ref: str, storage: Path, *, machine: str | None = None) -> Run:
     """Load a run from a file path or a run id in ``storage`` (``0003``, ``0003_x``, ``x``, ``latest``)."""
     path = Path(ref)
-    if path.is_file():
-        return read_run_file(path)
-    if ref.endswith(".json"):
+    if path.exists() and not path.is_dir():
+        return read_run_file(path)  # a file, or something else there: refused by its type
+    if ref.endswith(".json") and not path.is_dir():
         raise RunError(f"{ref}: no such file; pass an existing run file or a run id such as 0001 or latest")
-    found = resolve_run_id(ref, storage, machine=machine)
+    try:
+        found = resolve_run_id(ref, storage, machine=machine)
+    except RunError:
+        if path.is_dir():
+            raise RunError(f"{ref}: a folder, not a run file; pass a run file in it, or a run id such as latest with --benchmark-storage {ref}") from None
+        raise
     return read_run_file(found, label=_label(found, storage))
 
 

@@ -21,13 +21,25 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from harness.contract import KIND_NAMES, KINDS, METRICS, SCHEMA_VERSION, STATUSES, settings_digest, unknown
+from harness.contract import (
+    KIND_NAMES,
+    KINDS,
+    METRICS,
+    SCHEMA_VERSION,
+    STATUSES,
+    UNIT_BOUNDS,
+    metric_range_problem,
+    settings_digest,
+    unknown,
+)
 
 Record = Mapping[str, Any]
 # One fact about version 1: (the case's record, its run's pytest-benchmark options) -> the value.
 V1Fact = Callable[[Record, Record], object]
 # Keys that hold the raw repeated measurements behind a metric (latency rounds, per-seed top-1).
 SAMPLE_KEYS = tuple(dict.fromkeys(m.samples for m in METRICS.values() if m.samples))
+# The metric whose unit each sample key's values are in (the first metric naming it).
+_SAMPLED = {key: next(m.key for m in METRICS.values() if m.samples == key) for key in SAMPLE_KEYS}
 
 
 class RecordError(ValueError):
@@ -178,10 +190,17 @@ def check_record(record: Record, failed: bool) -> tuple[str, str]:
     for key in METRICS:  # compare does arithmetic on every metric
         if record.get(key) is not None and not is_number(record[key]):
             raise RecordError(f"{key} must be a number or null, got {record[key]!r}")
+        if record.get(key) is not None and (problem := metric_range_problem(key, float(record[key]))):
+            raise RecordError(f"{problem}: {_GARBAGE}")
     for key in SAMPLE_KEYS:
         value = record.get(key)
         if value is not None and not (isinstance(value, list) and all(is_number(v) for v in value)):
             raise RecordError(f"{key} must be a list of numbers, got {str(value)[:60]}")
+        low, high = UNIT_BOUNDS[METRICS[_SAMPLED[key]].unit]
+        if value and not all(low <= sample <= high for sample in value):  # NaN fails both comparisons; the slow path names it
+            for position, sample in enumerate(value):
+                if problem := metric_range_problem(_SAMPLED[key], float(sample), f"{key}[{position}]"):
+                    raise RecordError(f"{problem}: {_GARBAGE}")
     return str(kind), str(status)
 
 
@@ -207,4 +226,7 @@ def case_settings(record: Record, kind: str, schema: int, options: Record) -> di
     return {key: filled[key] for key in KINDS[kind].settings}
 
 
+# Never a verdict on a value that is no measurement: the reader refuses the whole run.
+_GARBAGE = ("not a measurement, so no verdict is given on this run; the file was hand-edited or written by a broken session: "
+            "restore it from git or re-run the case")
 _EDITED = "the file was hand-edited or written by another version of backbone-bench; restore it from git or re-run the suite"

@@ -31,21 +31,30 @@ def check_destination(folder: Path, what: str, cases: int = 1) -> None:
     would be created) must take a new file, and its disk must have room for ``cases`` times a
     case's share (:func:`case_bytes`).
     """
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = check_writable(folder, what)
     fix = f"pass a writable folder with space ({what} DIR) or fix this one"
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".backbone-bench-probe.", dir=existing)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise StorageError(f"{what} {folder}: cannot write there ({reason_of(exc)}); {fix}") from None
     per_case = case_bytes(folder)
     need, free = cases * per_case, shutil.disk_usage(existing).free
     if free < need:
         raise StorageError(f"{what} {folder}: {size_text(free)} free, a run of {cases} case(s) needs about {size_text(need)} "
                            f"({size_text(per_case)} per case); free some space or {fix}")
+
+
+def check_writable(folder: Path, what: str) -> Path:
+    """The nearest existing folder at or above ``folder`` (where it would be created), when a new file can
+    be written there; else :class:`StorageError` naming ``what`` and the fix. A file where the folder
+    should be fails the probe too."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".backbone-bench-probe.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise StorageError(f"{what} {folder}: cannot write there ({reason_of(exc)}); pass a writable folder with space "
+                           f"({what} DIR) or fix this one") from None
+    return existing
 
 
 def size_text(count: int) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.files import TEMP_SUFFIX, file_mode, in_use, write_atomic
+from harness.files import TEMP_SUFFIX, file_mode, in_use, special_kind, write_atomic
 
 _RUN_FILE = re.compile(r"^(\d{4})_.*\.json$")
 # write_atomic's temporary file for NNNN_<name>.json: .NNNN_<name>.json.<random>.tmp
@@ -36,6 +36,11 @@ _TEMP_FILE = re.compile(r"^\.\d{4}_(?P<name>.+)\.json\.[^.]+" + re.escape(TEMP_S
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Where a run goes when its storage refuses it, unless this variable names another folder.
 UNSAVED_ENV = "BACKBONE_BENCH_UNSAVED"
+# The longest file name a run name becomes is its fallback's temporary file (write_fallback through
+# write_atomic): ".<name>-<UTC stamp>.json.<8 random>.tmp"; the storage's own is 19 characters shorter.
+NAME_OVERHEAD = len(".-20260101T000000.000000Z.json.abcdefgh") + len(TEMP_SUFFIX)
+# What almost every file system takes (ext4, xfs, btrfs, APFS, NTFS): the limit where pathconf cannot say.
+_PORTABLE_NAME_MAX = 255
 
 
 class StorageError(OSError):
@@ -70,17 +75,50 @@ def next_number(folder: Path) -> int:
     return max(numbers, default=0) + 1
 
 
-def check_run_name(name: str) -> str:
+def check_run_name(name: str, *folders: Path) -> str:
     """``name`` if a run can be saved under it (``NNNN_<name>.json``), else :class:`StorageError` with the fix.
 
-    Called when the options are parsed, so ``--benchmark-save "my run"`` fails before any case runs.
+    Called when the options are parsed, so ``--benchmark-save "my run"`` fails before any case runs;
+    with ``folders`` (the storage), the name must also fit their file systems' longest file name with
+    every file a save derives from it (:data:`NAME_OVERHEAD`), the fallback folder's included.
     """
     if not _NAME.fullmatch(name):
         raise StorageError(
             f"invalid run name {name!r}: a run name starts with a letter or digit and holds only letters, digits, "
             "'.', '_' and '-' (e.g. --benchmark-save=main)"
         )
+    limits = {folder: name_max(folder) for folder in ((*folders, unsaved_dir()) if folders else ())}
+    where, most = min(limits.items(), key=lambda item: item[1]) if limits else (None, _PORTABLE_NAME_MAX)
+    if len(name) + NAME_OVERHEAD > most:
+        on = f"{where} takes" if where is not None else "file systems take"
+        raise StorageError(f"run name of {len(name)} characters is too long: {on} file names of at most {most} characters, and a "
+                           f"save adds up to {NAME_OVERHEAD} to the name (NNNN_NAME.json, its temporary and fallback files); "
+                           f"use a name of at most {most - NAME_OVERHEAD} characters")
     return name
+
+
+def check_json_path(path: Path) -> Path:
+    """``path`` if a run can be written there atomically (``--benchmark-json``), else :class:`StorageError`:
+    a name too long for its file system with the temporary file beside it, or something other than a file there."""
+    temp_overhead = len(".") + len(".abcdefgh") + len(TEMP_SUFFIX)  # write_atomic's temporary name beside it
+    most = name_max(path.absolute().parent)
+    if len(path.name) + temp_overhead > most:
+        raise StorageError(f"--benchmark-json {path}: a file name of {len(path.name)} characters is too long ({path.parent} takes at "
+                           f"most {most}, and the temporary file written first adds {temp_overhead}); use a shorter name")
+    if path.exists() and not path.is_file() or path.is_symlink() and not path.exists():
+        raise StorageError(f"--benchmark-json {path}: {special_kind(path)} is there, not a file; pass the path of a file to write")
+    return path
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name ``folder``'s file system takes (that of the nearest existing folder above it)."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        return int(os.pathconf(existing, "PC_NAME_MAX"))
+    except (OSError, ValueError):  # no such limit reported (some network file systems): assume the common one
+        return _PORTABLE_NAME_MAX
 
 
 def link_numbered(folder: Path, name: str, place: Callable[[Path], None]) -> Path:

@@ -16,14 +16,17 @@ gigabyte. A relative ``<script src>`` works from ``file://`` and from a Pages su
 
 The site is built in a temporary folder beside ``out`` and renamed into place, so a crash leaves
 the previous site (or none), never half of one; an ``out`` that exists and is not such a site is
-refused rather than replaced.
+refused rather than replaced. The temporary folder's name holds the building process's id: the next
+build removes those of killed builds (:func:`clear_stale`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +48,7 @@ class SiteResult:
     pages: list[str] = field(default_factory=list)
     gates: dict[str, str] = field(default_factory=dict)
     skipped: tuple[str, ...] = ()
+    cleaned: list[str] = field(default_factory=list)  # temporary folders of killed builds, removed
 
 
 def build_site(storage: Path, out: Path) -> SiteResult:
@@ -57,7 +61,8 @@ def build_site(storage: Path, out: Path) -> SiteResult:
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "index.html").is_file())):
         raise FileExistsError(f"--out {out} exists and is not a site this command built (no index.html): pass a new or empty folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    cleaned = clear_stale(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent))
     try:
         result = _write(data, tmp)
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a web server must read the site
@@ -65,8 +70,53 @@ def build_site(storage: Path, out: Path) -> SiteResult:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    result.out = out
+    result.out, result.cleaned = out, cleaned
     return result
+
+
+# A build's temporary folders beside ``out``: ``.<out>.<pid>.<random>.tmp`` (the site being written) and
+# ``.<out>.<pid>.<random>.old`` (the previous site, while it is swapped out); before pids were in the
+# name, ``.<out>.<random>.tmp``/``.old``.
+_TEMP_DIR = r"^\.{out}\.(?:(?P<pid>\d+)\.)?[a-z0-9_]{{8}}\.(?:tmp|old)$"
+# A folder of the old, pid-less naming is another build's only while that build runs: no site build takes an hour.
+_LEGACY_STALE_S = 3600.0
+
+
+def clear_stale(out: Path) -> list[str]:
+    """Remove the temporary folders that killed builds of ``out`` left beside it (their process is gone),
+    never those of a build still running; the names removed. A build killed between the two renames
+    of its swap left no ``out`` and the previous site in its ``.old`` folder: that site is put back."""
+    removed = []
+    ours = re.compile(_TEMP_DIR.format(out=re.escape(out.name)))
+    for path in sorted(out.parent.iterdir()) if out.parent.is_dir() else []:
+        m = ours.match(path.name)
+        if m is None or not path.is_dir() or path.is_symlink():
+            continue
+        if m["pid"] is not None:
+            if _alive(int(m["pid"])):
+                continue
+        elif time.time() - path.stat().st_mtime < _LEGACY_STALE_S:
+            continue
+        if path.name.endswith(".old") and not out.exists() and (path / "site" / "index.html").is_file():
+            os.rename(path / "site", out)  # killed mid-swap, between its two renames: the previous site goes back
+            removed.append(f"{path.name} (its site put back at {out})")
+        else:
+            removed.append(path.name)
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (ours counts: never remove a folder this build made)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _write(data: Storage, root: Path) -> SiteResult:
@@ -124,7 +174,7 @@ def _swap(tmp: Path, out: Path) -> None:
     if not out.exists():
         os.rename(tmp, out)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".old", dir=out.parent))
     os.rename(out, old / "site")
     os.rename(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
