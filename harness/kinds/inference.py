@@ -158,3 +158,13 @@ def case_instructions(counter: InstructionCounter, spec: CaseSpec, model: nn.Mod
         except NotCountable as exc:
             reason = str(exc)
     return {"instructions": None, "instructions_unavailable": reason}
+
+
+def case_ops(prepared: PreparedInference) -> dict[str, object]:
+    """``op_self_ms``, where an eager case's forward spends its time op by op (:mod:`harness.measure.ops`);
+    nothing for the other runtimes, whose ops are not torch's (an ONNX Runtime session, a compiled graph)."""
+    if prepared.spec.runtime != "eager":
+        return {}
+    from harness.measure.ops import op_self_ms
+
+    return {"op_self_ms": op_self_ms(prepared.step, torch.device(prepared.spec.device))}

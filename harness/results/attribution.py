@@ -67,13 +67,14 @@ def _human(value: float, *, signed: bool = False) -> str:
     for scale, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
         if abs(value) >= scale:
             return f"{sign}{value / scale:.2f}{suffix}"
-    return f"{sign}{value:.0f}"
+    return f"{sign}{value:.3g}"  # a few ms of an op, or a handful of instructions
 
 
-def where(base: object, head: object) -> str:
-    """The compare table's note for a regressed count: ``most in: tanh_kernel +700.00 k, …`` from two
-    records' breakdowns (``""`` when either record has none)."""
+def where(base: object, head: object, unit: str = "") -> str:
+    """The compare table's note for a regression: ``most in: aten::tanh +0.141 ms, …`` from two records'
+    breakdowns (``""`` when either record has none)."""
     if not isinstance(base, Mapping) or not isinstance(head, Mapping) or not base or not head:
         return ""
     moved = attribute({str(k): float(v) for k, v in base.items()}, {str(k): float(v) for k, v in head.items()})
-    return "most in: " + ", ".join(f"{m.name[:60]} {_human(m.delta, signed=True)}" for m in moved[:3]) if moved else ""
+    suffix = f" {unit}" if unit and unit != "count" else ""
+    return "most in: " + ", ".join(f"{m.name[:60]} {_human(m.delta, signed=True)}{suffix}" for m in moved[:3]) if moved else ""

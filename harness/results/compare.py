@@ -26,6 +26,10 @@ from harness.results.noise import ALPHA, SEED_NOISE_FACTOR, RunNoise, pooled_std
 from harness.results.runs import Case, Run, RunError
 from harness.results.tolerances import Tolerance, Tolerances
 
+# The record key that breaks a metric down (function -> instructions, op -> ms of self time), so a
+# regression names where it went.
+BREAKDOWNS = {"instructions": "instructions_by_function", "latency_p50_ms": "op_self_ms"}
+
 TABLE_HEAD = ("Case", "Metric", "Baseline", "Current", "Change", "Detectable", "Verdict", "Note")
 VERDICTS = ("failed", "regression", "not comparable", "missing", "new", "improvement", "within noise")
 
@@ -285,11 +289,12 @@ def compare_runs(
 
 
 def _attributed(row: Row, base: Case, cur: Case) -> Row:
-    """A regressed instruction count, its note naming the functions the instructions moved to
-    (``instructions_by_function`` of both records, :mod:`harness.results.attribution`)."""
-    if row.verdict != "regression" or row.metric != "instructions":
+    """A regressed instruction count or latency, its note naming the functions or ops the change went to
+    (:data:`BREAKDOWNS`: the records' breakdown of each, :mod:`harness.results.attribution`)."""
+    breakdown = BREAKDOWNS.get(row.metric)
+    if row.verdict != "regression" or breakdown is None:
         return row
-    text = where(base.extra.get("instructions_by_function"), cur.extra.get("instructions_by_function"))
+    text = where(base.extra.get(breakdown), cur.extra.get(breakdown), METRICS[row.metric].unit)
     return replace(row, note=text + (f"; {row.note}" if row.note else "")) if text else row
 
 
