@@ -88,7 +88,7 @@ def test_trend_page_has_one_plot_per_recorded_contract_metric_with_the_step_mark
     figures = _figures(page)
     wanted = [key for key in KINDS["inference"].metrics if key in RECORDED]
     assert re.findall(r"<h3>(\w+):", page) == wanted and len(figures) == len(wanted)
-    assert "Not recorded by this case: weights_bytes, energy_mj_per_img, clip_params_total, text_encode_ms, duration_s." in page
+    assert "Not recorded by this case: instructions, weights_bytes, energy_mj_per_img, clip_params_total, text_encode_ms, duration_s." in page
     p50 = figures["m0"]
     value = next(t for t in p50["data"] if t["mode"] == "lines+markers")
     assert value["x"] == list(range(1, 11)) and value["customdata"][SLOW_FROM][:2] == [f"{FOLDER}/0006_run6", "0000006c"]

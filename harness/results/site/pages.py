@@ -99,7 +99,8 @@ def machine_section(machine: Machine, folder: str, gate: Gate, trends: Mapping[s
         ids = [cid for cid, k in cases.items() if k == kind]
         if not ids:
             continue
-        shown = [key for key in spec.metrics if key in gated]
+        # A gated metric no case of the machine records (instructions without --count-instructions) is no column.
+        shown = [key for key in spec.metrics if key in gated and any(trends[cid][1].latest.get(key) is not None for cid in ids)]
         head = ["Case", *(f"{key} ({METRICS[key].unit})" for key in shown), "Last gate", "Change points"]
         rows, classes = [], {}
         for i, cid in enumerate(ids):
