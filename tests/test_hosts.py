@@ -55,7 +55,8 @@ def _run(name: str, when: str, *, factor: float | dict[str, float] = 1.0, host: 
 
 
 def _host(capability: str = "AVX512", score: float = 1.0, **more: Any) -> dict[str, Any]:
-    return {**HOST, "capability": capability, "calibration": {**HOST["calibration"], "score_ms": score}, **more}
+    """A host whose every microbenchmark takes ``score`` times as long as HOST's."""
+    return {**HOST, "capability": capability, "calibration": {k: v * score for k, v in HOST["calibration"].items()}, **more}
 
 
 def test_committed_history_puts_0009_and_0010_in_a_class_of_their_own() -> None:
@@ -204,3 +205,12 @@ def test_gate_across_aten_cpu_capability_reads_host_differs_and_judges_the_rest(
     assert "not comparable  host differs (capability " in rows["latency_p50_ms"] and " → DEFAULT; calibration " in rows["latency_p50_ms"]
     assert all("within noise" in rows[m] for m in ("params", "gmacs", "peak_mem_bytes"))
     result.stdout.fnmatch_lines(["OK: 0 failing; 1 not comparable, 3 within noise; latency not comparable: host differs (capability * → DEFAULT; *)"])
+
+
+def test_one_disturbed_microbenchmark_does_not_make_another_host() -> None:
+    # Measured here: the head arm of an ab job calibrated while another job filled memory; its 64 MiB
+    # copy took 257 ms against 16.8, its GEMM, conv and elementwise moved 1.52x, 0.89x and 1.24x.
+    base = {**HOST, "calibration": {"gemm_ms": 0.2371, "copy_ms": 16.7897, "conv_ms": 0.6389, "elementwise_ms": 0.662, "score_ms": 1.1391}}
+    loaded = {**HOST, "calibration": {"gemm_ms": 0.3612, "copy_ms": 257.344, "conv_ms": 0.5709, "elementwise_ms": 0.8178, "score_ms": 2.5666}}
+    classes = HostClasses([_run("a", "2026-01-01T00:00:00", host=base), _run("b", "2026-01-02T00:00:00", host=loaded)])
+    assert len(classes.classes) == 1

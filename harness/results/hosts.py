@@ -7,8 +7,8 @@ trying the class of the run before it first, then the others, newest first; a ru
 starts a new class. Whether a run fits a class:
 
 - **Both fingerprinted** (``machine_info['host']``, :mod:`harness.runtime.host`): the same
-  capability, kernel flags, CPU count and GPU exactly, and calibration scores within
-  :data:`CAL_FACTOR` of the class's.
+  capability, kernel flags, CPU count and GPU exactly, and calibrations within :data:`CAL_FACTOR`
+  of the class's (:func:`speed_ratio`: the median of the microbenchmarks' ratios).
 - **Otherwise (a run saved before fingerprints, or a class of such runs): inferred from history.**
   The run does not fit when, against the class's runs with the same library versions (torch,
   torchvision, timm), every shared timed case (same settings) moved the same way and their
@@ -64,6 +64,23 @@ def _score(host: Mapping[str, Any]) -> float | None:
     return float(score) if isinstance(score, int | float) and score > 0 else None
 
 
+def speed_ratio(base: Mapping[str, Any], cur: Mapping[str, Any]) -> float | None:
+    """How much slower ``cur`` calibrated than ``base`` (below 1: faster): the median of the microbenchmarks'
+    ratios, so one disturbed component does not move it (seen here: a 64 MiB copy 15x slower while
+    another job filled memory, the GEMM, conv and elementwise within 1.5x); the scores' ratio where the
+    components are missing. ``None`` across calibration schemas."""
+    if base.get("schema") != cur.get("schema"):
+        return None
+    b_cal, c_cal = base.get("calibration"), cur.get("calibration")
+    if isinstance(b_cal, Mapping) and isinstance(c_cal, Mapping):
+        logs = [math.log(c_cal[k] / b_cal[k]) for k in b_cal if k != "score_ms"
+                and isinstance(b_cal.get(k), int | float) and isinstance(c_cal.get(k), int | float) and b_cal[k] > 0 and c_cal[k] > 0]
+        if logs:
+            return math.exp(statistics.median(logs))
+    b_score, c_score = _score(base), _score(cur)
+    return c_score / b_score if b_score and c_score else None
+
+
 def _profile(runs: Sequence[Run]) -> dict[tuple[str, str], float]:
     """Per (case id, settings digest), the median p50 latency over ``runs``' successful cases."""
     found: dict[tuple[str, str], list[float]] = {}
@@ -104,9 +121,8 @@ class HostClass:
         if host is not None and self.host is not None:
             if _key(host) != _key(self.host):
                 return False
-            mine, theirs = _score(self.host), _score(host)
-            same_scale = host.get("schema") == self.host.get("schema")
-            return mine is None or theirs is None or not same_scale or max(mine / theirs, theirs / mine) < CAL_FACTOR
+            ratio = speed_ratio(self.host, host)
+            return ratio is None or max(ratio, 1 / ratio) < CAL_FACTOR
         alike = [m for m in self.members if _libraries(m) == _libraries(run)]
         return not alike or uniform_shift(alike, run) is None
 
@@ -122,9 +138,8 @@ def describe(base: Mapping[str, Any], cur: Mapping[str, Any]) -> str:
     b_gpu, c_gpu = _key(base)[-1], _key(cur)[-1]
     if b_gpu != c_gpu:
         parts.append(f"gpu {b_gpu} → {c_gpu}")
-    b_score, c_score = _score(base), _score(cur)
-    if b_score and c_score and base.get("schema") == cur.get("schema"):
-        ratio = c_score / b_score
+    ratio = speed_ratio(base, cur)
+    if ratio:
         parts.append(f"calibration {ratio:.1f}× slower" if ratio >= 1 else f"calibration {1 / ratio:.1f}× faster")
     return "; ".join(parts)
 
