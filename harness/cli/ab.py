@@ -22,9 +22,10 @@ from harness.cli.common import add_storage, argtype
 from harness.config import parsers as p
 from harness.config.options import GATE_OPTIONS
 
-# Judged by default: the median latency (noisy across processes: paired rounds) and the instruction
-# count (exact); params, GMACs and memory do not move between processes, so the gate judges them.
-METRICS = ("latency_p50_ms", "instructions")
+# What the job judges: the median latency on the timed rounds (noisy across processes: paired), and
+# the instruction count on the counting runs (exact); params, GMACs and memory do not move between
+# processes of one commit, so the gate judges them.
+TIMED, COUNTED = ("latency_p50_ms",), ("instructions",)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -74,14 +75,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"ab: {job.describe(args.base)}; rounds alternate the order (A B, B A, …)", flush=True)
 
             def enough(done: Any) -> bool:
-                rows = paired_rows(done.base, done.head, tolerances, ("latency_p50_ms",))
+                rows = paired_rows(done.base, done.head, tolerances, TIMED)
                 return all(row.detectable <= limit for row in rows)
 
             done = run_rounds(job, pytest_args, work=Path(work), count_args=["--count-instructions"] if args.count_instructions else [],
                               rounds=args.rounds, budget_s=args.budget, enough=enough)
-            rows = paired_rows(done.base, done.head, tolerances, ("latency_p50_ms",))
+            rows = paired_rows(done.base, done.head, tolerances, TIMED)
             if done.counted:
-                rows += paired_rows([done.counted["base"]], [done.counted["head"]], tolerances, ("instructions",))
+                rows += paired_rows([done.counted["base"]], [done.counted["head"]], tolerances, COUNTED)
             saved = [save_run(args.storage, done.base[-1].baseline_key, f"{args.save}-{arm}", _with_counts(path, done.counted.get(arm)))
                      for arm, path in (("base", done.base_files[-1]), ("head", done.head_files[-1]))]
     except ABError as exc:
