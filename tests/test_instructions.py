@@ -37,11 +37,9 @@ totals: 103461912
 
 
 def test_summary_is_the_parts_own_count_not_the_running_total(tmp_path: Path) -> None:
-    (tmp_path / "dump").write_text(DUMP)
-    assert summary(tmp_path / "dump") == 51_730_956
-    (tmp_path / "other").write_text("events: Ir\n")
-    with pytest.raises(CountError, match="has no summary line: not a callgrind dump"):
-        summary(tmp_path / "other")
+    assert summary(DUMP.splitlines(), tmp_path / "dump") == 51_730_956
+    with pytest.raises(CountError, match="dump has no summary line: not a callgrind dump"):
+        summary(["events: Ir"], tmp_path / "dump")
 
 
 @pytest.mark.parametrize(("device", "runtime", "precision", "reason"), [

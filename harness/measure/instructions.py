@@ -69,15 +69,15 @@ def unsupported(device: str, runtime: str, precision: str) -> str | None:
     return None
 
 
-def summary(dump: Path) -> int:
-    """The ``summary:`` line of a callgrind dump: the instructions collected in that part."""
-    for line in dump.read_text().splitlines():
+def summary(lines: list[str], dump: Path) -> int:
+    """The ``summary:`` line of a callgrind dump (its ``lines``): the instructions collected in that part."""
+    for line in lines:
         if line.startswith("summary:"):
             return int(line.split()[1])
     raise CountError(f"{dump} has no summary line: not a callgrind dump")
 
 
-def by_function(dump: Path) -> dict[str, int]:
+def by_function(lines: list[str]) -> dict[str, int]:
     """Each function's self instructions in a callgrind dump (the cost lines under its ``fn=``, less the
     inclusive costs of the calls it makes, which follow a ``calls=`` line). Names are compressed as
     ``(id) name`` on first use and ``(id)`` after, in ``fn=`` and ``cfn=`` lines alike."""
@@ -85,7 +85,7 @@ def by_function(dump: Path) -> dict[str, int]:
     costs: dict[str, int] = {}
     current: str | None = None
     after_call = False
-    for line in dump.read_text(errors="replace").splitlines():
+    for line in lines:
         if line.startswith(("fn=", "cfn=")):
             name = _name(line.split("=", 1)[1], names)
             if line.startswith("fn="):
@@ -189,7 +189,8 @@ class InstructionCounter:
         if "error" in answer:
             raise CountError(f"the callgrind process could not run the model: {answer['error']}")
         dump = out / f"callgrind.out.{self._proc.pid}.{answer['part']}"
-        total, functions = summary(dump), by_function(dump)
+        lines = dump.read_text(errors="replace").splitlines()  # tens of MB for a large model: read once
+        total, functions = summary(lines, dump), by_function(lines)
         dump.unlink()  # tens of MB for a large model: keep one at a time
         return total // self.forwards, top_functions(functions, self.forwards)
 
