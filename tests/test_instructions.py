@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +77,93 @@ def test_a_model_that_cannot_be_saved_whole_is_not_countable_and_starts_no_proce
     try:
         with pytest.raises(NotCountable, match=r"^its model cannot be saved whole for the counting process \("):
             counter.count(model, torch.zeros(1, 3))
-        assert counter._proc is None
+        assert counter._workers == []
         record = case_instructions(counter, _spec(), model, torch.zeros(1, 3))
         assert record["instructions"] is None and str(record["instructions_unavailable"]).startswith("its model cannot be saved whole")
+    finally:
+        counter.close()
+
+
+# A stand-in for the callgrind worker, speaking its protocol without valgrind: it answers "ready", then
+# for each request writes a dump whose count is the model file's size in bytes (so each answer can be
+# told apart and checked) and answers with the dump's part. A model file over LIMIT bytes ends it
+# mid-request, as a crash would; "NOSTART" in its environment ends it before it is ready.
+FAKE_WORKER = r"""
+import json, os, sys
+answers = os.fdopen(int(sys.argv[2]), "w")
+out, limit = sys.argv[1], int(sys.argv[3])
+if os.environ.get("NOSTART"):
+    sys.stderr.write("valgrind: the 'impossible' happened\n")
+    sys.exit(1)
+answers.write(json.dumps({"ready": True}) + "\n"); answers.flush()
+part = 0
+for line in sys.stdin:
+    size = os.path.getsize(json.loads(line)["model"])
+    if size > limit:
+        sys.stderr.write(f"==1== Process terminating with default action of signal 11 (SIGSEGV) at {size}\n")
+        os._exit(139)
+    part += 1
+    with open(f"{out}/callgrind.out.{os.getpid()}.{part}", "w") as dump:
+        dump.write(f"events: Ir\nfn=(1) work_{os.getpid()}\n0 {size}\nsummary: {size}\n")
+    answers.write(json.dumps({"part": part}) + "\n"); answers.flush()
+"""
+
+
+class _FakeCounter(InstructionCounter):
+    limit = 10**9
+
+    def worker_command(self, out: Path, answers_fd: int) -> list[str]:
+        return [sys.executable, "-c", FAKE_WORKER, str(out), str(answers_fd), str(self.limit)]
+
+
+def test_the_processes_share_the_work_and_each_answer_reaches_its_key() -> None:
+    # Weights of 256 n bytes (a multiple of the archive's 64-byte alignment), files job1..job7 named alike:
+    # each saved file is one size plus 256 n bytes.
+    models = {f"case{n}": nn.Linear(64 * n, 1, bias=False) for n in range(1, 8)}
+    counter = _FakeCounter(processes=3)
+    try:
+        for key, model in models.items():
+            counter.wait_for_room()
+            assert len(counter._queue) < 3  # at most one waiting job per process on disk
+            counter.submit(key, model, torch.zeros(1, 1))
+        assert len(counter._workers) == 3 and counter.pending("case7")
+        counter.wait_all()
+        answers = {key: counter.result(key) for key in models}
+        workers = {next(iter(functions)) for _, functions in answers.values()}
+    finally:
+        counter.close()
+    assert len({count - 256 * n for n, (count, _) in enumerate(answers.values(), start=1)}) == 1
+    assert len(workers) == 3  # all three counted: "work_<pid>" names the process
+    assert not counter.pending("case1")
+    with pytest.raises(KeyError, match="nothing was submitted under 'case1'"):
+        counter.result("case1")
+
+
+def test_a_worker_that_dies_fails_its_own_case_only_and_one_that_cannot_start_fails_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    small, large = nn.Linear(1, 1), nn.Linear(200, 200)
+    counter = _FakeCounter(processes=1)
+    counter.limit = 10_000  # the small model's file is ~1.5 KB, the large one's ~160 KB
+    try:
+        counter.submit("large", large, torch.zeros(1, 200))
+        counter.submit("small", small, torch.zeros(1, 1))
+        with pytest.raises(CountError, match=r"^the callgrind process ended: ==1== Process terminating with default action of signal 11"):
+            counter.result("large")
+        assert counter.result("small")[0] < counter.limit  # by a new process, started for it
+    finally:
+        counter.close()
+    monkeypatch.setenv("NOSTART", "1")
+    counter = _FakeCounter(processes=2)
+    try:
+        counter.submit("a", small, torch.zeros(1, 1))
+        counter.submit("b", small, torch.zeros(1, 1))
+        for key in ("a", "b"):
+            with pytest.raises(CountError, match=r"^the callgrind process ended: valgrind: the 'impossible' happened$"):
+                counter.result(key)
+        started = len(counter._workers)
+        counter.submit("c", small, torch.zeros(1, 1))  # no new process: it would end the same way
+        assert len(counter._workers) == started <= 1  # the second one may still be on its way out
+        with pytest.raises(CountError, match="the 'impossible' happened"):
+            counter.result("c")
     finally:
         counter.close()
 

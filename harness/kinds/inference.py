@@ -21,6 +21,7 @@ from torch import nn
 
 from harness.backbones.factory import create_backbone
 from harness.contract import RUNTIME_SPECS
+from harness.kinds import outcome
 from harness.matrix.cases import CaseSpec
 from harness.matrix.expand import SMOKE_IMG_SIZE, MatrixCase, architectures, matrix_case
 from harness.measure.flops import count_gmacs, count_params
@@ -28,6 +29,7 @@ from harness.measure.instructions import InstructionCounter, NotCountable, unsup
 from harness.measure.memory import module_bytes, peak_bytes
 from harness.measure.timing import LatencyStats
 from harness.runtime.devices import DTYPES, synchronize
+from harness.runtime.progress import task
 from harness.settings import Settings
 
 
@@ -104,15 +106,8 @@ def prepare_inference(spec: CaseSpec, *, workdir: Path, threads: int | None = 1,
     num_classes = 0 if clip else spec.num_classes
     params, gmacs = static_profile(spec.backbone, spec.img_size, num_classes)
     device = torch.device(spec.device)
-    dtype = DTYPES[spec.precision]
-    memory_format = torch.channels_last if spec.channels_last else torch.contiguous_format
 
-    model = create_backbone(spec.backbone, num_classes=num_classes, img_size=spec.img_size)
-    model = model.to(device=device, dtype=dtype).to(memory_format=memory_format)
-    # A fixed batch, seeded so every run feeds the model the same values.
-    generator = torch.Generator().manual_seed(0)
-    example = torch.randn(spec.batch_size, 3, spec.img_size, spec.img_size, generator=generator)
-    example = example.to(device=device, dtype=dtype).contiguous(memory_format=memory_format)
+    model, example = model_and_example(spec)
 
     runner = build_runner(model, example, spec.runtime, device=device, workdir=workdir, threads=threads)
     static: dict[str, object] = {
@@ -143,17 +138,53 @@ def prepare_inference(spec: CaseSpec, *, workdir: Path, threads: int | None = 1,
     )
 
 
+def model_and_example(spec: CaseSpec) -> tuple[nn.Module, torch.Tensor]:
+    """The case's model (a ``clip:`` backbone's image tower, without a class head) on its device, dtype
+    and memory format, and its input batch: seeded, so every run feeds the model the same values."""
+    num_classes = 0 if spec.backbone.startswith("clip:") else spec.num_classes
+    device, dtype = torch.device(spec.device), DTYPES[spec.precision]
+    memory_format = torch.channels_last if spec.channels_last else torch.contiguous_format
+    model = create_backbone(spec.backbone, num_classes=num_classes, img_size=spec.img_size)
+    model = model.to(device=device, dtype=dtype).to(memory_format=memory_format)
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(spec.batch_size, 3, spec.img_size, spec.img_size, generator=generator)
+    return model, example.to(device=device, dtype=dtype).contiguous(memory_format=memory_format)
+
+
 def _resident(model: nn.Module, example: torch.Tensor) -> list[torch.Tensor]:
     """Tensors alive before the forward starts: weights, buffers and the input batch."""
     return [*model.parameters(), *model.buffers(), example]
 
 
+def count_ahead(counter: InstructionCounter, specs: Sequence[CaseSpec]) -> None:
+    """Count the instructions of every countable case in ``specs`` before any of them is timed.
+
+    The counter's workers (one per core) count in parallel while this process builds the next model,
+    and all of it is over before the first timed round, so no timed case shares the machine with
+    valgrind. Each result waits in the counter for :func:`case_instructions`. A model that cannot be
+    built here is left to its case, which meets the same error and reports it under the one policy.
+    """
+    countable = [spec for spec in dict.fromkeys(specs) if unsupported(spec.device, spec.runtime, spec.precision) is None]
+    with task("counting instructions under callgrind", total=len(countable), unit="case") as advance:
+        for spec in countable:
+            counter.wait_for_room()  # at most a few saved models on disk at once
+            try:
+                model, example = model_and_example(spec)
+                counter.submit(spec, model, example)
+            except Exception as exc:
+                if not isinstance(exc, NotCountable) and outcome(exc) is None:
+                    raise  # a bug, not a case that cannot run here
+            advance(1)
+        counter.wait_all()
+
+
 def case_instructions(counter: InstructionCounter, spec: CaseSpec, model: nn.Module, example: torch.Tensor) -> dict[str, object]:
-    """What an inference record gets: ``instructions``, or ``None`` with ``instructions_unavailable`` saying why."""
+    """What an inference record gets: ``instructions``, or ``None`` with ``instructions_unavailable`` saying why.
+    The count made ahead of the session's timing (:func:`count_ahead`) when there is one."""
     reason = unsupported(spec.device, spec.runtime, spec.precision)
     if reason is None:
         try:
-            count, functions = counter.count(model, example)
+            count, functions = counter.result(spec) if counter.pending(spec) else counter.count(model, example)
             return {"instructions": count, "instructions_by_function": functions}
         except NotCountable as exc:
             reason = str(exc)

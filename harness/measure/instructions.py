@@ -6,9 +6,11 @@ own CI gates count them for that reason). What they cannot see: GPU kernels, mem
 frequency and SIMD width (an AVX-512 kernel executes fewer, wider instructions than its AVX2 twin, so
 counts compare only within one CPU capability).
 
-One :class:`InstructionCounter` per session starts one worker process under valgrind
-(:mod:`harness.measure.callgrind_worker`) with instrumentation off, so importing torch is paid once at
-translation speed; each case asks it for its count over a pipe.
+One :class:`InstructionCounter` per session starts worker processes under valgrind
+(:mod:`harness.measure.callgrind_worker`) with instrumentation off, so importing torch is paid once per
+worker at translation speed; each model is handed to a free worker over a pipe. A session counts its
+cases before it times any (:func:`harness.kinds.inference.count_ahead`), one worker per core, so the
+counting never runs beside a timed case and the cores count in parallel.
 """
 
 from __future__ import annotations
@@ -16,19 +18,25 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import selectors
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 from torch import nn
 
-# Forwards collected per case: two counts of one forward in one process agree to 0.02 % here, and
-# across processes to 0.22-0.53 % (README); two average away a first-call path torch may still take.
-FORWARDS = 2
+# Forwards collected per case, after one uncounted forward (first-call paths: oneDNN primitive creation,
+# allocator growth). Two counted forwards in one process agree to 0.02 % here, and counts across
+# processes to 0.22-0.53 % (README): a second counted forward would cost a third of a case's counting
+# time and buy nothing the 1 % tolerance can see.
+FORWARDS = 1
 
 # Functions a record keeps: each at least 0.1 % of the count (below that a change cannot move the total
 # past the 1 % gate by itself), at most 60 (~6 KB of JSON per case), names cut at 160 characters
@@ -130,85 +138,221 @@ def top_functions(costs: dict[str, int], forwards: int) -> dict[str, int]:
     return {name[:NAME_CHARS]: cost // forwards for name, cost in kept}
 
 
+@dataclass
+class _Job:
+    key: Hashable
+    model: Path
+    input: Path
+
+
+@dataclass
+class _Worker:
+    """One process under callgrind: ``job`` is what it counts now (``None``: idle); ``ready`` once torch is imported."""
+
+    proc: subprocess.Popen[str]
+    answers: IO[str]
+    log: Path
+    ready: bool = False
+    job: _Job | None = None
+
+
+Result = tuple[int, dict[str, int]]
+
+
 class InstructionCounter:
-    """The session's counting process: started at the first :meth:`count`, ended by :meth:`close`."""
+    """The session's counting processes: up to ``processes`` workers under callgrind, started as work
+    arrives, ended by :meth:`close`.
 
-    def __init__(self, forwards: int = FORWARDS) -> None:
-        self.forwards = forwards
-        self._proc: subprocess.Popen[str] | None = None
-        self._answers: IO[str] | None = None
+    Work is handed over with :meth:`submit` (it returns at once; a worker counts it when one is free)
+    and collected with :meth:`result`; :meth:`count` is both for one model. Counts do not depend on
+    which worker made them: each request runs a forward uncounted first, and a worker keeps no state
+    a forward reads from one request to the next (the A/A figures in the README are over processes).
+    """
+
+    def __init__(self, forwards: int = FORWARDS, processes: int = 1) -> None:
+        if processes < 1:
+            raise ValueError(f"processes must be at least 1, not {processes}")
+        self.forwards, self.processes = forwards, processes
+        self._workers: list[_Worker] = []
+        self._queue: deque[_Job] = deque()
+        self._done: dict[Hashable, Result | CountError] = {}
+        self._jobs = 0
         self._dir: tempfile.TemporaryDirectory[str] | None = None
-        self._stderr: IO[bytes] | None = None
+        self._broken: str | None = None
 
-    def _start(self, out: Path) -> None:
+    # -- handing work over ------------------------------------------------------------------------
+
+    def submit(self, key: Hashable, model: nn.Module, example: torch.Tensor) -> None:
+        """Queue one forward of ``model`` on ``example`` (a CPU fp32 model and batch) under ``key``.
+        Raises :class:`NotCountable` at once for a model that cannot be saved whole."""
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="bench-callgrind-")
+        out = Path(self._dir.name)
+        self._jobs += 1
+        job = _Job(key, out / f"job{self._jobs}.model.pt", out / f"job{self._jobs}.input.pt")
+        try:
+            torch.save(model, job.model)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:  # a local function or lambda among its attributes
+            job.model.unlink(missing_ok=True)
+            raise NotCountable(f"its model cannot be saved whole for the counting process ({type(exc).__name__}: {exc})") from None
+        torch.save(example, job.input)
+        if self._broken is not None:
+            self._finish(job, CountError(self._broken))
+            return
+        self._queue.append(job)
+        self._dispatch()
+
+    def pending(self, key: Hashable) -> bool:
+        """Whether ``key`` was submitted and its result not yet taken."""
+        return key in self._done or any(job.key == key for job in self._queue) or any(
+            w.job is not None and w.job.key == key for w in self._workers)
+
+    def result(self, key: Hashable) -> Result:
+        """The count of ``key`` per forward and its functions (:func:`top_functions`), waiting for it;
+        raises :class:`CountError` when its worker could not count it."""
+        if not self.pending(key):
+            raise KeyError(f"nothing was submitted under {key!r}")
+        while key not in self._done:
+            self._wait()
+        answer = self._done.pop(key)
+        if isinstance(answer, CountError):
+            raise answer
+        return answer
+
+    def count(self, model: nn.Module, example: torch.Tensor) -> Result:
+        """Instructions of one forward of ``model`` on ``example``, and the functions they ran in."""
+        key = object()
+        self.submit(key, model, example)
+        return self.result(key)
+
+    def wait_for_room(self) -> None:
+        """Return once no more than one job per process waits unstarted: a caller that builds models to
+        :meth:`submit` keeps that many on disk at most, not its whole list."""
+        while len(self._queue) >= self.processes:
+            self._wait()
+
+    def wait_all(self) -> None:
+        """Return once every submitted job is counted (or has failed)."""
+        while self._queue or any(w.job is not None for w in self._workers):
+            self._wait()
+
+    # -- the workers --------------------------------------------------------------------------------
+
+    def worker_command(self, out: Path, answers_fd: int) -> list[str]:
+        """The command of one worker: :mod:`harness.measure.callgrind_worker` under callgrind, instrumentation
+        off until it has imported torch, its dumps in ``out``, its answers on the descriptor ``answers_fd``."""
+        return ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--collect-atstart=no",
+                f"--callgrind-out-file={out}/callgrind.out.%p",
+                sys.executable, "-m", "harness.measure.callgrind_worker", str(answers_fd)]
+
+    def _start(self) -> None:
+        assert self._dir is not None
+        out = Path(self._dir.name)
         read_fd, write_fd = os.pipe()
-        self._stderr = open(out / "valgrind.log", "wb")  # noqa: SIM115 - kept open for the worker's life
+        log = out / f"valgrind{len(self._workers)}.log"
         # A fixed hash seed: dict and set layouts (and so the interpreter's instructions) repeat across
         # processes. This process's sys.path: a model class from the working directory (a team's own
         # module) unpickles there as it was imported here.
         env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
-        command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--collect-atstart=no",
-                   f"--callgrind-out-file={out}/callgrind.out.%p",
-                   sys.executable, "-m", "harness.measure.callgrind_worker", str(write_fd)]
-        self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
-                                      pass_fds=(write_fd,), env=env, text=True)
+        with open(log, "wb") as stderr:
+            proc = subprocess.Popen(self.worker_command(out, write_fd), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr,
+                                    pass_fds=(write_fd,), env=env, text=True)
         os.close(write_fd)
-        self._answers = os.fdopen(read_fd)
-        self._read()  # {"ready": true} once torch and timm are imported and instrumentation is on
+        self._workers.append(_Worker(proc, os.fdopen(read_fd), log))
 
-    def _read(self) -> dict[str, Any]:
-        assert self._answers is not None and self._dir is not None
-        line = self._answers.readline()
-        if not line:
-            log = (Path(self._dir.name) / "valgrind.log").read_text(errors="replace").strip().splitlines()
-            raise CountError("the callgrind process ended: " + (log[-1] if log else "no output"))
-        answer: dict[str, Any] = json.loads(line)
-        return answer
+    def _dispatch(self) -> None:
+        """Hand queued jobs to ready idle workers, and start workers while jobs wait and room is left."""
+        for worker in self._workers:
+            if not self._queue:
+                return
+            if worker.ready and worker.job is None:
+                self._send(worker, self._queue.popleft())
+        starting = sum(1 for w in self._workers if not w.ready)
+        while len(self._queue) > starting and len(self._workers) < self.processes:
+            self._start()
+            starting += 1
 
-    def count(self, model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int]]:
-        """Instructions of one forward of ``model`` on ``example`` (a CPU fp32 model and batch), and the
-        functions they ran in (:func:`top_functions`)."""
-        if self._dir is None:
-            self._dir = tempfile.TemporaryDirectory(prefix="bench-callgrind-")
-        out = Path(self._dir.name)
+    def _send(self, worker: _Worker, job: _Job) -> None:
+        assert worker.proc.stdin is not None
+        worker.job = job
+        request = {"model": str(job.model), "input": str(job.input), "forwards": self.forwards}
         try:
-            torch.save(model, out / "model.pt")
-        except (pickle.PicklingError, AttributeError, TypeError) as exc:  # a local function or lambda among its attributes
-            raise NotCountable(f"its model cannot be saved whole for the counting process ({type(exc).__name__}: {exc})") from None
-        torch.save(example, out / "input.pt")
-        if self._proc is None:
-            self._start(out)
-        assert self._proc is not None and self._proc.stdin is not None
-        request = {"model": str(out / "model.pt"), "input": str(out / "input.pt"), "forwards": self.forwards}
-        try:
-            self._proc.stdin.write(json.dumps(request) + "\n")
-            self._proc.stdin.flush()
+            worker.proc.stdin.write(json.dumps(request) + "\n")
+            worker.proc.stdin.flush()
         except BrokenPipeError:
-            pass  # it ended: _read says why, from its log
-        answer = self._read()
+            pass  # it ended: _wait reads the end and says why, from its log
+
+    def _wait(self) -> None:
+        """Wait for the next answer of any started worker and act on it."""
+        busy = [w for w in self._workers if not w.ready or w.job is not None]
+        if not busy:
+            raise RuntimeError("waiting with no worker at work: a bug in the counter's bookkeeping")
+        with selectors.DefaultSelector() as selector:
+            for worker in busy:
+                selector.register(worker.answers, selectors.EVENT_READ, worker)
+            ready = [key.data for key, _ in selector.select()]
+        for worker in ready:
+            line = worker.answers.readline()  # one request at a time per worker: at most one line waits
+            if not line:
+                self._ended(worker)
+                continue
+            answer: dict[str, Any] = json.loads(line)
+            if answer.get("ready"):
+                worker.ready = True
+            else:
+                job, worker.job = worker.job, None
+                assert job is not None
+                self._finish(job, self._read(worker, job, answer))
+        self._dispatch()
+
+    def _read(self, worker: _Worker, job: _Job, answer: dict[str, Any]) -> Result | CountError:
         if "error" in answer:
-            raise CountError(f"the callgrind process could not run the model: {answer['error']}")
-        dump = out / f"callgrind.out.{self._proc.pid}.{answer['part']}"
+            return CountError(f"the callgrind process could not run the model: {answer['error']}")
+        dump = job.model.parent / f"callgrind.out.{worker.proc.pid}.{answer['part']}"
         lines = dump.read_text(errors="replace").splitlines()  # tens of MB for a large model: read once
         total, functions = summary(lines, dump), by_function(lines)
-        dump.unlink()  # tens of MB for a large model: keep one at a time
+        dump.unlink()  # tens of MB for a large model: keep none
         return total // self.forwards, top_functions(functions, self.forwards)
 
+    def _finish(self, job: _Job, answer: Result | CountError) -> None:
+        job.model.unlink(missing_ok=True)
+        job.input.unlink(missing_ok=True)
+        self._done[job.key] = answer
+
+    def _ended(self, worker: _Worker) -> None:
+        """A worker's pipe closed: its job fails with the last line of its log. One that ended before it
+        was ready could not start at all (valgrind or the interpreter refused): every waiting job fails
+        with that reason, and so does all later work, rather than start another that ends the same way."""
+        worker.proc.wait()
+        worker.answers.close()
+        self._workers.remove(worker)
+        log = worker.log.read_text(errors="replace").strip().splitlines()
+        reason = "the callgrind process ended: " + (log[-1] if log else "no output")
+        if worker.job is not None:
+            self._finish(worker.job, CountError(reason))
+        if not worker.ready:
+            self._broken = reason
+            while self._queue:
+                self._finish(self._queue.popleft(), CountError(reason))
+
     def close(self) -> None:
-        """End the worker and remove its dumps."""
-        if self._proc is not None:
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()
+        """End the workers and remove their files."""
+        for worker in self._workers:
+            assert worker.proc.stdin is not None
             try:
-                self._proc.wait(timeout=30)  # it exits at once (os._exit): only a worker stuck in a request is killed
+                worker.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        for worker in self._workers:
+            try:
+                worker.proc.wait(timeout=30)  # it exits at once (os._exit): only a worker stuck in a request is killed
             except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
-        for handle in (self._answers, self._stderr):
-            if handle is not None:
-                handle.close()
+                worker.proc.kill()
+                worker.proc.wait()
+            worker.answers.close()
+        self._workers.clear()
+        self._queue.clear()
+        self._done.clear()
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
-
