@@ -184,14 +184,18 @@ def test_the_verb_outside_a_repository_is_one_usage_error(tmp_path: Path, monkey
 def test_a_latency_regression_names_its_ops() -> None:
     from harness.results.compare import compare_runs
 
-    def run(ops: dict[str, float], ms: float) -> Run:
+    def run(ops: dict[str, float], modules: dict[str, float], ms: float) -> Run:
         bench = synth.inference_case("resnet18", [ms * (1 + 0.001 * i) for i in range(30)])
-        bench["extra_info"]["op_self_ms"] = ops
+        bench["extra_info"].update(op_self_ms=ops, module_self_ms=modules)
         return Run.from_json(synth.make_run([bench]))
 
-    base = run({"aten::_slow_conv2d_forward": 2.6, "aten::gelu": 0.21}, 3.0)
-    head = run({"aten::_slow_conv2d_forward": 2.6, "aten::mul": 0.26, "aten::tanh": 0.14, "aten::add": 0.06}, 4.0)
+    base = run({"aten::_slow_conv2d_forward": 2.6, "aten::gelu": 0.21},
+               {"stages.* (Stage)": 2.6, "stages.*.act (GELU)": 0.21}, 3.0)
+    head = run({"aten::_slow_conv2d_forward": 2.6, "aten::mul": 0.26, "aten::tanh": 0.14, "aten::add": 0.06},
+               {"stages.* (Stage)": 2.61, "stages.*.act (TanhGELU)": 0.45}, 4.0)
     [row] = [r for r in compare_runs(base, head, parse_tolerances(None), history=[]).rows if r.metric == "latency_p50_ms"]
     assert row.verdict == "regression"
-    # mul and tanh explain 80 % of the added time; gelu, which they replaced, is named beside them.
-    assert row.note.startswith("most in: aten::mul +0.26 ms, aten::tanh +0.14 ms, aten::gelu -0.21 ms; ")
+    # mul and tanh explain 80 % of the added time; gelu, which they replaced, is named beside them. The
+    # modules say where in the network: the activation module, renamed with its new class.
+    assert row.note.startswith("most in: aten::mul +0.26 ms, aten::tanh +0.14 ms, aten::gelu -0.21 ms; "
+                               "by module: stages.*.act (TanhGELU) +0.45 ms, stages.*.act (GELU) -0.21 ms; ")

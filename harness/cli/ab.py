@@ -126,14 +126,15 @@ def render(rows: list[Any], done: Any, seconds: float) -> str:
         detectable = f"+{(r.detectable - 1) * 100:.1f}%" if math.isfinite(r.detectable) else "none"
         lines.append(f"{r.case_id:<{width}}  {r.metric:<15} {r.base:>12.6g} {r.head:>12.6g} {r.change():>9}  {interval:>19} {p_text:>7} {detectable:>10}  {r.verdict}")
         if r.verdict == "regression" and r.metric in BREAKDOWNS:
-            # The counting runs hold the counts' functions; the last timed round of each arm its ops.
+            # The counting runs hold the counts' functions; the last timed round of each arm its ops and modules.
             runs = (done.counted["base"], done.counted["head"]) if r.metric == "instructions" else (done.base[-1], done.head[-1])
-            base_map, head_map = (run.cases[r.case_id].extra.get(BREAKDOWNS[r.metric]) for run in runs)
-            if isinstance(base_map, dict) and isinstance(head_map, dict) and base_map and head_map:
-                moved = attribute(base_map, head_map, lower_is_better=CONTRACT[r.metric].better == "lower")
-                unit = "instructions" if r.metric == "instructions" else CONTRACT[r.metric].unit
-                whole = r.base if r.metric == "instructions" else sum(base_map.values())  # the count, or the profiled forward
-                lines += [f"    where: {line}" for line in describe(moved, whole, unit)]
+            for key, entry in BREAKDOWNS[r.metric]:
+                base_map, head_map = (run.cases[r.case_id].extra.get(key) for run in runs)
+                if isinstance(base_map, dict) and isinstance(head_map, dict) and base_map and head_map:
+                    moved = attribute(base_map, head_map, lower_is_better=CONTRACT[r.metric].better == "lower")
+                    unit = "instructions" if r.metric == "instructions" else CONTRACT[r.metric].unit
+                    whole = r.base if r.metric == "instructions" else sum(base_map.values())  # the count, or the profiled forward
+                    lines += [f"    where ({entry}): {line}" for line in describe(moved, whole, unit)]
     regressions = sum(r.verdict == "regression" for r in rows)
     smallest = ", ".join(f"{metric} +{(ratio - 1) * 100:.1f}%" if math.isfinite(ratio) else f"{metric}: none (too few rounds)"
                          for metric, ratio in smallest_detectable(rows).items())

@@ -192,10 +192,12 @@ def case_instructions(counter: InstructionCounter, spec: CaseSpec, model: nn.Mod
 
 
 def case_ops(prepared: PreparedInference) -> dict[str, object]:
-    """``op_self_ms``, where an eager case's forward spends its time op by op (:mod:`harness.measure.ops`);
-    nothing for the other runtimes, whose ops are not torch's (an ONNX Runtime session, a compiled graph)."""
+    """``op_self_ms`` and ``module_self_ms``, where an eager case's forward spends its time op by op and
+    module by module (:mod:`harness.measure.ops`); nothing for the other runtimes, whose ops and modules
+    are not torch's (an ONNX Runtime session, a compiled graph)."""
     if prepared.spec.runtime != "eager":
         return {}
-    from harness.measure.ops import op_self_ms
+    from harness.measure.ops import module_self_ms, op_self_ms
 
-    return {"op_self_ms": op_self_ms(prepared.step, torch.device(prepared.spec.device))}
+    device = torch.device(prepared.spec.device)
+    return {"op_self_ms": op_self_ms(prepared.step, device), "module_self_ms": module_self_ms(prepared.model, prepared.step, device)}

@@ -70,11 +70,11 @@ def _human(value: float, *, signed: bool = False) -> str:
     return f"{sign}{value:.3g}"  # a few ms of an op, or a handful of instructions
 
 
-def where(base: object, head: object, unit: str = "") -> str:
+def where(base: object, head: object, unit: str = "", label: str = "most in") -> str:
     """The compare table's note for a regression: ``most in: aten::tanh +0.141 ms, …`` from two records'
-    breakdowns (``""`` when either record has none)."""
+    breakdowns (``""`` when either record has none); ``label`` starts it."""
     if not isinstance(base, Mapping) or not isinstance(head, Mapping) or not base or not head:
         return ""
     moved = attribute({str(k): float(v) for k, v in base.items()}, {str(k): float(v) for k, v in head.items()})
     suffix = f" {unit}" if unit and unit != "count" else ""
-    return "most in: " + ", ".join(f"{m.name[:60]} {_human(m.delta, signed=True)}{suffix}" for m in moved[:3]) if moved else ""
+    return f"{label}: " + ", ".join(f"{m.name[:60]} {_human(m.delta, signed=True)}{suffix}" for m in moved[:3]) if moved else ""

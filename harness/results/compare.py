@@ -26,9 +26,12 @@ from harness.results.noise import ALPHA, SEED_NOISE_FACTOR, RunNoise, pooled_std
 from harness.results.runs import Case, Run, RunError
 from harness.results.tolerances import Tolerance, Tolerances
 
-# The record key that breaks a metric down (function -> instructions, op -> ms of self time), so a
-# regression names where it went.
-BREAKDOWNS = {"instructions": "instructions_by_function", "latency_p50_ms": "op_self_ms"}
+# The record keys that break a metric down (function -> instructions; op and module -> ms of self time),
+# each with the word its entries are named by, so a regression names where it went.
+BREAKDOWNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "instructions": (("instructions_by_function", "function"),),
+    "latency_p50_ms": (("op_self_ms", "op"), ("module_self_ms", "module")),
+}
 
 TABLE_HEAD = ("Case", "Metric", "Baseline", "Current", "Change", "Detectable", "Verdict", "Note")
 VERDICTS = ("failed", "regression", "not comparable", "missing", "new", "improvement", "within noise")
@@ -291,10 +294,11 @@ def compare_runs(
 def _attributed(row: Row, base: Case, cur: Case) -> Row:
     """A regressed instruction count or latency, its note naming the functions or ops the change went to
     (:data:`BREAKDOWNS`: the records' breakdown of each, :mod:`harness.results.attribution`)."""
-    breakdown = BREAKDOWNS.get(row.metric)
-    if row.verdict != "regression" or breakdown is None:
+    if row.verdict != "regression" or row.metric not in BREAKDOWNS:
         return row
-    text = where(base.extra.get(breakdown), cur.extra.get(breakdown), METRICS[row.metric].unit)
+    texts = [text for i, (key, entry) in enumerate(BREAKDOWNS[row.metric])
+             if (text := where(base.extra.get(key), cur.extra.get(key), METRICS[row.metric].unit, "most in" if i == 0 else f"by {entry}"))]
+    text = "; ".join(texts)
     return replace(row, note=text + (f"; {row.note}" if row.note else "")) if text else row
 
 
