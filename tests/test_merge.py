@@ -220,6 +220,17 @@ def _edited(path: tuple[str, ...], value: Any, shard: int) -> Make:
     return make
 
 
+def _on_hosts(slow: float) -> Make:
+    """Every shard fingerprinted on one host class but shard 2, whose calibration is ``slow`` times slower."""
+    def make(docs: list[dict[str, Any]]) -> list[str]:
+        for i, doc in enumerate(docs):
+            score = 1.0 * (slow if i == 1 else 1)
+            doc["machine_info"]["host"] = {"schema": 1, "capability": "AVX2", "cpu_flags": ["avx2", "fma"], "cpus": 2, "gpu": None,
+                                           "calibration": {"score_ms": score, "gemm_ms": score, "conv_ms": score}}
+        return write(Path("shards"), docs)
+    return make
+
+
 def _third_from(other: Callable[[], list[dict[str, Any]]]) -> Make:
     """Shards 1 and 2 of the study, and shard 3 of ``other``."""
     return lambda docs: write(Path("shards"), [docs[0], docs[1], other()[2]])
@@ -238,6 +249,11 @@ REFUSALS: dict[str, tuple[Make, str]] = {
     "different machines": (
         _edited(("machine_info", "baseline_key"), CUDA, 2),
         f"shards/shard1.json (baseline key {KEY}) and shards/shard3.json (baseline key {CUDA}) ran on different machines",
+    ),
+    "different host classes": (
+        _on_hosts(3.7),
+        "shards/shard1.json and shards/shard2.json ran on hosts of different classes (calibration 3.7× slower); a merged run's "
+        "latencies are one host's: run every shard on one class of node",
     ),
     "different software": (
         _edited(("machine_info", "torch"), "2.6.0", 1),
@@ -305,6 +321,12 @@ def test_refusals_name_the_runs_and_write_nothing(what: str, here: Path, capsys:
     assert capsys.readouterr().err == f"error: {info.value}\n" * 2
     assert not storage.exists() and not Path("merged.json").exists()
     assert {p: p.read_bytes() for p in Path("shards").iterdir()} == inputs
+
+
+def test_shards_on_one_host_class_merge_though_their_calibrations_differ_a_little(here: Path) -> None:
+    refs = _on_hosts(1.2)(shard_runs(selection()))  # 1.2x: within a class (hosts.CAL_FACTOR 1.5)
+    merged = merge_runs(refs, here / "baselines")
+    assert len(merged["benchmarks"]) == sum(len(json.loads(Path(ref).read_text())["benchmarks"]) for ref in refs) > 0
 
 
 def test_the_different_settings_message_says_to_run_the_same_arguments(here: Path) -> None:

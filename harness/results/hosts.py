@@ -119,12 +119,17 @@ class HostClass:
     def fits(self, run: Run) -> bool:
         host = fingerprint(run)
         if host is not None and self.host is not None:
-            if _key(host) != _key(self.host):
-                return False
-            ratio = speed_ratio(self.host, host)
-            return ratio is None or max(ratio, 1 / ratio) < CAL_FACTOR
+            return not apart(self.host, host)
         alike = [m for m in self.members if _libraries(m) == _libraries(run)]
         return not alike or uniform_shift(alike, run) is None
+
+
+def apart(base: Mapping[str, Any], cur: Mapping[str, Any]) -> str:
+    """What puts two fingerprints in different host classes (:func:`describe`), ``""`` when one class holds
+    both: the same kernels and CPUs, and calibrations within :data:`CAL_FACTOR` of each other."""
+    ratio = speed_ratio(base, cur)
+    same = _key(base) == _key(cur) and (ratio is None or max(ratio, 1 / ratio) < CAL_FACTOR)
+    return "" if same else describe(base, cur)
 
 
 def describe(base: Mapping[str, Any], cur: Mapping[str, Any]) -> str:

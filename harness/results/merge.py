@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.results.hosts import apart, fingerprint
 from harness.results.runs import Run, RunError, read_run_file, resolve_run_id
 
 # Software facts of machine_info that decide what ran. The merged run states them once, so every
@@ -130,6 +131,13 @@ def _check_same_study(a: ShardRun, b: ShardRun) -> None:
         raise MergeError(
             f"{a.label} (baseline key {a.run.baseline_key}) and {b.label} (baseline key {b.run.baseline_key}) ran on "
             "different machines; a merged run has one machine: merge only shards run on one kind of machine"
+        )
+    a_host, b_host = fingerprint(a.run), fingerprint(b.run)
+    differs_by = apart(a_host, b_host) if a_host is not None and b_host is not None else ""
+    if differs_by:
+        raise MergeError(
+            f"{a.label} and {b.label} ran on hosts of different classes ({differs_by}); a merged run's latencies are one "
+            "host's: run every shard on one class of node (the same CPU model and core count), or keep the runs apart"
         )
     software = [(fact, a.run.machine_info.get(fact), b.run.machine_info.get(fact)) for fact in _SOFTWARE]
     software.append(("pytest-benchmark", a.doc.get("version"), b.doc.get("version")))
