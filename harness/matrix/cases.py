@@ -99,7 +99,7 @@ class CaseSpec:
         if self.kind not in ("train", "dense") and self.weights is not None:
             raise ValueError(f"{self.kind} cases measure the architecture: weights belong to train and dense cases")
         if self.kind != "train" and self.protocol != "scratch":
-            raise ValueError(f"{self.kind} cases have no protocol: protocols belong to train cases")
+            raise ValueError(f"{self.kind} cases measure the architecture: a protocol belongs to train cases")
         if self.weights is not None and self.weights.arch != self.backbone:
             raise ValueError(f"weights of {self.weights.arch} given for backbone {self.backbone}")
         if self.world_size < 1 or (self.world_size > 1 and self.kind != "train"):

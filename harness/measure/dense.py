@@ -102,12 +102,14 @@ class LinearSegHead(nn.Module):
     def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
         size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
         x = torch.cat([m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps], dim=1)
-        return self.conv(self.bn(x))
+        logits: torch.Tensor = self.conv(self.bn(x))
+        return logits
 
 
 def upsampled_logits(head: nn.Module, maps: Sequence[torch.Tensor], side: int) -> torch.Tensor:
     """The head's logits bilinearly upsampled to ``side`` x ``side`` (the mask's size)."""
-    return F.interpolate(head(maps), size=(side, side), mode="bilinear", align_corners=False)
+    logits: torch.Tensor = head(maps)
+    return F.interpolate(logits, size=(side, side), mode="bilinear", align_corners=False)
 
 
 class DenseModel(nn.Module):
@@ -118,8 +120,7 @@ class DenseModel(nn.Module):
         self.maps, self.head = maps, head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = upsampled_logits(self.head, self.maps(x), int(x.shape[-1]))
-        return logits
+        return upsampled_logits(self.head, self.maps(x), int(x.shape[-1]))
 
 
 def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
