@@ -3,7 +3,7 @@
 The dense kind's must-show needs "pretrained" weights that can exist here (nothing can be downloaded):
 each backbone is trained from scratch to classify Fashion-MNIST garments (all 10 classes, the real 60k
 training images) pasted on the textured backgrounds of the segmentation scenes (tests/segscenes.py), at
-``--img-size`` px, with AdamW. The weights are saved as ``OUT/<arch>_fmnist.safetensors``, passed to the
+``--img-size`` px, with AdamW. The weights are saved as ``OUT/<arch>_fmnist.safetensors`` (with its preprocessing sidecar ``.safetensors.json``: mean/std 0.5), passed to the
 suite as ``<arch>@OUT/<arch>_fmnist.safetensors``; the script prints each one's test top-1.
 
     python scripts/pretrain_fashion.py --out /tmp/seg-weights --fashion /usr/share/datasets/fashion-mnist \\
@@ -13,6 +13,7 @@ suite as ``<arch>@OUT/<arch>_fmnist.safetensors``; the script prints each one's 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -89,6 +90,9 @@ def main() -> int:
             top1 = float((model(norm(test_images)).argmax(1) == test_labels).float().mean()) * 100
         path = args.out / f"{arch}_fmnist.safetensors"
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+        # The sidecar the suite reads a checkpoint's preprocessing from (harness.backbones.refs.with_sidecar):
+        # these weights saw [-1, 1] inputs, not ImageNet's statistics.
+        path.with_name(path.name + ".json").write_text(json.dumps({"mean": [0.5] * 3, "std": [0.5] * 3, "input_size": args.img_size}))
         print(f"{arch}: {args.steps} steps x {args.batch} in {time.perf_counter() - start:.0f} s, Fashion-MNIST test top-1 {top1:.1f} % "
               f"(1,000 test garments), saved {path}", flush=True)
     return 0

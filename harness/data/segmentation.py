@@ -119,7 +119,7 @@ def check_labels(mask: np.ndarray, classes: Sequence[str], path: Path, dataset: 
     bad = [int(v) for v in values if v != IGNORE and not 0 <= v < len(classes)]
     if bad:
         raise corrupt(dataset, path, f"mask labels {bad[:5]} are outside the {len(classes)} classes {where}",
-                      fix=f"fix the mask, or list the missing classes ({where})")
+                      fix="fix the mask, or add the missing classes to the class list")
 
 
 def check_pair(pair: Pair, reader_: SegReader, classes: Sequence[str], dataset: str) -> np.ndarray:
