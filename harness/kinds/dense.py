@@ -185,7 +185,7 @@ def run_dense_case(spec: CaseSpec, settings: Settings) -> dict[str, Any]:
     assert head0 is not None  # seeds >= 1 (the option's parser)
     record: dict[str, Any] = {
         **spec.identity(), "status": "ok",
-        "miou": statistics.fmean(mious), "miou_per_seed": mious, "miou_std": statistics.stdev(mious) if len(mious) > 1 else 0.0,
+        "miou": statistics.fmean(mious), "miou_per_seed": mious, "miou_std": statistics.stdev(mious) if len(mious) > 1 else None,
         "pixel_acc": statistics.fmean(accs),
         "iou_per_class": {name: _mean_or_none([row[i] for row in ious]) for i, name in enumerate(train.classes)},
         "classes": list(train.classes), "train_images": len(train), "val_images": len(val),

@@ -53,7 +53,7 @@ def dense_section(ok: pd.DataFrame, options: ReportOptions, labels: dict[str, st
         g = g.sort_values(["miou", "latency_p50_ms"], ascending=[False, True])
         std = g["miou_std"] if "miou_std" in g else pd.Series([None] * len(g), index=g.index)
         table = pd.DataFrame({
-            "Model": g["backbone_name"], "mIoU (%)": [f"{m:.1f} ± {s:.1f}" if not pd.isna(s) else f"{m:.1f}" for m, s in zip(g["miou"], std, strict=True)],
+            "Model": g["backbone_name"], "mIoU (%)": [f"{m:.1f} ± {s:.1f}" if s is not None and not pd.isna(s) else f"{m:.1f}" for m, s in zip(g["miou"], std, strict=True)],
             "Pixel acc (%)": g["pixel_acc"].map(lambda v: num(v, 1)), "Latency p50 (ms)": g["latency_p50_ms"].map(lambda v: num(v, 2)),
             "Pareto": ["★" if p else "" for p in g["pareto"]],
             "Meets constraints": ["✓" if m else f"✗ {r}" for m, r in zip(g["meets_constraints"], g["reasons"], strict=True)],
