@@ -30,7 +30,7 @@ IGNORE, BATCH, GRID = 255, 16, (1e-3, 3e-3, 1e-2)
 def read(dataset: str, split: str, side: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     form, root = dataset.split(":", 1)
     base = Path(root)
-    names = [l for l in (base / "classes.txt").read_text().splitlines() if l.strip()]
+    names = [line for line in (base / "classes.txt").read_text().splitlines() if line.strip()]
     if form == "voc":
         stems = [s for s in (base / "ImageSets/Segmentation" / f"{split}.txt").read_text().split() if s]
         pairs = [(base / "JPEGImages" / f"{s}.jpg", base / "SegmentationClass" / f"{s}.png") for s in stems]

@@ -165,12 +165,16 @@ def run_dense_case(spec: CaseSpec, settings: Settings) -> dict[str, Any]:
         if tuned:
             fit_idx, val_idx = _split_indices(len(train), seed)
 
-            def score(value: float, fit_idx: torch.Tensor = fit_idx, val_idx: torch.Tensor = val_idx) -> tuple[float, float]:
-                fitted = train_head([m[fit_idx] for m in train_maps], train.masks[fit_idx], num_classes, lr=value,
-                                    steps=settings.seg_steps, seed=seed, device=device)
-                conf, loss = evaluate(fitted.head, [m[val_idx] for m in train_maps], train.masks[val_idx], num_classes, device)
+            fit_maps, fit_masks = [m[fit_idx] for m in train_maps], train.masks[fit_idx]
+            held_maps, held_masks = [m[val_idx] for m in train_maps], train.masks[val_idx]
+
+            def score(value: float, fit_maps: list[torch.Tensor] = fit_maps, fit_masks: torch.Tensor = fit_masks,
+                      held_maps: list[torch.Tensor] = held_maps, held_masks: torch.Tensor = held_masks, seed: int = seed) -> tuple[float, float]:
+                fitted = train_head(fit_maps, fit_masks, num_classes, lr=value, steps=settings.seg_steps, seed=seed, device=device)
+                conf, loss = evaluate(fitted.head, held_maps, held_masks, num_classes, device)
                 return mean_iou(conf), loss
 
+            # Ranked by validation mIoU, then cross-entropy; on a tie the smallest lr (the gentlest head).
             choice = choose("lr", "smallest", LR_GRID, score, fit_images=len(fit_idx), val_images=len(val_idx))
             choices.append({**choice.as_record(), "score": "validation mIoU % (then cross-entropy)"})
             lr = choice.chosen
