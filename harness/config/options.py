@@ -78,7 +78,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("protocols", "protocols", p.choice_list("protocol", PROTOCOLS), "scratch", "P", "how train cases use the backbone: " + "; ".join(f"{p.name} ({p.meaning})" for p in PROTOCOL_SPECS.values())),
     # --- the dense kind (segmentation probe on frozen features; harness.kinds.dense) ---
     Option("seg-datasets", "seg_datasets", p.seg_datasets, None, "DATASETS", "segmentation datasets of the dense kind: voc:PATH (Pascal VOC layout), ade:PATH (ADE20K layout), segfolder:PATH (images/ + masks/ + dataset.json); one dense case per backbone x dataset x device x --img-sizes x precision (unset: no dense cases)"),
-    # 300 AdamW steps at batch 16: on 240-480 scene images the head's validation mIoU is flat from ~200 on (measured, resnet18 64 px).
+    # 300 AdamW steps at batch 16: 10-30 epochs of a few hundred images. Not tuned: the must-show (160 scenes, 64 px) ran
+    # --seg-steps 60 on a loaded 2-core CPU, where the lr search then took the grid's top (1e-2) for 5 of 6 backbones.
     Option("seg-steps", "seg_steps", _int("seg-steps"), "300", "N", "optimiser steps of the dense kind's linear head (each lr of the search and the final fit)"),
     Option("seg-layers", "seg_layers", p.choice("seg-layers", ("last", "last4")), "last4", "LAYERS", "feature maps the dense head reads: last (the last map) or last4 (the last four, resized to the largest: DINOv2's multi-layer head)"),
     # Settings that change results without being an axis: recorded per case and digested, so a
