@@ -262,6 +262,12 @@ _METRICS = (
     Metric("plan_inference_searched_max_batch", "images", "higher", "exact", "largest inference batch found by search", "5%"),
     Metric("plan_train_estimated_max_batch", "images", "higher", "exact", "largest training batch the fit predicts within the budget"),
     Metric("plan_train_searched_max_batch", "images", "higher", "exact", "largest training batch found by search", "5%"),
+    # --- dense (segmentation probe on frozen features; harness.kinds.dense) ---
+    # mIoU gated like top-1: -1pp, the smallest drop a team acts on; seed noise is checked by the
+    # gate's seeded-noise rule over miou_per_seed (a head's init and batch order are the seed's).
+    Metric("miou", "%", "higher", "seeded", "dense: mean intersection-over-union over the classes present, on the validation split, mean over seeds",
+           "-1pp", "miou_per_seed", 1.0),
+    Metric("pixel_acc", "%", "higher", "seeded", "dense: share of labelled (not ignored) pixels classified right, mean over seeds", None, None, 1.0),
     # Every kind: what the case cost in wall time, the cost `--shard K/N` balances shards by.
     Metric("duration_s", "s", "lower", "timed", "the case's wall time in pytest: set-up, call and teardown"),
 )
@@ -352,7 +358,13 @@ _KINDS = (
           "plan_train_estimated_max_batch", "plan_train_searched_max_batch", "duration_s"),
          ("num_classes", "plan_budget_bytes", "edge_profile"), "once", "fixed", 30.0),
 )
-KINDS: Mapping[str, Kind] = {k.name: k for k in _KINDS}
+# dense: a linear segmentation head (BatchNorm + 1x1 conv, DINOv2's) on frozen multi-scale features; its
+# latency is one forward of backbone + head at the dense resolution, batch 1, timed like inference's.
+_DENSE = Kind(
+    "dense", "segmentation probe on frozen multi-scale features: mIoU, pixel accuracy, per-class IoU, latency at the dense resolution",
+    ("miou", "pixel_acc", "latency_p50_ms", "latency_p90_ms", "latency_mean_ms", "train_time_s", "feature_time_s", "duration_s"),
+    ("threads", "seeds", "seg_steps", "seg_layers", "tune", "bench_time_s", "weights_sha256"), "once", "training", 0.2)
+KINDS: Mapping[str, Kind] = {k.name: k for k in (*_KINDS, _DENSE)}
 KIND_NAMES: tuple[str, ...] = tuple(KINDS)
 
 

@@ -47,6 +47,9 @@ class Settings:
     train_batch_sizes: list[int]
     train_img_sizes: list[int | str] | None
     protocols: list[str]
+    seg_datasets: list[str] | None
+    seg_steps: int
+    seg_layers: str
     threads: int | None
     num_classes: int
     bench_time_s: float

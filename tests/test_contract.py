@@ -28,11 +28,11 @@ def test_default_tolerances_are_the_rows_with_a_tolerance() -> None:
     gated = {m.key for m in METRICS.values() if m.tolerance is not None}
     assert {t.metric for t in parse_tolerances(None).active()} == gated
     assert gated == {"latency_p50_ms", "params", "gmacs", "instructions", "peak_mem_bytes", "top1", "peak_train_mem_bytes",
-                     "plan_inference_searched_max_batch", "plan_train_searched_max_batch"}
+                     "plan_inference_searched_max_batch", "plan_train_searched_max_batch", "miou"}
 
 
 def _spec(kind: str) -> CaseSpec:
-    fields = {"dataset": "digits", "subset": "full"} if kind == "train" else {}
+    fields = {"dataset": "digits", "subset": "full"} if kind == "train" else {"dataset": "voc:/data/VOC2012"} if kind == "dense" else {}
     return CaseSpec(kind=kind, backbone="resnet18", family="cnn", edge=True, device="cpu", batch_size=128 if kind == "train" else 1,  # type: ignore[arg-type]
                     img_size=32, precision="fp32", **fields)
 

@@ -303,7 +303,7 @@ def test_a_misspelt_marker_is_a_usage_error_naming_the_closest_markers(suite: py
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert result.stderr.lines[0] == (
         "ERROR: -m 'infrence and cpu': no marker named 'infrence' (did you mean inference?), 'cpu' (did you mean gpu?); "
-        "the benchmark markers are inference, train, plan, cnn, transformer, hybrid, edge, gpu, jetson, smoke, slow "
+        "the benchmark markers are inference, train, plan, dense, cnn, transformer, hybrid, edge, gpu, jetson, smoke, slow "
         "(pytest --markers lists all; -k selects by test id, e.g. -k cpu)")
 
 

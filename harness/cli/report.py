@@ -60,6 +60,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-memory", dest="max_memory_bytes", metavar="SIZE", type=argtype(_memory),
                        help="largest peak inference memory: 512MiB, 2GiB or bytes (default: no limit)")
     group.add_argument("--min-top1", metavar="PCT", type=argtype(_percent), help="smallest top-1 in %%, in (0, 100] (default: none)")
+    # --- dense (segmentation) constraint ---
+    group.add_argument("--min-miou", metavar="PCT", type=argtype(_percent), help="smallest mIoU in %% of a dense case, in (0, 100] (default: none)")
     group.add_argument("--target-top1", metavar="PCT", type=argtype(_percent),
                        help="top-1 in %% that the data-efficiency table asks each curve to reach (default: 90%% of the curve's own best)")
 

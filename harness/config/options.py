@@ -76,6 +76,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("train-batch-sizes", "train_batch_sizes", p.int_list("train-batch-sizes"), "128", "N", "training batch sizes (a subset smaller than the batch trains at its own size, recorded as train_batch_used)"),
     Option("train-img-sizes", "train_img_sizes", p.train_img_sizes, None, "PX", "training resolutions, or native (each weights' pretrained input size); images are resized on the device (unset: the first of --img-sizes)"),
     Option("protocols", "protocols", p.choice_list("protocol", PROTOCOLS), "scratch", "P", "how train cases use the backbone: " + "; ".join(f"{p.name} ({p.meaning})" for p in PROTOCOL_SPECS.values())),
+    # --- the dense kind (segmentation probe on frozen features; harness.kinds.dense) ---
+    Option("seg-datasets", "seg_datasets", p.seg_datasets, None, "DATASETS", "segmentation datasets of the dense kind: voc:PATH (Pascal VOC layout), ade:PATH (ADE20K layout), segfolder:PATH (images/ + masks/ + dataset.json); one dense case per backbone x dataset x device x --img-sizes x precision (unset: no dense cases)"),
+    # 300 AdamW steps at batch 16: 10-30 epochs of a few hundred images. Not tuned: the must-show (160 scenes, 64 px) ran
+    # --seg-steps 60 on a loaded 2-core CPU, where the lr search then took the grid's top (1e-2) for 5 of 6 backbones.
+    Option("seg-steps", "seg_steps", _int("seg-steps"), "300", "N", "optimiser steps of the dense kind's linear head (each lr of the search and the final fit)"),
+    Option("seg-layers", "seg_layers", p.choice("seg-layers", ("last", "last4")), "last4", "LAYERS", "feature maps the dense head reads: last (the last map) or last4 (the last four, resized to the largest: DINOv2's multi-layer head)"),
     # Settings that change results without being an axis: recorded per case and digested, so a
     # run with other settings is "not comparable" with the baseline, never a regression.
     # 1 thread, like torch.utils.benchmark: multi-threaded CPU latency on a shared machine moves

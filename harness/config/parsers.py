@@ -237,6 +237,19 @@ def datasets(text: str) -> list[str]:
     return names
 
 
+def seg_datasets(text: str) -> list[str]:
+    """Segmentation datasets of the dense kind, each a form and a path (``voc:PATH``, ``ade:PATH``, ``segfolder:PATH``)."""
+    from harness.data.registry import SEG_FORMS, seg_form
+
+    names = split_list(text)
+    if not names:
+        raise SettingError("seg-datasets needs at least one dataset, e.g. voc:/data/VOC2012")
+    for name in names:
+        if seg_form(name) is None or not name.split(":", 1)[1]:
+            raise SettingError(f"seg-datasets {name!r}: name a segmentation dataset as " + "; ".join(f.usage for f in SEG_FORMS.values()))
+    return names
+
+
 def augment(text: str) -> tuple[str, ...]:
     """Augmentations that combine (``randaugment,mixup``); ``none`` alone turns them off."""
     from harness.contract import normalise_augment

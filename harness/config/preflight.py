@@ -17,6 +17,7 @@ SKIP_HINT = "or --skip-unavailable to skip its cases"
 def check_available(settings: Settings) -> None:
     """Raise :class:`SettingError` for the first explicit device, dataset or weights that cannot run here."""
     _check_image_folders(settings)
+    _check_dense(settings)
     _check_own(settings)
     _check_batchnorm(settings)
     _check_prompts(settings)
@@ -165,3 +166,29 @@ def _check_weights(backbones: list[str]) -> None:
             locate(ref)
         except WeightsUnavailable as exc:
             raise SettingError(f"--backbones {token}: {str(exc).removeprefix(ref.name + ': ')}, or pass --download ({SKIP_HINT})") from None
+
+
+def _check_dense(settings: Settings) -> None:
+    """The dense kind's inputs: every segmentation dataset read whole (masks within the classes, each mask
+    its image's size, VOC masks palette PNGs), and every backbone able to give multi-scale feature maps.
+    Wrong files are refused whatever --skip-unavailable says; a missing folder is refused unless it is given."""
+    if not settings.seg_datasets:
+        return
+    from harness.data.errors import DatasetCorrupt, DatasetUnavailable, DatasetUnusable
+    from harness.data.segmentation import check_dataset
+    from harness.matrix.expand import backbone_ref
+    from harness.measure.dense import NoDenseFeatures, check_dense_capable
+
+    for name in settings.seg_datasets:
+        try:
+            check_dataset(name, settings.data_root)
+        except DatasetUnavailable as exc:
+            if not settings.skip_unavailable:
+                raise SettingError(f"--seg-datasets {name}: {str(exc).rstrip('.')} ({SKIP_HINT})") from None
+        except (DatasetUnusable, DatasetCorrupt) as exc:
+            raise SettingError(f"--seg-datasets {name}: {str(exc).rstrip('.')}") from None
+    for arch in dict.fromkeys(backbone_ref(token).arch for token in settings.backbones):
+        try:
+            check_dense_capable(arch)
+        except NoDenseFeatures as exc:
+            raise SettingError(f"--seg-datasets with --backbones {arch}: {exc}") from None

@@ -196,3 +196,39 @@ def markdown_table() -> str:
         lines.append(f"| `{d.name}` | {d.num_classes} | {d.train_size:,} / {d.test_size:,} | {side} | `{d.layout}` | {download} | "
                      f"{'yes' if d.hflip else 'no'} | {steps} |")
     return "\n".join(lines) + "\n"
+
+
+# --- segmentation datasets (the dense kind): named by a form and a path, one reader module per form ---
+
+@dataclass(frozen=True)
+class SegForm:
+    """A segmentation dataset layout: ``voc:PATH``, ``ade:PATH`` or ``segfolder:PATH``.
+
+    ``module`` reads it (:class:`harness.data.segmentation.SegReader`: ``classes``, ``pairs``, ``read_mask``),
+    imported only when a split is read or checked."""
+
+    prefix: str
+    module: str
+    usage: str
+
+    @property
+    def word(self) -> str:
+        return self.prefix.rstrip(":")
+
+
+SEG_FORMS: dict[str, SegForm] = {
+    form.prefix: form
+    for form in (
+        SegForm("voc:", "harness.data.seg_voc", "voc:PATH for the Pascal VOC layout (JPEGImages/, SegmentationClass/ palette PNGs, "
+                "ImageSets/Segmentation/{train,val}.txt; 255 = ignore)"),
+        SegForm("ade:", "harness.data.seg_ade", "ade:PATH for the ADE20K layout (images/{training,validation}/, annotations/{training,validation}/ "
+                "index PNGs; 0 = other, ignored)"),
+        SegForm("segfolder:", "harness.data.seg_folder", "segfolder:PATH for {train,val}/images/ + {train,val}/masks/ index PNGs and a "
+                "dataset.json naming the classes and the ignore index"),
+    )
+}
+
+
+def seg_form(name: str) -> SegForm | None:
+    """The segmentation form ``name`` is written in (by its prefix), ``None`` for another name."""
+    return next((form for prefix, form in SEG_FORMS.items() if name.startswith(prefix)), None)

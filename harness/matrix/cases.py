@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from harness.contract import FAMILY_SPECS, KINDS, PROTOCOLS, unknown
-from harness.data.registry import DATASETS, path_form
+from harness.data.registry import DATASETS, path_form, seg_form
 
 if TYPE_CHECKING:
     from harness.backbones.weights import WeightsRef
@@ -92,10 +92,14 @@ class CaseSpec:
             raise ValueError(f"kind {self.kind!r} is not in the contract: {', '.join(KINDS)}")
         if self.kind == "train" and (self.dataset is None or self.subset is None):
             raise ValueError("a train case needs a dataset and a subset")
+        if self.kind == "dense" and self.dataset is None:
+            raise ValueError("a dense case needs a segmentation dataset")
         if self.protocol not in PROTOCOLS:
             raise ValueError(unknown("protocol", self.protocol, PROTOCOLS))
-        if self.kind != "train" and (self.weights is not None or self.protocol != "scratch"):
-            raise ValueError(f"{self.kind} cases measure the architecture: weights and protocol belong to train cases")
+        if self.kind not in ("train", "dense") and self.weights is not None:
+            raise ValueError(f"{self.kind} cases measure the architecture: weights belong to train and dense cases")
+        if self.kind != "train" and self.protocol != "scratch":
+            raise ValueError(f"{self.kind} cases measure the architecture: a protocol belongs to train cases")
         if self.weights is not None and self.weights.arch != self.backbone:
             raise ValueError(f"weights of {self.weights.arch} given for backbone {self.backbone}")
         if self.world_size < 1 or (self.world_size > 1 and self.kind != "train"):
@@ -116,6 +120,8 @@ class CaseSpec:
             parts = [self.backbone_name, f"{self.dataset_label}_{self.subset}", *protocol, self.device, f"bs{self.batch_size}", f"{self.img_size}px", self.precision]
         elif self.kind == "plan":
             parts = [self.backbone, self.device, f"{self.img_size}px", self.precision]
+        elif self.kind == "dense":  # resnet18@fmnist-voc-scenes-cpu-64px-fp32: latency is at batch 1, not an axis
+            parts = [self.backbone_name, self.dataset_label, self.device, f"{self.img_size}px", self.precision]
         else:
             parts = [self.backbone, self.device, f"bs{self.batch_size}", f"{self.img_size}px", self.precision]
         if self.channels_last:
@@ -139,6 +145,10 @@ class CaseSpec:
         form = path_form(name)
         if form is not None:
             return f"{form.word}-{form.folder_name(name[len(form.prefix):])}"
+        seg = seg_form(name)
+        if seg is not None:  # voc:/data/scenes reads voc-scenes
+            parts = name[len(seg.prefix):].replace("\\", "/").rstrip("/").split("/")
+            return f"{seg.word}-{parts[-1] or 'root'}"
         return name
 
     @property
@@ -171,8 +181,8 @@ class CaseSpec:
         if self.kind == "train":  # a dataset embedded in a package is small enough for a CPU smoke
             info = DATASETS.get(str(self.dataset))
             return info is None or not info.embedded
-        if self.kind == "plan":
-            return True  # dozens of probe runs, up to thousands of images per batch
+        if self.kind in ("plan", "dense"):
+            return True  # dozens of probe runs, up to thousands of images per batch; a dense case trains heads on a folder
         return self.img_size * self.img_size * self.batch_size > _SLOW_PIXELS
 
     def identity(self) -> dict[str, object]:
@@ -197,6 +207,8 @@ class CaseSpec:
                         backbone_name=self.backbone_name)
         if self.kind == "plan":
             del keys["batch_size"], keys["runtime"]
+        if self.kind == "dense":
+            keys.update(dataset=self.dataset, weights=self.weights.label if self.weights is not None else None, backbone_name=self.backbone_name)
         from harness.backbones.own import is_own
 
         if is_own(self.backbone):  # a team's code: where it lives and digests that tell its versions apart

@@ -19,7 +19,7 @@ import pandas as pd
 
 from harness.contract import kind_metrics
 from harness.files import write_atomic
-from harness.results import deployment, figures, transfer
+from harness.results import dense_report, deployment, figures, transfer
 from harness.results.runs import Run, RunError
 from harness.results.selection_report import selection_section
 from harness.results.transfer import MIB, ReportOptions, md_table, num, pareto_front, top1_text
@@ -177,6 +177,7 @@ def write_report(runs: Sequence[Run], out: Path, options: ReportOptions | None =
     lines += ["## Data efficiency", ""] + transfer.efficiency_tables(points, options)
     lines += selection_section(runs)
     lines += ["## Deployment: top-1 within the latency and memory budget", ""] + deployment.deployment_tables(rows, choice, options)
+    lines += dense_report.dense_section(ok, options, labels)  # dense (segmentation) cases: mIoU, --min-miou
     lines += ["## Batch plans", "", "Largest batch within the memory budget: estimated from two probe batches, and found by search.", ""]
     lines += _plan_tables(ok, labels) or ["No successful plan cases.", ""]
     lines += ["## Plots", ""]

@@ -60,6 +60,8 @@ class ReportOptions:
     max_memory_bytes: int | None = None
     min_top1: float | None = None  # %
     target_top1: float | None = None  # %; default: TARGET_FRACTION of each curve's own best
+    # --- dense (segmentation) constraints: harness.results.dense_report ---
+    min_miou: float | None = None  # %
 
     def constraints(self) -> str:
         """The constraints in words, e.g. ``latency p50 ≤ 10 ms, top-1 ≥ 55 %``."""
