@@ -314,6 +314,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="training batch, or the subset's size when smaller")
     parser.add_argument("--lr-grid", type=lambda v: tuple(float(x) for x in v.split(",")), default=LR_GRID,
                         help="fine-tune lrs at batch 128, searched on validation (one value: fixed, no search; default 1e-4,3e-4,1e-3)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 is faster on a host shared with other jobs)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.compare or args.suite:
@@ -328,7 +329,7 @@ def main() -> None:
         parser.error("--data and --weights are required to run the peer (or --compare with --suite)")
     facts = args.data / "dataset.json"
     args.hflip = json.loads(facts.read_text()).get("hflip", True) if facts.is_file() else True
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
     train_x, train_y, classes = load_folder(args.data / "train")
     test_x, test_y, _ = load_folder(args.data / "test", classes)

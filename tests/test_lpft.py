@@ -128,3 +128,49 @@ def test_a_step_schedule_cuts_the_last_epoch_and_bounds_the_curve() -> None:
     long = train(timm.create_model("resnet10t", num_classes=10), tiny, tiny, recipe, device=torch.device("cpu"), measure_memory=False)
     assert [p["epoch"] for p in long.curve] == list(range(3, 46, 3)) and long.steps_run == 45
     assert sum(p["epoch_time_s"] for p in long.curve) == pytest.approx(long.train_time_s)
+
+
+def _result(train_s: float, eval_s: float) -> Any:
+    from harness.measure.trained import TrainResult
+
+    return TrainResult(top1=0.0, top5=0.0, macro_f1=0.0, per_class_acc=[], curve=[], curve_split="test", epochs_to_target=None,
+                       train_time_s=train_s, train_ips=0.0, peak_train_mem_bytes=0, epochs_run=1, best_epoch=1, eval_time_s=eval_s)
+
+
+def test_the_wall_breakdown_is_the_phases_and_the_rest() -> None:
+    from harness.protocols.network import wall_breakdown
+
+    # Two seeds: searches of 1 s and 1.5 s, final runs of 3 + 2 s of steps and 1 + 0.5 s of evaluation, in 10 s of wall.
+    assert wall_breakdown(10.0, 2.0, [1.0, 1.5], [_result(3.0, 1.0), _result(2.0, 0.5)]) == {
+        "features": 2.0, "search": 2.5, "train": 5.0, "eval": 1.5, "other": 1.0}
+    assert wall_breakdown(4.0, None, [0.0], [_result(3.0, 1.0)])["features"] == 0.0  # scratch: nothing extracted
+
+
+def test_a_finetune_record_says_where_its_wall_went(weights: Path, tmp_path: Path) -> None:
+    record = _run("finetune", weights, tmp_path, seeds=2)
+    phases = record["wall_breakdown_s"]
+    assert list(phases) == ["features", "search", "train", "eval", "other"]
+    assert phases["features"] == pytest.approx(record["feature_time_s"], abs=1e-3)
+    assert phases["search"] == pytest.approx(2 * record["search_time_s"], abs=1e-3) and record["search_time_s"] > 0
+    assert phases["train"] == pytest.approx(2 * record["train_time_s"], abs=1e-3)
+    assert phases["eval"] == pytest.approx(2 * record["eval_time_s"], abs=1e-3)
+    assert phases["search"] + phases["train"] + phases["eval"] + phases["other"] == pytest.approx(record["case_wall_s"], abs=5e-3)
+    scratch = _run("scratch", weights, tmp_path / "s", seeds=1)
+    assert scratch["search_time_s"] is None and scratch["wall_breakdown_s"]["search"] < 0.05
+
+
+def test_a_finetune_extracts_only_its_images_until_the_cache_has_the_split(weights: Path, tmp_path: Path) -> None:
+    first = _run("finetune", weights, tmp_path, seeds=2)
+    # Two seeds of 50 digits (5 a class) out of 1,347: their union is extracted, nothing is cached.
+    assert first["feature_cache"] == {"train": ["subset"]} and first["feature_files"] == []
+    assert 50 < first["feature_images"] <= 100 and not list((tmp_path / "features").rglob("*.pt"))
+    linear = _run("linear", weights, tmp_path, seeds=2)  # extracts the whole split and caches it
+    assert linear["feature_cache"]["train"] == ["miss"]
+    again = _run("finetune", weights, tmp_path, seeds=2)
+    assert again["feature_cache"] == {"train": ["hit"]} and again["feature_files"] == [linear["feature_files"][0]]
+    # The subset's rows are the whole split's (the same per-image forward; another batch's rounding at most),
+    # so the probe, the search and the fine-tune start from the same head either way.
+    assert first["tuning"][0]["head_l2"]["chosen"] == again["tuning"][0]["head_l2"]["chosen"]
+    [cached] = list((tmp_path / "features").rglob("*train*.pt"))
+    assert cached.stat().st_size > 0
+    assert abs(first["top1"] - again["top1"]) < 1.0

@@ -9,7 +9,7 @@ import torch
 
 from harness.config.options import default_settings
 from harness.errors import SettingError
-from harness.measure.schedule import Schedule, choose_schedule, hyperrule_steps, planned_steps, schedule_setting
+from harness.measure.schedule import HYPERRULE, HYPERRULE_LARGE, Schedule, choose_schedule, hyperrule_steps, planned_steps, schedule_setting
 from harness.measure.selection import (
     FINETUNE_LR_GRID,
     KNN_K_GRID,
@@ -23,14 +23,20 @@ from harness.measure.selection import (
 )
 
 
-@pytest.mark.parametrize(("images", "steps"), [(1, 100), (999, 100), (1_000, 500), (19_999, 500), (20_000, 10_000),
+@pytest.mark.parametrize(("images", "steps"), [(1, 500), (50, 500), (999, 500), (1_000, 500), (19_999, 500), (20_000, 10_000),
                                                (499_999, 10_000), (500_000, 20_000), (1_281_167, 20_000)])
 def test_hyperrule_rows(images: int, steps: int) -> None:
     assert hyperrule_steps(images) == steps
 
 
+def test_small_subsets_take_bit_s_500_steps() -> None:
+    # The sweep in harness.measure.schedule (digits and Fashion-MNIST transfers, 50-500 images):
+    # 100 steps left LP-FT short of 500 on both; BiT's own row holds below 1,000 images too.
+    assert HYPERRULE == ((20_000, 500), (500_000, 10_000)) and HYPERRULE_LARGE == 20_000
+
+
 def test_the_rule_the_dataset_the_options_in_that_order() -> None:
-    assert choose_schedule(300, 32, dataset="imagefolder:/x") == Schedule(100, 20, "hyperrule: < 1000 images -> 100 steps", 100 / 9)
+    assert choose_schedule(300, 32, dataset="imagefolder:/x") == Schedule(500, 100, "hyperrule: < 20000 images -> 500 steps", 500 / 9)
     assert choose_schedule(5_000, 128, dataset="cifar10") == Schedule(500, 100, "hyperrule: < 20000 images -> 500 steps", 500 / 39)
     assert choose_schedule(600_000, 128, dataset="x").rule == "hyperrule: >= 500000 images -> 20000 steps"
     # digits keeps its measured budget: 100 steps = its old 10 epochs of 10 steps.
@@ -46,8 +52,8 @@ def test_the_rule_the_dataset_the_options_in_that_order() -> None:
 
 def test_a_selection_point_is_the_schedule_compressed() -> None:
     short = choose_schedule(300, 32, dataset="x").shortened(0.25)
-    assert (short.steps, short.warmup_steps, short.rule) == (25, 5, "hyperrule: < 1000 images -> 100 steps, x0.25 for selection")
-    assert math.isclose(short.epochs_equivalent, 25 / 9)
+    assert (short.steps, short.warmup_steps, short.rule) == (125, 25, "hyperrule: < 20000 images -> 500 steps, x0.25 for selection")
+    assert math.isclose(short.epochs_equivalent, 125 / 9)
     assert Schedule(2, 1, "--steps", 1.0).shortened(0.25) == Schedule(1, 0, "--steps, x0.25 for selection", 0.5)
 
 
@@ -58,7 +64,7 @@ def test_the_digested_schedule_is_the_rule_s_inputs() -> None:
     assert schedule_setting("x", steps=None, epochs=20, warmup_fraction=0.2) == "epochs 20, warmup 20%"
     # The shard cost model reads the steps back out of any of them.
     assert [planned_steps(s, 300, 32) for s in ("hyperrule, warmup 20%", "steps 300, warmup 60 steps", "epochs 20, warmup 20%",
-                                                "dataset digits: 100 steps, warmup 20%")] == [100, 300, 180, 100]
+                                                "dataset digits: 100 steps, warmup 20%")] == [500, 300, 180, 100]
 
 
 def test_steps_and_epochs_together_are_refused_at_parse_time() -> None:

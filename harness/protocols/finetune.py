@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from harness.data.subsets import split_validation
+from harness.data.subsets import parse_subset, split_validation, subset_indices
 from harness.data.types import TensorSplit
 from harness.matrix.cases import CaseSpec
 from harness.measure.probes import LINEAR_L2, LinearProbe, fit_linear, load_into_head
@@ -44,6 +44,15 @@ def run(spec: CaseSpec, settings: Settings, train_split: TensorSplit, test_split
     return train_seeds(spec, settings, train_split, test_split, world, progress, LinearStart(spec, settings, train_split))
 
 
+def trained_indices(spec: CaseSpec, options: Settings, train_split: TensorSplit) -> torch.Tensor:
+    """The sorted union of every seed's subset (:func:`harness.data.subsets.subset_indices`, as the seed loop draws them)."""
+    subset = parse_subset(str(spec.subset))
+    drawn = [subset_indices(train_split.labels, subset, seed=seed, num_classes=train_split.num_classes, dataset=str(spec.dataset))
+             for seed in range(options.seeds)]
+    union: torch.Tensor = torch.unique(torch.cat(drawn))  # sorted
+    return union
+
+
 class LinearStart:
     """LP-FT's start: a linear probe of the pretrained features, whose solution becomes the fine-tune's
     head. Features of the training split come from the feature cache (:mod:`harness.protocols.frozen`),
@@ -51,14 +60,21 @@ class LinearStart:
 
     def __init__(self, spec: CaseSpec, options: Settings, train_split: TensorSplit) -> None:
         self.spec, self.options, self.train_split = spec, options, train_split
-        self.features, self.device = extract_train_features(spec, options, train_split)
+        # Only the images some seed trains on need a feature: a cache miss extracts those, not the split.
+        self.used = trained_indices(spec, options, train_split)
+        self.features, self.device = extract_train_features(spec, options, train_split, only=self.used)
         self.num_classes = train_split.num_classes
         self.search_lr = tune_setting(grid(options), options.tune) is not None
 
     def record(self) -> dict[str, Any]:
-        """What the record says of the features: whether the cache had them, and the time to get them."""
-        return {"feature_cache": {"train": ["hit" if self.features.hit else "miss"]}, "feature_time_s": self.features.seconds,
-                "feature_files": [str(self.features.path)]}
+        """What the record says of the features: the whole split read from the cache (``hit``) or
+        extracted and cached (``miss``, a subset covering the split), or the ``subset`` extracted for
+        this case alone (its images, nothing written: its rows outside them are NaN), and the time it took."""
+        if not bool(self.features.features[:, 0].isnan().any()):  # the whole split: read from the cache, or extracted and cached
+            return {"feature_cache": {"train": ["hit" if self.features.hit else "miss"]}, "feature_time_s": self.features.seconds,
+                    "feature_files": [str(self.features.path)]}
+        return {"feature_cache": {"train": ["subset"]}, "feature_time_s": self.features.seconds, "feature_files": [],
+                "feature_images": len(self.used)}
 
     def prepare(self, seed: int, kept: torch.Tensor, batch: int, schedule: Schedule, world: World) -> Prepared:
         """The seed's head (the probe on ``kept``, its L2 searched as ``linear`` searches it) and lr."""

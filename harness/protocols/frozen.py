@@ -20,7 +20,7 @@ import torch
 from harness.backbones.factory import create_model
 from harness.backbones.weights import WeightsRef, locate, preprocess_of
 from harness.data.datasets import dataset_source
-from harness.data.features import FeatureCache, FeatureKey, Features
+from harness.data.features import FeatureCache, FeatureKey, Features, extract
 from harness.data.subsets import class_counts, parse_subset, split_validation, subset_indices
 from harness.data.types import TensorSplit
 from harness.matrix.cases import CaseSpec
@@ -158,10 +158,29 @@ class Extractor:
         return self._model
 
 
-def extract_train_features(spec: CaseSpec, options: Settings, train_split: TensorSplit) -> tuple[Features, torch.device]:
-    """The pretrained backbone's features of the whole training split (cached), and the device, for LP-FT."""
+def extract_train_features(spec: CaseSpec, options: Settings, train_split: TensorSplit,
+                           only: torch.Tensor | None = None) -> tuple[Features, torch.device]:
+    """The pretrained backbone's features of the training split, and the device, for LP-FT.
+
+    The whole split's cached features when the cache has them. Otherwise, given ``only`` (the indices
+    the case's seeds train on), just those images run through the backbone and nothing is cached:
+    a fine-tune of 100 images drawn from Fashion-MNIST's 60,000 extracts 100 images, not 60,000
+    (:func:`harness.data.features.extract` is per image, so those rows equal the whole split's, up
+    to the float rounding of another batch). The other rows are NaN, so a read outside ``only``
+    cannot pass unseen. ``hit`` is then false and ``path`` the file a whole-split extraction would write.
+    """
     extractor = Extractor(spec, options, held_size=int(train_split.images.shape[-1]))
-    return extractor.features("train", train_split, None), extractor.device
+    if only is None or len(only) == len(train_split):
+        return extractor.features("train", train_split, None), extractor.device
+    key = extractor.key("train", None)
+    cached = extractor.cache.get(key, labels=train_split.labels.cpu())
+    if cached is not None:
+        return cached, extractor.device
+    part, used, seconds = extract(extractor._backbone(None), train_split.take(only), key, device=extractor.device,
+                                  batch_size=EVAL_BATCH, autocast_dtype=extractor.amp)
+    rows = torch.full((len(train_split), part.shape[1]), float("nan"), dtype=part.dtype)
+    rows[only] = part
+    return Features(rows, train_split.labels.cpu(), key, False, seconds, extractor.cache.path_for(key), used), extractor.device
 
 
 def run_frozen_case(probe: Probe, spec: CaseSpec, options: Settings, train_split: TensorSplit, test_split: TensorSplit) -> dict[str, Any]:

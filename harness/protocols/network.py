@@ -71,6 +71,7 @@ def train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, tes
     loaded: dict[str, Any] = {}
     choices: list[dict[str, object]] = []
     schedules: list[Schedule] = []
+    search_s: list[float] = []
     wall = time.perf_counter()
     for seed in range(options.seeds):
         indices = subset_indices(train_split.labels, subset, seed=seed, num_classes=train_split.num_classes, dataset=str(spec.dataset))
@@ -81,7 +82,9 @@ def train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, tes
         schedule = case_schedule(spec, options, len(kept), batch)
         schedules.append(schedule)
         # The head and the search see the images trained on, not an early-stopping split.
+        started = time.perf_counter()
         prepared = start.prepare(seed, kept, batch, schedule, world) if start is not None else Prepared()
+        search_s.append(time.perf_counter() - started)
         if prepared.choices:
             choices.append(prepared.choices)
         recipe = recipe_for(spec, options, seed, batch_size=batch, schedule=schedule, lr=prepared.lr)
@@ -97,12 +100,13 @@ def train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, tes
             int8 = int8_accuracy_change(model, test_split, checkpoint_dir, recipe)
     wall = time.perf_counter() - wall
     last = results[-1]
+    started_by = start.record() if start is not None else {}
     return {
         **case_keys(spec, train_split, test_split, counts, options.seeds),
         **schedules[-1].as_record(),
         "steps_per_seed": [s.steps for s in schedules],
         "head_init": "linear probe (LP-FT)" if start is not None else "random",
-        **(start.record() if start is not None else {}),
+        **started_by,
         "tuning": choices or None,
         "optimizer": recipe.optimizer,
         "lr": recipe.lr,
@@ -126,9 +130,23 @@ def train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, tes
         "curve": last.curve,
         "curve_split": last.curve_split,
         "curve_images": last.curve_images,
+        "search_time_s": sum(search_s) / len(search_s) if start is not None else None,
         "case_wall_s": wall,
+        "wall_breakdown_s": wall_breakdown(wall, started_by.get("feature_time_s"), search_s, results),
         **int8,
     }
+
+
+def wall_breakdown(wall: float, feature_s: float | None, search_s: list[float], results: list[TrainResult]) -> dict[str, float]:
+    """Where a case's wall went, in seconds over all its seeds: ``features`` (LP-FT's extraction, or its
+    cache read: before ``case_wall_s`` starts), ``search`` (each seed's head probe and lr search),
+    ``train`` (the final runs' optimiser steps), ``eval`` (their curve and test evaluations) and
+    ``other`` (``case_wall_s`` less the three before it: model builds, data moves, checkpoints, the
+    profiled step). ``case_wall_s`` is their sum less ``features``."""
+    train_s, eval_s = sum(r.train_time_s for r in results), sum(r.eval_time_s for r in results)
+    phases = {"features": feature_s or 0.0, "search": sum(search_s), "train": train_s, "eval": eval_s,
+              "other": max(0.0, wall - sum(search_s) - train_s - eval_s)}
+    return {k: round(v, 3) for k, v in phases.items()}
 
 
 def int8_accuracy_change(model: torch.nn.Module, test: TensorSplit, workdir: Path, recipe: Recipe) -> dict[str, Any]:
