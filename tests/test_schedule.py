@@ -58,12 +58,12 @@ def test_a_selection_point_is_the_schedule_compressed() -> None:
 
 
 def test_the_digested_schedule_is_the_rule_s_inputs() -> None:
-    assert schedule_setting("imagefolder:/x", steps=None, epochs=None, warmup_fraction=0.2) == "hyperrule, warmup 20%"
+    assert schedule_setting("imagefolder:/x", steps=None, epochs=None, warmup_fraction=0.2) == "hyperrule <20000:500 <500000:10000 else:20000, warmup 20%"
     assert schedule_setting("digits", steps=None, epochs=None, warmup_fraction=0.1) == "dataset digits: 100 steps, warmup 10%"
     assert schedule_setting("x", steps=300, epochs=None, warmup_fraction=0.2) == "steps 300, warmup 20%"
     assert schedule_setting("x", steps=None, epochs=20, warmup_fraction=0.2) == "epochs 20, warmup 20%"
     # The shard cost model reads the steps back out of any of them.
-    assert [planned_steps(s, 300, 32) for s in ("hyperrule, warmup 20%", "steps 300, warmup 60 steps", "epochs 20, warmup 20%",
+    assert [planned_steps(s, 300, 32) for s in ("hyperrule <20000:500 <500000:10000 else:20000, warmup 20%", "steps 300, warmup 60 steps", "epochs 20, warmup 20%",
                                                 "dataset digits: 100 steps, warmup 20%")] == [500, 300, 180, 100]
 
 
