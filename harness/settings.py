@@ -68,9 +68,9 @@ class Settings:
     plan_budget: int | None
     count_instructions: bool
     power: bool
-    int8_accuracy: bool
     robustness: tuple[str, ...]
     robust_severities: tuple[int, ...]
+    int8_accuracy: bool
     data_root: Path | None
     checkpoint_dir: Path
     skip_checksums: bool

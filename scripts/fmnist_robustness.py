@@ -82,14 +82,13 @@ def save_weights(checkpoints: Path, arch: str, out: Path) -> Path:
 
 
 def summary(storage: Path, report: Path) -> None:
-    """The table of the saved run, as harness.results.robustness computes it (the report's numbers)."""
+    """The table of the saved runs (``*_robust*``: one session, or one per backbone added later), as harness.results.robustness computes it (the report's numbers)."""
     from harness.results.robustness import robustness_frame
     from harness.results.runs import load_run
 
-    path = sorted(storage.glob("*/*_robust.json"))[-1]
-    run = load_run(str(path), storage)
-    frame = robustness_frame([run])
-    print(f"\nrun: {path}\n\n| backbone | protocol | clean top-1 | mean corruption top-1 | mCE | relative mCE | worst corruption | "
+    paths = sorted(storage.glob("*/*_robust*.json"))
+    frame = robustness_frame([load_run(str(path), storage) for path in paths])
+    print(f"\nruns: {', '.join(map(str, paths))}\n\n| backbone | protocol | clean top-1 | mean corruption top-1 | mCE | relative mCE | worst corruption | "
           "robust s | x clean eval |\n|---|---|---|---|---|---|---|---|---|")
     for _, r in frame.iterrows():
         print(f"| {r['backbone_name']} | {r['protocol']} | {r['top1']:.1f} | {r['robust_top1']:.1f} | {r['mce']:.1f} | {r['relative_mce']:.1f} | "

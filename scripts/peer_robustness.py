@@ -21,6 +21,7 @@ import argparse
 import json
 import zlib
 from pathlib import Path
+from typing import Any
 
 import kornia
 import numpy as np
@@ -119,19 +120,26 @@ def forward(model: torch.nn.Module, images: torch.Tensor, mean: list[float], std
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="the --out of scripts/fmnist_robustness.py")
+    parser.add_argument("--data", type=Path, help="where fm59/ and weights/ are (default: --run; the --reuse folder of a reused run)")
     parser.add_argument("--backbones", default="resnet18,vit_tiny_patch16_224,mobilevit_xs")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--severities", default="1,2,3,4,5")
+    parser.add_argument("--protocols", default="linear,finetune", help="score these now; tables of earlier calls are kept in --save")
+    parser.add_argument("--save", type=Path, help="a JSON file of the peer's tables: read, extended, written (resumable)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     severities = [int(s) for s in args.severities.split(",")]
-    train_x, train_y = load_folder(args.run / "fm59" / "train")
-    test_x, test_y = load_folder(args.run / "fm59" / "test")
+    data = args.data or args.run
+    train_x, train_y = load_folder(data / "fm59" / "train")
+    test_x, test_y = load_folder(data / "fm59" / "test")
     train_x, test_x = to_32(train_x), to_32(test_x)
     splits = {(n, s): corrupt(test_x, n, s) for n in NAMES for s in severities}
-    tables: dict[str, dict[str, object]] = {}
+    tables: dict[str, Any] = json.loads(args.save.read_text()) if args.save and args.save.is_file() else {}
+    wanted = args.protocols.split(",")
     for arch in args.backbones.split(","):
-        model, mean, std = backbone(arch, args.run / "weights" / f"{arch}_fm04.safetensors")
+        if all(f"{arch}|{p}" in tables for p in wanted):
+            continue
+        model, mean, std = backbone(arch, data / "weights" / f"{arch}_fm04.safetensors")
         f_train = forward(model, train_x, mean, std).numpy()
         scaler = StandardScaler().fit(f_train)
         head = LogisticRegression(C=1 / (2 * 2e-4 * len(train_y)), max_iter=1000).fit(scaler.transform(f_train), train_y.numpy())
@@ -139,10 +147,13 @@ def main() -> None:
         def linear_top1(images: torch.Tensor) -> float:
             return 100 * float((head.predict(scaler.transform(forward(model, images, mean, std).numpy())) == test_y.numpy()).mean())
 
-        tables[f"{arch}|linear"] = {"clean": linear_top1(test_x), "table": {n: [linear_top1(splits[n, s]) for s in severities] for n in NAMES}}
+        if "linear" in wanted and f"{arch}|linear" not in tables:
+            tables[f"{arch}|linear"] = {"clean": linear_top1(test_x), "table": {n: [linear_top1(splits[n, s]) for s in severities] for n in NAMES}}
+        if "finetune" not in wanted or f"{arch}|finetune" in tables:
+            continue
         tuned = []
         for seed in range(args.seeds):
-            ckpt = next((args.run / "transfer-ckpt").glob(f"train__{arch}-*finetune*/seed{seed}/last.pt"))
+            ckpt = next((args.run / "transfer-ckpt").glob(f"train__{arch}@*finetune*/seed{seed}/last.pt"))
             net = timm.create_model(arch, pretrained=False, num_classes=5, **({"img_size": SIZE} if arch.startswith("vit") else {}))
             net.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
             net.eval()
@@ -153,7 +164,15 @@ def main() -> None:
             tuned.append({"clean": net_top1(test_x), "table": {n: [net_top1(splits[n, s]) for s in severities] for n in NAMES}})
         tables[f"{arch}|finetune"] = {"clean": float(np.mean([t["clean"] for t in tuned])),
                                       "table": {n: list(np.mean([t["table"][n] for t in tuned], axis=0)) for n in NAMES}}
-    suite = json.loads((args.run / "report" / "robust_tables.json").read_text())
+        if args.save:
+            args.save.write_text(json.dumps(tables))
+    if args.save:
+        args.save.write_text(json.dumps(tables))
+    suite_file = args.run / "report" / "robust_tables.json"
+    if not suite_file.is_file() or not all(f"{a}|{p}" in tables for a in args.backbones.split(",") for p in ("linear", "finetune")):
+        print(f"peer tables saved: {sorted(tables)}; the comparison needs {suite_file} and both protocols of every backbone")
+        return
+    suite = json.loads(suite_file.read_text())
     print("| backbone | protocol | clean top-1 | mean corruption top-1 | mCE | relative mCE | worst corruption | max abs diff vs suite (pp, per corruption x severity) |")
     print("|---|---|---|---|---|---|---|---|")
     for protocol in ("linear", "finetune"):

@@ -182,6 +182,11 @@ def test_a_run_with_robustness_is_written_and_read_back(project: Project, tmp_pa
     text = (tmp_path / "report" / "report.md").read_text()
     assert "## Robustness to camera corruptions" in text and "mCE (%)" in text and "reference resnet10t" in text
     assert (tmp_path / "report" / "robustness_digits.png").is_file()
+    site = project.harness("site", "--out", str(tmp_path / "site"))
+    assert site.returncode == 0, site.stderr
+    [page] = (tmp_path / "site").glob("*/train/*_robust.html")
+    html = page.read_text()
+    assert "digits: robustness to camera corruptions" in html and "robust_0" in html and "Worst corruption" in html
 
 
 def test_a_second_run_passes_the_gate_and_an_injected_drop_is_caught(project: Project) -> None:
