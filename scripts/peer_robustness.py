@@ -182,11 +182,14 @@ def main() -> None:
             err = {n: 100 - np.array(v) for n, v in t["table"].items()}
             ref_err = {n: 100 - np.array(v) for n, v in ref["table"].items()}
             mce = np.mean([100 * err[n].sum() / ref_err[n].sum() for n in NAMES])
-            rel = np.mean([100 * (err[n] - (100 - t["clean"])).sum() / (ref_err[n] - (100 - ref["clean"])).sum() for n in NAMES])
+            # A corruption the reference lost nothing under has no relative CE (left out, as the suite does).
+            rel_den = {n: (ref_err[n] - (100 - ref["clean"])).sum() for n in NAMES}
+            rel = np.mean([100 * (err[n] - (100 - t["clean"])).sum() / rel_den[n] for n in NAMES if rel_den[n] > 0])
             by = {n: float(np.mean(v)) for n, v in t["table"].items()}
             worst = min(by, key=by.__getitem__)
             mean_acc = float(np.mean([v for values in t["table"].values() for v in values]))
-            ours = suite[f"{arch}|{protocol}"]
+            # The suite names a backbone with its weights (resnet18@resnet18_fm04).
+            ours = next(v for k, v in suite.items() if k.split("@")[0] == arch and k.endswith(f"|{protocol}"))
             diff = max(abs(a - b) for n in NAMES for a, b in zip(t["table"][n], ours[n], strict=True))
             print(f"| {arch} | {protocol} | {t['clean']:.1f} | {mean_acc:.1f} | {mce:.1f} | {rel:.1f} | {worst} ({by[worst]:.1f}) | {diff:.2f} |")
 

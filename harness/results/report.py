@@ -22,7 +22,7 @@ from harness.files import write_atomic
 from harness.results import deployment, figures, robustness, transfer
 from harness.results.runs import Run, RunError
 from harness.results.selection_report import selection_section
-from harness.results.transfer import MIB, ReportOptions, md_table, num, pareto_front, top1_text
+from harness.results.transfer import MIB, ReportOptions, file_stems, md_table, num, pareto_front, top1_text
 
 __all__ = ["ReportOptions", "ReportResult", "cases_frame", "pareto_front", "write_report"]
 _CONFIG = ["device", "batch_size", "img_size", "precision", "runtime"]
@@ -188,7 +188,8 @@ def write_report(runs: Sequence[Run], out: Path, options: ReportOptions | None =
     plots = [*transfer.curve_plots(points), *deployment.pareto_plots(rows, choice, options),
              ("peak_memory.png", lambda p: figures.plot_memory(ref, ok[ok["kind"] == "train"], described, p)),
              ("latency.png", lambda p: figures.plot_latency(ref, described, p)),
-             *((f"robustness_{d}.png", lambda p, d=d: robustness.plot_severity(robust, d, p)) for d in dict.fromkeys(robust["dataset"]))]
+             *((f"robustness_{stem}.png", lambda p, d=d: robustness.plot_severity(robust, d, p))
+               for d, stem in file_stems([str(d) for d in dict.fromkeys(robust["dataset"])]).items())]
     for name, plot in plots:
         reason = plot(out / name)
         if reason:
