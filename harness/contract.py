@@ -32,7 +32,8 @@ from typing import Literal
 # Version 4 counts training in optimiser steps: the train setting ``epochs`` became ``schedule`` (the
 # rule that sets the steps), ``tune`` (the hyperparameter search) and ``hflip`` (a dataset's flips,
 # an image folder's from its dataset.json) were added.
-SCHEMA_VERSION = 4
+# Version 5 added the train setting ``robustness`` (--robustness: corruptions, severities, seed; unset before).
+SCHEMA_VERSION = 5
 
 # --- vocabularies: each defined here once --------------------------------------------------
 STATUSES = ("ok", "failed")
