@@ -32,7 +32,8 @@ from typing import Literal
 # Version 4 counts training in optimiser steps: the train setting ``epochs`` became ``schedule`` (the
 # rule that sets the steps), ``tune`` (the hyperparameter search) and ``hflip`` (a dataset's flips,
 # an image folder's from its dataset.json) were added.
-SCHEMA_VERSION = 4
+# Version 5 added the train setting ``robustness`` (--robustness: corruptions, severities, seed; unset before).
+SCHEMA_VERSION = 5
 
 # --- vocabularies: each defined here once --------------------------------------------------
 STATUSES = ("ok", "failed")
@@ -111,6 +112,8 @@ class Protocol:
     # Needs a CLIP model's text tower (its head or its training is made of prompts): on an image
     # backbone it is a skip naming the fix.
     text: bool = False
+    # --robustness scores its classifier on the corrupted test splits (the CLIP protocols do not yet).
+    robust: bool = True
 
 
 _PROTOCOLS = (
@@ -123,15 +126,16 @@ _PROTOCOLS = (
     Protocol("knn", "k-nearest neighbours on frozen features, no training", True, "optional", None, None),
     # A CLIP model's text tower turns class names into the head; the image tower's features are cached
     # like linear's and knn's. On random weights it runs as the chance-level baseline.
-    Protocol("zeroshot", "a CLIP model's text tower names the classes (prompts): no training", True, "optional", None, None, text=True),
+    Protocol("zeroshot", "a CLIP model's text tower names the classes (prompts): no training", True, "optional", None, None, text=True, robust=False),
     # Its own AdamW (harness.protocols.contrastive), not a classifier's recipe; BiT's 10 % warm-up of a fine-tune.
     Protocol("contrastive", "both towers of a CLIP model trained with ClipLoss on image-caption pairs, then read zero-shot",
-             False, "optional", None, 0.1, text=True),
+             False, "optional", None, 0.1, text=True, robust=False),
 )
 PROTOCOL_SPECS: Mapping[str, Protocol] = {p.name: p for p in _PROTOCOLS}
 PROTOCOLS: tuple[str, ...] = tuple(PROTOCOL_SPECS)
 # The protocols that read a frozen backbone's features (cached on disk, harness.data.features).
 FEATURE_PROTOCOLS: tuple[str, ...] = tuple(p.name for p in _PROTOCOLS if p.features)
+ROBUST_PROTOCOLS: tuple[str, ...] = tuple(p.name for p in _PROTOCOLS if p.robust)
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,47 @@ _TRACKERS = (
 )
 TRACKER_SPECS: Mapping[str, Tracker] = {t.name: t for t in _TRACKERS}
 TRACKERS: tuple[str, ...] = tuple(TRACKER_SPECS)
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """A camera corruption ``--robustness`` can apply to a test split (its code: :mod:`harness.data.corruptions`).
+
+    ``source``: ``imagenet-c`` (Hendrycks & Dietterich 2019, at CIFAR-10-C's 32 px parameters) or
+    ``robot`` (a RoboDepth-style robot condition ImageNet-C lacks). ``robot``: also in the ``robot`` group.
+    """
+
+    name: str
+    source: Literal["imagenet-c", "robot"]
+    robot: bool
+    meaning: str
+
+
+_CORRUPTIONS = (
+    Corruption("gaussian_noise", "imagenet-c", True, "additive Gaussian sensor noise"),
+    Corruption("shot_noise", "imagenet-c", True, "Poisson photon (shot) noise"),
+    Corruption("impulse_noise", "imagenet-c", False, "salt-and-pepper pixels"),
+    Corruption("defocus_blur", "imagenet-c", True, "out of focus: an anti-aliased disk kernel"),
+    Corruption("motion_blur", "imagenet-c", True, "the camera panning: a horizontal line kernel (a fixed direction, 0 degrees)"),
+    Corruption("fog", "imagenet-c", True, "a plasma-fractal haze"),
+    Corruption("brightness", "imagenet-c", True, "over-exposure: HSV value raised"),
+    Corruption("contrast", "imagenet-c", False, "contrast pulled to the image mean"),
+    Corruption("pixelate", "imagenet-c", False, "box down-sampling and back"),
+    Corruption("jpeg_compression", "imagenet-c", True, "JPEG artefacts (libjpeg via torchvision)"),
+    Corruption("low_light", "robot", True, "a dark scene: exposure cut, then shot and read noise at high gain (RoboDepth's dark)"),
+)
+CORRUPTION_SPECS: Mapping[str, Corruption] = {c.name: c for c in _CORRUPTIONS}
+CORRUPTIONS: tuple[str, ...] = tuple(CORRUPTION_SPECS)
+# The names --robustness takes for a set of corruptions.
+CORRUPTION_GROUPS: Mapping[str, tuple[str, ...]] = {
+    "all": CORRUPTIONS,
+    "imagenet-c": tuple(c.name for c in _CORRUPTIONS if c.source == "imagenet-c"),
+    "robot": tuple(c.name for c in _CORRUPTIONS if c.robot),
+}
+SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+# Every corrupted split is drawn from this seed (mixed with the corruption and severity): one fixed corrupted
+# test set per dataset, the same for every backbone, protocol and training seed, as ImageNet-C is one fixed set.
+CORRUPTION_SEED = 0
 
 
 def module_name(name: str) -> str:
@@ -251,6 +296,11 @@ _METRICS = (
     Metric("peak_mem_bytes", "bytes", "lower", "exact", "peak memory of one forward, weights and input included", "5%"),
     Metric("top1", "%", "higher", "seeded", "top-1 accuracy on the test split, mean over seeds", "-1pp", SEED_SAMPLES, 1.0),
     Metric("top5", "%", "higher", "seeded", "top-5 accuracy, mean over seeds", None, None, 1.0),
+    # --robustness: accuracy under the corrupted test splits, seed-paired like top1 and gated like it.
+    Metric("robust_top1", "%", "higher", "seeded", "--robustness: mean top-1 over the corruptions and severities run (mean over seeds)", "-1pp",
+           "robust_top1_per_seed", 1.0),
+    Metric("robust_worst_top1", "%", "higher", "seeded", "--robustness: top-1 of the worst corruption, averaged over its severities (mean over seeds)", None, None, 1.0),
+    Metric("robust_time_s", "s", "lower", "timed", "--robustness: corrupting the test split and scoring it, every corruption and severity, per seed"),
     Metric("macro_f1", "0-1", "higher", "seeded", "macro-averaged F1, mean over seeds", None, None, 100.0),
     Metric("int8_top1_change_pp", "pp", "higher", "exact", "top-1 change of the trained model as dynamic-int8 ONNX", None, None, 1.0),
     Metric("train_time_s", "s", "lower", "timed", "training steps' time per seed, device-synchronised (linear: the head's fit; knn: none)"),
@@ -349,10 +399,10 @@ _KINDS = (
     Kind("inference", "latency, throughput, params, GMACs and peak memory of one forward", _INFERENCE_METRICS,
          ("num_classes", "threads", "bench_time_s", "edge_profile", "power"), "many", "timed", 1.0),
     Kind("train", "small-data training: accuracy over seeds, convergence, cost",
-         ("top1", "top5", "macro_f1", "int8_top1_change_pp", "train_time_s", "eval_time_s", "feature_time_s", "train_ips",
+         ("top1", "top5", "macro_f1", "robust_top1", "robust_worst_top1", "robust_time_s", "int8_top1_change_pp", "train_time_s", "eval_time_s", "feature_time_s", "train_ips",
           "peak_train_mem_bytes", "duration_s"),
          ("threads", "seeds", "schedule", "optimizer", "lr", "weight_decay", "label_smoothing", "augment", "hflip",
-          "early_stop", "val_fraction", "grad_accum", "clip_grad", "tune", "edge_profile", "weights_sha256"), "once", "training", 0.2),
+          "early_stop", "val_fraction", "grad_accum", "clip_grad", "tune", "edge_profile", "weights_sha256", "robustness"), "once", "training", 0.2),
     Kind("plan", "largest inference and training batch under a memory budget",
          ("plan_inference_estimated_max_batch", "plan_inference_searched_max_batch",
           "plan_train_estimated_max_batch", "plan_train_searched_max_batch", "duration_s"),

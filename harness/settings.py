@@ -71,6 +71,8 @@ class Settings:
     plan_budget: int | None
     count_instructions: bool
     power: bool
+    robustness: tuple[str, ...]
+    robust_severities: tuple[int, ...]
     int8_accuracy: bool
     data_root: Path | None
     checkpoint_dir: Path
@@ -96,6 +98,16 @@ class Settings:
             return self.plan_budget
         budget = self.edge_profile.mem_budget_bytes if self.edge_profile is not None else None
         return int(budget) if budget else DEFAULT_PLAN_BUDGET
+
+    @property
+    def robustness_setting(self) -> dict[str, object] | None:
+        """``--robustness`` as a digested train setting: the corruptions, severities and the corruption
+        seed (another set is another case, "not comparable"); ``None`` when off."""
+        from harness.contract import CORRUPTION_SEED
+
+        if not self.robustness:
+            return None
+        return {"corruptions": list(self.robustness), "severities": list(self.robust_severities), "seed": CORRUPTION_SEED}
 
     @property
     def edge_profile_name(self) -> str | None:

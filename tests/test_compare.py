@@ -83,7 +83,7 @@ BAD_SPECS = [
     ("latency_p50_ms:10%%", "cannot read amount"),
     (":10%", "unknown metric ''"),
     ("latency_p5_ms:10%", "unknown metric 'latency_p5_ms' (did you mean latency_p50_ms"),
-    ("peak_mem_bytes:1pp", "pp applies only to top1, top5, macro_f1, int8_top1_change_pp"),
+    ("peak_mem_bytes:1pp", "pp applies only to top1, top5, robust_top1, robust_worst_top1, macro_f1, int8_top1_change_pp"),
     ("plan_inference_searched_max_batch:+5%", "worse when it drops"),
     ("train_time_s:-5%", "worse when it rises"),
 ]
@@ -104,7 +104,7 @@ def test_bad_tolerance_specs_name_the_problem_metrics_and_forms(spec: str, messa
 
 def test_defaults_and_overrides() -> None:
     assert str(DEFAULTS) == (
-        "latency_p50_ms:10%,params:0,gmacs:0,instructions:1%,peak_mem_bytes:5%,top1:-1pp,peak_train_mem_bytes:5%,"
+        "latency_p50_ms:10%,params:0,gmacs:0,instructions:1%,peak_mem_bytes:5%,top1:-1pp,robust_top1:-1pp,peak_train_mem_bytes:5%,"
         "plan_inference_searched_max_batch:-5%,plan_train_searched_max_batch:-5%"
     )
     assert parse_tolerances("") == DEFAULTS

@@ -27,7 +27,7 @@ def test_every_kind_metric_is_a_registered_metric_and_every_metric_belongs_to_a_
 def test_default_tolerances_are_the_rows_with_a_tolerance() -> None:
     gated = {m.key for m in METRICS.values() if m.tolerance is not None}
     assert {t.metric for t in parse_tolerances(None).active()} == gated
-    assert gated == {"latency_p50_ms", "params", "gmacs", "instructions", "peak_mem_bytes", "top1", "peak_train_mem_bytes",
+    assert gated == {"latency_p50_ms", "params", "gmacs", "instructions", "peak_mem_bytes", "top1", "robust_top1", "peak_train_mem_bytes",
                      "plan_inference_searched_max_batch", "plan_train_searched_max_batch", "miou"}
 
 

@@ -84,6 +84,7 @@ FIELD_CHANGES = [
     ("std", {}, (0.229, 0.224, 0.225)),
     ("precision", {}, "bf16"),
     ("device_type", {}, "cuda"),
+    ("corruption", {}, "fog-s3-seed0"),
 ]
 
 
@@ -106,7 +107,9 @@ def test_digest_is_stable_and_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(key.digest()) == 16 and int(key.digest(), 16) >= 0
     # Pinned: the same key names the same file in every process and on every machine.
     assert key.digest() == "e39ca814fa53cc53"
+    # A clean split's key digests without its corruption field: the files cached before --robustness keep their names.
     fields = {**dataclasses.asdict(key), "mean": [0.5] * 3, "std": [0.25] * 3, "torch": "2.0.0", "timm": "1.0.0"}
+    assert fields.pop("corruption") is None
     assert key.digest() == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     monkeypatch.setattr(features_module, "_library_versions", lambda: {"torch": "2.0.1", "timm": "1.0.0"})
     assert key.digest() != "e39ca814fa53cc53"  # a torch release is another key

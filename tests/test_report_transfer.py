@@ -145,7 +145,7 @@ def test_deployment_csv_columns_and_joined_values(report: tuple[Path, Any]) -> N
         "dataset", "subset", "train_size", "backbone_name", "protocol", "train_img_size", "backbone", "top1", "top1_std", "seeds",
         "inference_device", "inference_batch_size", "inference_precision", "inference_runtime", "inference_machine",
         "inference_img_size", "inference_img_size_from", "latency_p50_ms", "peak_mem_bytes", "params", "pareto",
-        "meets_constraints", "reasons",
+        "meets_constraints", "reasons", "mce",
     ]
     assert len(csv) == 4 * 3 + 2
     row = csv[(csv["backbone_name"] == MOBILE) & (csv["protocol"] == "finetune") & (csv["train_size"] == 8000)].iloc[0]

@@ -174,7 +174,7 @@ def _broken(change: Any) -> dict[str, Any]:
         (lambda d: d["benchmarks"][0]["extra_info"].update(peak_mem_bytes=True), "peak_mem_bytes must be a number"),
         (lambda d: d["benchmarks"][5]["extra_info"].update(top1_per_seed=[63.5, None]), "top1_per_seed must be a list"),
         (lambda d: d["benchmarks"][0]["extra_info"].update(plan_train_searched_max_batch="64"), "plan_train_searched_max_batch must be a number"),
-        (lambda d: d["backbone_bench"].update(schema=SCHEMA_VERSION + 1), "newer backbone-bench (run schema 5, this one reads up to 4)"),
+        (lambda d: d["backbone_bench"].update(schema=SCHEMA_VERSION + 1), "newer backbone-bench (run schema 6, this one reads up to 5)"),
         (lambda d: d["backbone_bench"].update(schema="2"), "backbone_bench.schema '2' is not a schema version"),
         (lambda d: d["backbone_bench"].update(schema=0), "backbone_bench.schema 0 is not a schema version"),
         (lambda d: d["benchmarks"][0]["extra_info"].update(latency_p50_ms="2.1ms"), "latency_p50_ms must be a number"),
@@ -233,7 +233,7 @@ def test_a_run_of_each_kind_is_written_and_read_back_with_its_settings(kind: str
     failed = {**record, "case_id": record["case_id"] + "-other", "status": "failed", "error": "out of memory"}
     results = [CaseResult("t", "t", "p", record, (0.002, 0.0021)), CaseResult("f", "f", "q", failed)]
     doc = build_run(results, machine_info={"baseline_key": synth.CPU_KEY}, commit_info={}, options={"bench_time_s": 1.0})
-    assert doc["backbone_bench"]["schema"] == SCHEMA_VERSION == 4
+    assert doc["backbone_bench"]["schema"] == SCHEMA_VERSION == 5
     run = load_run(str(save_run(tmp_path, synth.CPU_KEY, "kinds", doc)), tmp_path)
     expected = {**synth.SETTINGS[kind], **CHANGED[kind]}
     assert run.schema == SCHEMA_VERSION and [c.kind for c in run.cases.values()] == [kind, kind]
@@ -254,7 +254,7 @@ def test_a_schema_1_file_loads_with_the_settings_version_1_ran_with() -> None:
     assert dict(train.settings) == {
         "threads": None, "seeds": 3, "schedule": "epochs 3", "optimizer": None, "lr": None, "weight_decay": None, "label_smoothing": 0.1,
         "augment": None, "hflip": None, "early_stop": None, "val_fraction": None, "grad_accum": 1, "clip_grad": None, "tune": None,
-        "edge_profile": None, "weights_sha256": None,
+        "edge_profile": None, "weights_sha256": None, "robustness": None,
     }
     smoke = read_run_file(next((ROOT / "baselines").glob("*/0007_smoke.json")))
     recipe = smoke.cases["train/deit_small_patch16_224-digits_full-cpu-bs128-32px-fp32"].settings

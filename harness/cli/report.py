@@ -62,6 +62,11 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--min-top1", metavar="PCT", type=argtype(_percent), help="smallest top-1 in %%, in (0, 100] (default: none)")
     # --- dense (segmentation) constraint ---
     group.add_argument("--min-miou", metavar="PCT", type=argtype(_percent), help="smallest mIoU in %% of a dense case, in (0, 100] (default: none)")
+    # --- robustness (issue 29 A) ---
+    group.add_argument("--max-mce", metavar="PCT", type=argtype(positive_float("--max-mce")),
+                       help="largest mCE in %% against the reference backbone (runs with --robustness; default: no limit)")
+    group.add_argument("--robust-reference", metavar="BACKBONE",
+                       help="the backbone name mCE is relative to (default: the first backbone of each dataset/subset/protocol group, the matrix's order)")
     group.add_argument("--target-top1", metavar="PCT", type=argtype(_percent),
                        help="top-1 in %% that the data-efficiency table asks each curve to reach (default: 90%% of the curve's own best)")
 

@@ -110,6 +110,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("plan-budget", "plan_budget", p.memory_budget, None, "BYTES", "memory budget of batch-size planning cases, e.g. 512MiB, at least 1MiB (unset: the edge profile's, else 512MiB)"),
     Option("count-instructions", "count_instructions", p.flag, "false", "", "count each CPU inference case's instructions per forward under valgrind's callgrind (one extra process for the session; eager fp32 cases)", flag=True),
     Option("power", "power", p.flag, "false", "", "sample power during latency cases (RAPL, NVML or tegrastats)", flag=True),
+    # Robustness (issue 29 A): the corrupted test splits a train case is also scored on (harness.data.corruptions).
+    Option("robustness", "robustness", p.robustness, "none", "NAMES", "train cases: also score the trained or probed model on corrupted test splits: corruption groups (all, imagenet-c, robot) or names (gaussian_noise, motion_blur, low_light, ...), none is off; mCE and relative mCE are computed by python -m harness report"),
+    Option("robust-severities", "robust_severities", p.severities, "1,2,3,4,5", "LEVELS", "--robustness severities, each 1-5 (ImageNet-C's five levels)"),
     Option("int8-accuracy", "int8_accuracy", p.flag, "false", "", "after training, record the top-1 change of the model as dynamic-int8 ONNX (CPU)", flag=True),
     # Where data and checkpoints live, and how they are fetched: no effect on results.
     Option("data-root", "data_root", p.path, None, "PATH", "dataset root (unset: ~/.cache/backbone-bench/data)", env="BACKBONE_BENCH_DATA"),

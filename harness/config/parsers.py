@@ -293,3 +293,44 @@ def run_name(text: str) -> str:
     from harness.results.storage import StorageError, check_run_name
 
     return _setting(lambda: check_run_name(text), StorageError)
+
+
+def robustness(text: str) -> tuple[str, ...]:
+    """``--robustness``: corruption names and groups (``all``, ``imagenet-c``, ``robot``), comma-separated,
+    as the corruptions in registry order; ``none`` is off (an empty tuple). An unknown name is a
+    :class:`SettingError` naming the close matches and every valid one."""
+    from harness.contract import CORRUPTION_GROUPS, CORRUPTIONS
+
+    names = [part.lower() for part in split_list(text)]
+    if names == ["none"]:
+        return ()
+    wanted: set[str] = set()
+    for name in names:
+        if name in CORRUPTION_GROUPS:
+            wanted.update(CORRUPTION_GROUPS[name])
+        elif name in CORRUPTIONS:
+            wanted.add(name)
+        else:
+            raise SettingError(unknown("corruption", name, [*CORRUPTION_GROUPS, *CORRUPTIONS]) + "; or none")
+    if not wanted:
+        raise SettingError(f"robustness needs a corruption or group: {', '.join([*CORRUPTION_GROUPS, *CORRUPTIONS])}, or none")
+    return tuple(c for c in CORRUPTIONS if c in wanted)
+
+
+def severities(text: str) -> tuple[int, ...]:
+    """``--robust-severities``: comma-separated ImageNet-C severities, each 1-5, sorted; anything else is a
+    :class:`SettingError` naming the valid range."""
+    from harness.contract import SEVERITIES
+
+    values: set[int] = set()
+    for part in split_list(text):
+        try:
+            value = int(part)
+        except ValueError:
+            value = 0
+        if value not in SEVERITIES:
+            raise SettingError(f"robust-severities entry {part!r} is not a severity: use integers {SEVERITIES[0]}-{SEVERITIES[-1]}, e.g. 1,3,5")
+        values.add(value)
+    if not values:
+        raise SettingError(f"robust-severities needs at least one severity {SEVERITIES[0]}-{SEVERITIES[-1]}, e.g. 1,2,3,4,5")
+    return tuple(sorted(values))

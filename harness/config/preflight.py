@@ -7,7 +7,7 @@ fix, unless ``--skip-unavailable`` asks for the old behaviour (each case a skip 
 
 from __future__ import annotations
 
-from harness.contract import PROTOCOL_SPECS
+from harness.contract import PROTOCOL_SPECS, ROBUST_PROTOCOLS
 from harness.errors import SettingError
 from harness.settings import Settings
 
@@ -23,6 +23,7 @@ def check_available(settings: Settings) -> None:
     _check_prompts(settings)
     _check_trackers(settings)  # not a case's to skip: the whole run is logged, or the session refused
     _check_instructions(settings)
+    _check_robustness(settings)
     if settings.skip_unavailable:
         return
     _check_devices(settings.devices)
@@ -77,6 +78,20 @@ def _check_trackers(settings: Settings) -> None:
     message = missing_message(settings.track or ())
     if message:
         raise SettingError(message)
+
+
+def _check_robustness(settings: Settings) -> None:
+    """--robustness corrupts test splits with kornia (harness.data.corruptions): without it, no case runs.
+    A session without a protocol that scores corruptions is refused too: the option would do nothing."""
+    if not settings.robustness:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("kornia") is None:
+        raise SettingError("--robustness corrupts the test splits with kornia, which is not installed: pip install -e '.[robustness]'")
+    if not set(settings.protocols) & set(ROBUST_PROTOCOLS):
+        raise SettingError(f"--robustness scores the {', '.join(ROBUST_PROTOCOLS)} protocols, and --protocols {','.join(settings.protocols)} "
+                           "runs none of them: add one, or drop --robustness")
 
 
 def _check_instructions(settings: Settings) -> None:

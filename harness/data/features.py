@@ -80,6 +80,8 @@ class FeatureKey:
     std: tuple[float, float, float]
     precision: str
     device_type: str
+    # --robustness: the test split under a corruption ("fog-s3-seed0"), held at img_size; None: the split itself.
+    corruption: str | None = None
 
     def __post_init__(self) -> None:
         if not self.backbone or not self.dataset:
@@ -107,6 +109,8 @@ class FeatureKey:
     def _fields(self) -> dict[str, object]:
         out = dataclasses.asdict(self)
         out["mean"], out["std"] = list(self.mean), list(self.std)  # JSON and weights_only both keep lists
+        if self.corruption is None:
+            del out["corruption"]  # a clean split's digest (and cache file) is the one it had before corruptions existed
         return out
 
     def digest(self) -> str:
@@ -224,7 +228,8 @@ class FeatureCache:
     def path_for(self, key: FeatureKey) -> Path:
         """``root/<backbone>/<dataset>-<split>-<img>px-<precision>[-init<seed>]-<digest>.pt``: readable, made unique by the digest."""
         seed = f"-init{key.init_seed}" if key.weights_sha256 is None else ""
-        name = f"{_part(key.dataset)}-{key.split}-{key.img_size}px-{key.precision}{seed}-{key.digest()}.pt"
+        corruption = f"-{_part(key.corruption)}" if key.corruption is not None else ""
+        name = f"{_part(key.dataset)}-{key.split}{corruption}-{key.img_size}px-{key.precision}{seed}-{key.digest()}.pt"
         return self.root / _part(key.backbone) / name
 
     def get(self, key: FeatureKey, *, labels: torch.Tensor | None = None) -> Features | None:

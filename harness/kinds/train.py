@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from harness.contract import NATIVE, PROTOCOL_SPECS
+from harness.contract import NATIVE, PROTOCOL_SPECS, ROBUST_PROTOCOLS
 from harness.data.datasets import load_split
 from harness.data.registry import held_size
 from harness.data.types import TensorSplit
@@ -41,7 +41,12 @@ def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
     if tuple(training) != TRAINING_SETTINGS:
         raise AssertionError(f"protocol {spec.protocol} resolves {tuple(training)}, not {TRAINING_SETTINGS}")
     return {"threads": threads, "seeds": settings.seeds, **training, "edge_profile": settings.edge_profile_name,
-            "weights_sha256": found.sha256 if found is not None else None}
+            "weights_sha256": found.sha256 if found is not None else None, "robustness": robustness_setting(spec.protocol, settings)}
+
+
+def robustness_setting(protocol: str, settings: Settings) -> dict[str, object] | None:
+    """``--robustness`` as the case runs it; ``None`` for a protocol whose row says it does not (zeroshot, contrastive)."""
+    return settings.robustness_setting if protocol in ROBUST_PROTOCOLS else None
 
 
 def needs_weights(protocol: str, arch: str) -> str:

@@ -11,6 +11,7 @@ initialisation is the seed's.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -19,6 +20,8 @@ import torch
 
 from harness.backbones.factory import create_model
 from harness.backbones.weights import WeightsRef, locate, preprocess_of
+from harness.contract import CORRUPTION_SEED
+from harness.data.corruptions import corrupted_split
 from harness.data.datasets import dataset_source
 from harness.data.features import FeatureCache, FeatureKey, Features, extract
 from harness.data.subsets import class_counts, parse_subset, split_validation, subset_indices
@@ -26,6 +29,7 @@ from harness.data.types import TensorSplit
 from harness.matrix.cases import CaseSpec
 from harness.measure.classification import macro_f1, per_class_accuracy, topk_accuracy
 from harness.measure.recipes import autocast_dtype
+from harness.measure.robustness import Scorer, SeedRobustness, corruption_top1, robustness_keys
 from harness.measure.selection import VAL_FRACTION, Choice, Prefer, choose, tune_setting
 from harness.measure.trained import TrainResult
 from harness.measure.training import EVAL_BATCH
@@ -149,6 +153,17 @@ class Extractor:
             return cached
         return self.cache.extract_and_save(key, self._backbone(init_seed), split, device=self.device, batch_size=EVAL_BATCH, autocast_dtype=self.amp)
 
+    def corrupted_features(self, test_split: TensorSplit, name: str, severity: int, init_seed: int | None) -> Features:
+        """Features of the test split under corruption ``name`` at ``severity`` (cached like the clean split's;
+        on a hit nothing is corrupted and no backbone is built)."""
+        key = dataclasses.replace(self.key("test", init_seed), held_size=self.spec.img_size,
+                                  corruption=f"{name}-s{severity}-seed{CORRUPTION_SEED}")
+        cached = self.cache.get(key, labels=test_split.labels.cpu())
+        if cached is not None:
+            return cached
+        split = corrupted_split(test_split.to(self.device), name, severity, self.spec.img_size, seed=CORRUPTION_SEED)
+        return self.cache.extract_and_save(key, self._backbone(init_seed), split, device=self.device, batch_size=EVAL_BATCH, autocast_dtype=self.amp)
+
     def _backbone(self, init_seed: int | None) -> torch.nn.Module:
         """The pooled-feature model (``num_classes=0``), built only when some split is not cached."""
         if self._model is None or self._model_seed != init_seed:
@@ -199,6 +214,8 @@ def run_frozen_case(probe: Probe, spec: CaseSpec, options: Settings, train_split
     counts: dict[str, int] = {}
     tuned = tune_setting(probe.grid(), options.tune) is not None
     choices: list[dict[str, object]] = []
+    robust: list[SeedRobustness] = []
+    clean_eval_s: list[float] = []
     wall = time.perf_counter()
     for seed in range(options.seeds):
         init_seed = None if pretrained else seed
@@ -225,6 +242,10 @@ def run_frozen_case(probe: Probe, spec: CaseSpec, options: Settings, train_split
         synchronize(device)
         eval_s = time.perf_counter() - start
         labels = test_f.labels
+        if options.robustness:
+            robust.append(corruption_top1(_frozen_scorer(extractor, fitted, test_split, init_seed), options.robustness,
+                                          options.robust_severities, device))
+            clean_eval_s.append(test_f.seconds + eval_s)  # the clean split through the same path: features, then the head
         results.append(TrainResult(
             top1=topk_accuracy(scores, labels, k=1), top5=topk_accuracy(scores, labels, k=5), macro_f1=macro_f1(scores, labels),
             per_class_acc=per_class_accuracy(scores, labels), curve=[], curve_split="test", epochs_to_target=None,
@@ -248,7 +269,18 @@ def run_frozen_case(probe: Probe, spec: CaseSpec, options: Settings, train_split
     }
     if fit_s:
         record["train_time_s"] = sum(fit_s) / len(fit_s)
+    if robust:
+        record.update(robustness_keys(robust, options.robust_severities, sum(clean_eval_s) / len(clean_eval_s)))
     return {**record, **weights_keys(extractor, spec.protocol)}
+
+
+def _frozen_scorer(extractor: Extractor, fitted: Fitted, test_split: TensorSplit, init_seed: int | None) -> Scorer:
+    """The fitted head's scores of each corrupted test split's features: robustness costs their extraction only."""
+    def score(name: str, severity: int) -> tuple[torch.Tensor, torch.Tensor]:
+        features = extractor.corrupted_features(test_split, name, severity, init_seed)
+        return fitted.scores(features.features), features.labels
+
+    return score
 
 
 def weights_keys(extractor: Extractor, protocol: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ recipe and schedule, :func:`harness.measure.training.train`, and one flat record
 from __future__ import annotations
 
 import functools
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ from harness.data.subsets import class_counts, parse_subset, split_validation, s
 from harness.data.types import TensorSplit
 from harness.matrix.cases import CaseSpec
 from harness.measure.probes import LinearProbe, load_into_head
-from harness.measure.recipes import Recipe
+from harness.measure.recipes import Recipe, autocast_dtype
+from harness.measure.robustness import SeedRobustness, clean_seconds, corruption_top1, network_scorer, robustness_keys
 from harness.measure.runtimes import int8_accuracy
 from harness.measure.schedule import Schedule
 from harness.measure.trained import TrainResult
@@ -72,6 +74,8 @@ def train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, tes
     choices: list[dict[str, object]] = []
     schedules: list[Schedule] = []
     search_s: list[float] = []
+    robust: list[SeedRobustness] = []
+    clean_s: list[float] = []
     wall = time.perf_counter()
     for seed in range(options.seeds):
         indices = subset_indices(train_split.labels, subset, seed=seed, num_classes=train_split.num_classes, dataset=str(spec.dataset))
@@ -96,6 +100,11 @@ def train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, tes
         result = train(model, train_split.take(indices), test_split, recipe, device=device, checkpoint_dir=checkpoint_dir,
                        resume=options.resume, progress=functools.partial(progress, seed) if progress else None, world=world)
         results.append(result)
+        if options.robustness:  # the tested weights (model holds them on return), on each corrupted test split
+            scorer = network_scorer(model, test_split, img_size=spec.img_size, mean=recipe.mean, std=recipe.std, device=device,
+                                    amp=autocast_dtype(spec.precision, device))
+            robust.append(corruption_top1(scorer, options.robustness, options.robust_severities, device))
+            clean_s.append(clean_seconds(scorer, device))
         if options.int8_accuracy and seed == 0 and world.is_main:  # rank 0's record is the one saved
             int8 = int8_accuracy_change(model, test_split, checkpoint_dir, recipe)
     wall = time.perf_counter() - wall
@@ -134,6 +143,7 @@ def train_seeds(spec: CaseSpec, options: Settings, train_split: TensorSplit, tes
         "case_wall_s": wall,
         "wall_breakdown_s": wall_breakdown(wall, started_by.get("feature_time_s"), search_s, results),
         **int8,
+        **(robustness_keys(robust, options.robust_severities, statistics.fmean(clean_s)) if robust else {}),
     }
 
 

@@ -42,6 +42,7 @@ DEPLOYMENT_COLUMNS = [
     "inference_device", "inference_batch_size", "inference_precision", "inference_runtime", "inference_machine",
     "inference_img_size", "inference_img_size_from", "latency_p50_ms", "peak_mem_bytes", "params", "pareto",
     "meets_constraints", "reasons",
+    "mce",  # robustness (issue 29 A): mCE % against the reference backbone, with --robustness
 ]
 
 @dataclass(frozen=True, eq=False)
@@ -127,7 +128,8 @@ def _value(case: Mapping[str, Any] | None, key: str) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
-def _failures(top1: float, latency: float | None, memory: float | None, options: ReportOptions, where: str) -> list[tuple[str, str]]:
+def _failures(top1: float, latency: float | None, memory: float | None, options: ReportOptions, where: str,
+              mce: float | None = None) -> list[tuple[str, str]]:
     """(kind, reason) per broken constraint; a constraint whose measurement is missing is broken."""
     fails: list[tuple[str, str]] = []
     if options.max_latency_ms is not None:
@@ -143,10 +145,17 @@ def _failures(top1: float, latency: float | None, memory: float | None, options:
             fails.append((f"peak memory > {limit:g} MiB", f"peak memory {memory / MIB:.1f} > {limit:g} MiB"))
     if options.min_top1 is not None and top1 < options.min_top1:
         fails.append((f"top-1 < {options.min_top1:g} %", f"top-1 {top1:.1f} < {options.min_top1:g} %"))
+    # --- robustness (issue 29 A): mCE against the reference backbone ---
+    if options.max_mce is not None:
+        if mce is None:
+            fails.append(("no mCE measured", "no mCE measured (run with --robustness, and the reference backbone)"))
+        elif mce > options.max_mce:
+            fails.append((f"mCE > {options.max_mce:g} %", f"mCE {mce:.1f} > {options.max_mce:g} %"))
     return fails
 
 
-def deployment_frame(points: pd.DataFrame, choice: InferenceChoice, options: ReportOptions) -> pd.DataFrame:
+def deployment_frame(points: pd.DataFrame, choice: InferenceChoice, options: ReportOptions,
+                     mce: Mapping[tuple[str, str, str, int, int], float] | None = None) -> pd.DataFrame:
     """One row per curve point (dataset, subset, backbone_name, protocol, train px) with its architecture's
     latency, memory and params on ``choice``, the Pareto flag within its dataset and subset (NA without
     a latency), whether it meets the constraints, the reasons, and ``note``/``fail_kinds`` for the report."""
@@ -159,20 +168,21 @@ def deployment_frame(points: pd.DataFrame, choice: InferenceChoice, options: Rep
         shown = px if px is not None else train_px if train_px is not None else options.img_size
         where = (f"{p.backbone} on {choice.device} bs{choice.batch_size}" + (f" {shown}px" if shown is not None else "") if choice.device is not None
                  else f"{p.backbone} (the runs have no successful inference case)")
-        fails = _failures(p.top1, latency, memory, options, where)
+        point_mce = (mce or {}).get((str(p.dataset), str(p.backbone_name), str(p.protocol), -1 if train_px is None else train_px, int(p.train_size)))
+        fails = _failures(p.top1, latency, memory, options, where, point_mce)
         rows.append({
             "dataset": p.dataset, "subset": p.subset, "train_size": p.train_size, "backbone_name": p.backbone_name, "protocol": p.protocol,
             "train_img_size": train_px, "backbone": p.backbone, "top1": p.top1, "top1_std": p.top1_std, "seeds": p.seeds,
             "inference_device": choice.device, "inference_batch_size": choice.batch_size, "inference_precision": choice.precision,
             "inference_runtime": choice.runtime, "inference_machine": choice.machine, "inference_img_size": px, "inference_img_size_from": source,
             "latency_p50_ms": latency, "peak_mem_bytes": None if memory is None else round(memory),
-            "params": (choice.params or {}).get(p.backbone), "pareto": None,
+            "params": (choice.params or {}).get(p.backbone), "mce": point_mce, "pareto": None,
             "meets_constraints": not fails, "reasons": "; ".join(reason for _, reason in fails),
             "note": _px_note(p.backbone, train_px, px, source, choice) if choice.device is not None else "", "fail_kinds": [k for k, _ in fails],
         })
     frame = pd.DataFrame(rows, columns=[*DEPLOYMENT_COLUMNS, "note", "fail_kinds"])
     frame = frame.astype({"train_img_size": "Int64", "inference_img_size": "Int64", "inference_batch_size": "Int64", "seeds": "Int64",
-                          "latency_p50_ms": "float64", "peak_mem_bytes": "Int64", "params": "Int64", "pareto": "boolean"})
+                          "latency_p50_ms": "float64", "peak_mem_bytes": "Int64", "params": "Int64", "mce": "float64", "pareto": "boolean"})
     for _, g in frame.dropna(subset=["latency_p50_ms"]).groupby(["dataset", "train_size"]):
         front = set(pareto_front({str(i): (float(r["latency_p50_ms"]), float(r["top1"])) for i, r in g.iterrows()}))
         frame.loc[g.index, "pareto"] = [str(i) in front for i in g.index]
@@ -211,6 +221,8 @@ def deployment_tables(frame: pd.DataFrame, choice: InferenceChoice, options: Rep
             "Pareto": ["–" if pd.isna(f) else "★" if f else "" for f in g["pareto"]],
             "Meets constraints": ["✓" if m else f"✗ {r}" for m, r in zip(g["meets_constraints"], g["reasons"], strict=True)],
         })
+        if g["mce"].notna().any():  # robustness (issue 29 A)
+            table.insert(4, "mCE (%)", [num(v, 1) for v in g["mce"]])
         out += [f"### {dataset} · {g['subset'].iloc[0]} ({images_text(size)} training images)", "", md_table(table), "", _best(g), ""]
     return out
 

@@ -19,10 +19,10 @@ import pandas as pd
 
 from harness.contract import kind_metrics
 from harness.files import write_atomic
-from harness.results import dense_report, deployment, figures, transfer
+from harness.results import dense_report, deployment, figures, robustness, transfer
 from harness.results.runs import Run, RunError
 from harness.results.selection_report import selection_section
-from harness.results.transfer import MIB, ReportOptions, md_table, num, pareto_front, top1_text
+from harness.results.transfer import MIB, ReportOptions, file_stems, md_table, num, pareto_front, top1_text
 
 __all__ = ["ReportOptions", "ReportResult", "cases_frame", "pareto_front", "write_report"]
 _CONFIG = ["device", "batch_size", "img_size", "precision", "runtime"]
@@ -168,7 +168,8 @@ def write_report(runs: Sequence[Run], out: Path, options: ReportOptions | None =
     ok = frame[frame["status"] == "ok"]
     choice = deployment.choose_inference(ok, options, labels)
     points = transfer.train_points(ok, runs)
-    rows = deployment.deployment_frame(points, choice, options)
+    robust = robustness.robustness_frame(runs, options.robust_reference)  # issue 29 A: CE/mCE against the reference
+    rows = deployment.deployment_frame(points, choice, options, robustness.mce_of(robust))
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# backbone-bench report", "", "Runs: " + ", ".join(f"`{r.source}`" for r in runs), "", "Machines:", ""]
     lines += [f"- {tag} `{m}`" for m, tag in labels.items()] + ["", "## Inference", ""]
@@ -176,6 +177,8 @@ def write_report(runs: Sequence[Run], out: Path, options: ReportOptions | None =
     lines += ["## Accuracy by training-subset size", ""] + (_accuracy_tables(ok, labels) or ["No successful train cases.", ""])
     lines += ["## Data efficiency", ""] + transfer.efficiency_tables(points, options)
     lines += selection_section(runs)
+    if not robust.empty:  # robustness (issue 29 A)
+        lines += ["## Robustness to camera corruptions", ""] + robustness.report_tables(robust)
     lines += ["## Deployment: top-1 within the latency and memory budget", ""] + deployment.deployment_tables(rows, choice, options)
     lines += dense_report.dense_section(ok, options, labels)  # dense (segmentation) cases: mIoU, --min-miou
     lines += ["## Batch plans", "", "Largest batch within the memory budget: estimated from two probe batches, and found by search.", ""]
@@ -185,7 +188,9 @@ def write_report(runs: Sequence[Run], out: Path, options: ReportOptions | None =
     described = _describe(ref) if not ref.empty else "no inference case"
     plots = [*transfer.curve_plots(points), *deployment.pareto_plots(rows, choice, options),
              ("peak_memory.png", lambda p: figures.plot_memory(ref, ok[ok["kind"] == "train"], described, p)),
-             ("latency.png", lambda p: figures.plot_latency(ref, described, p))]
+             ("latency.png", lambda p: figures.plot_latency(ref, described, p)),
+             *((f"robustness_{stem}.png", lambda p, d=d: robustness.plot_severity(robust, d, p))
+               for d, stem in file_stems([str(d) for d in dict.fromkeys(robust["dataset"])]).items())]
     for name, plot in plots:
         reason = plot(out / name)
         if reason:

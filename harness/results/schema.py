@@ -115,6 +115,7 @@ V1_SETTINGS: Mapping[str, Mapping[str, V1Fact]] = {
         "tune": _fixed(None),
         "edge_profile": _v1_profile,
         "weights_sha256": _fixed(None),  # every case trained from random weights
+        "robustness": _fixed(None),
     },
     "plan": {
         "num_classes": _key("num_classes", 10),
@@ -140,6 +141,8 @@ ADDED_AFTER_V2: Mapping[str, Mapping[str, object]] = {
 # two unset (it ran no search; its flips were not recorded): with a new run it is "not comparable:
 # schedule epochs 10 → steps 100, …", never judged against one that trained a different length.
 ADDED_IN_V4: Mapping[str, Mapping[str, object]] = {"inference": {}, "train": {"tune": None, "hflip": None}, "plan": {}}
+# Schema 5 added --robustness: a case before it ran none.
+ADDED_IN_V5: Mapping[str, Mapping[str, object]] = {"inference": {}, "train": {"robustness": None}, "plan": {}}
 RENAMED_IN_V4: Mapping[str, Mapping[str, str]] = {"inference": {}, "train": {"epochs": "schedule"}, "plan": {}}
 
 
@@ -212,7 +215,7 @@ def case_settings(record: Record, kind: str, schema: int, options: Record) -> di
     settings = record.get("settings")
     if not isinstance(settings, dict):
         raise RecordError(f"no 'settings' (schema {schema} records every case's settings): {_EDITED}")
-    added = {**(ADDED_AFTER_V2[kind] if schema == 2 else {}), **(ADDED_IN_V4[kind] if schema < 4 else {})}
+    added = {**(ADDED_AFTER_V2[kind] if schema == 2 else {}), **(ADDED_IN_V4[kind] if schema < 4 else {}), **(ADDED_IN_V5[kind] if schema < 5 else {})}
     renamed = RENAMED_IN_V4[kind] if schema < 4 else {}
     expected = (*(key for key in expected if key not in added and key not in renamed.values()), *renamed)
     missing, extra = [k for k in expected if k not in settings], [k for k in settings if k not in expected]

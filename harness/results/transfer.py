@@ -62,6 +62,9 @@ class ReportOptions:
     target_top1: float | None = None  # %; default: TARGET_FRACTION of each curve's own best
     # --- dense (segmentation) constraints: harness.results.dense_report ---
     min_miou: float | None = None  # %
+    # --- robustness (issue 29 A) ---
+    max_mce: float | None = None  # %; a case's mCE against the reference backbone (harness.results.robustness)
+    robust_reference: str | None = None  # the backbone mCE is relative to; default: each group's first backbone
 
     def constraints(self) -> str:
         """The constraints in words, e.g. ``latency p50 ≤ 10 ms, top-1 ≥ 55 %``."""
@@ -69,8 +72,9 @@ class ReportOptions:
             f"latency p50 ≤ {self.max_latency_ms:g} ms" if self.max_latency_ms is not None else "",
             f"peak memory ≤ {self.max_memory_bytes / MIB:g} MiB" if self.max_memory_bytes is not None else "",
             f"top-1 ≥ {self.min_top1:g} %" if self.min_top1 is not None else "",
+            f"mCE ≤ {self.max_mce:g} %" if self.max_mce is not None else "",
         ]
-        return ", ".join(p for p in parts if p) or "none set (pass --max-latency-ms, --max-memory or --min-top1)"
+        return ", ".join(p for p in parts if p) or "none set (pass --max-latency-ms, --max-memory, --min-top1 or --max-mce)"
 
 
 # --- rendering helpers shared with report.py -----------------------------------------------------

@@ -121,7 +121,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "inference": {"num_classes": 10, "threads": 4, "bench_time_s": 1.0, "edge_profile": None, "power": False},
     "train": {"threads": 4, "seeds": 3, "schedule": "epochs 3", "optimizer": "sgd", "lr": 0.025, "weight_decay": 5e-5,
               "label_smoothing": 0.1, "augment": ["standard"], "hflip": None, "early_stop": None, "val_fraction": None, "grad_accum": 1,
-              "clip_grad": None, "tune": None, "edge_profile": None, "weights_sha256": None},
+              "clip_grad": None, "tune": None, "edge_profile": None, "weights_sha256": None, "robustness": None},
     "plan": {"num_classes": 10, "plan_budget_bytes": 512 * 2**20, "edge_profile": None},
 }
 
@@ -130,12 +130,12 @@ def with_settings(bench: dict[str, Any], *, schema: int = 3, **changes: Any) -> 
     """A copy of ``bench`` whose record carries the settings of ``schema`` (2, 3 or 4: the kind's
     defaults, ``changes`` applied; before 4, ``epochs=N`` stands for the schedule) and their digest."""
     from harness.contract import settings_digest  # imported here: `python synth.py` runs without the package
-    from harness.results.schema import ADDED_AFTER_V2, ADDED_IN_V4, RENAMED_IN_V4
+    from harness.results.schema import ADDED_AFTER_V2, ADDED_IN_V4, ADDED_IN_V5, RENAMED_IN_V4
 
     bench = copy.deepcopy(bench)
     extra = bench["extra_info"]
     kind = extra["kind"]
-    added = {**(ADDED_AFTER_V2[kind] if schema == 2 else {}), **(ADDED_IN_V4[kind] if schema < 4 else {})}
+    added = {**(ADDED_AFTER_V2[kind] if schema == 2 else {}), **(ADDED_IN_V4[kind] if schema < 4 else {}), **(ADDED_IN_V5[kind] if schema < 5 else {})}
     settings = {**SETTINGS[kind], **changes}
     if schema < 4:
         for old, new in RENAMED_IN_V4[kind].items():

@@ -18,6 +18,7 @@ from harness.results import deployment, transfer
 from harness.results.report import cases_frame
 from harness.results.site.data import StoredRun
 from harness.results.site.markup import esc, figure_div, page
+from harness.results.site.robustness import robustness_section
 from harness.results.transfer import ReportOptions
 
 _MARKERS = {"scratch": "circle", "finetune": "square", "linear": "triangle-up", "knn": "diamond"}
@@ -110,4 +111,8 @@ def training_page(stored: StoredRun) -> str:
         else:
             figures[f"pareto_{n}"] = _pareto_figure(largest)
             body += [f'<p class="note">Latency: {esc(choice.text)}. Black edge: on the Pareto front.</p>', figure_div(f"pareto_{n}", 380)]
+    # --- robustness (issue 29 A): mCE, the worst corruption, accuracy vs severity ---
+    robust_body, robust_figures = robustness_section(stored.run)
+    body += robust_body
+    figures.update(robust_figures)
     return page(f"Training: {stored.label}", "\n".join(body), depth=2, figures=figures)
