@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 # Forwards collected per case: two counts of one forward in one process agree to 0.02 % here, and
-# across processes to 0.22-0.53 % (README); two average away a first-call path torch may still take.
+# across processes to 0.22-0.53 % (docs/latency/instructions.md); two average away a first-call path torch may still take.
 FORWARDS = 2
 
 # Functions a record keeps: each at least 0.1 % of the count (below that a change cannot move the total
