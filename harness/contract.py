@@ -2,7 +2,7 @@
 
 Everything the suite writes and judges is described here once, and this module imports nothing
 else of the project. The record builder, the run reader, compare, the noise history, the gate,
-the report and the README's tables (``python -m harness contract``) all read it:
+the report and the manual's tables (``python -m harness contract``) all read it:
 
 - a new metric is one :class:`Metric` row in :data:`METRICS` (and its key in its kind's row);
 - a new kind is one :class:`Kind` row plus its module :mod:`harness.kinds`.<name> (and its fixture
@@ -376,6 +376,9 @@ class Kind:
     ``cost`` is how ``--shard`` estimates a case that never ran (:mod:`harness.scale.shards`):
     ``training`` in GMACs x images x passes x seeds, ``timed`` in its timed seconds plus set-up,
     ``fixed`` one unit a case; ``seconds_per_unit`` is the estimate before stored runs calibrate it.
+
+    ``headline`` are the metrics the end of a run ranks its cases on (best and worst backbone,
+    :mod:`harness.results.summary`): the figures a person chooses a backbone by.
     """
 
     name: str
@@ -385,6 +388,7 @@ class Kind:
     rounds: Literal["many", "once"]
     cost: Literal["training", "timed", "fixed"]
     seconds_per_unit: float
+    headline: tuple[str, ...] = ()
 
 
 _INFERENCE_METRICS = (
@@ -397,23 +401,27 @@ _INFERENCE_METRICS = (
 # (model, GMACs, memory probe); a batch-size search ~30 s.
 _KINDS = (
     Kind("inference", "latency, throughput, params, GMACs and peak memory of one forward", _INFERENCE_METRICS,
-         ("num_classes", "threads", "bench_time_s", "edge_profile", "power"), "many", "timed", 1.0),
+         ("num_classes", "threads", "bench_time_s", "edge_profile", "power"), "many", "timed", 1.0,
+         ("latency_p50_ms", "throughput_ips", "peak_mem_bytes")),
     Kind("train", "small-data training: accuracy over seeds, convergence, cost",
          ("top1", "top5", "macro_f1", "robust_top1", "robust_worst_top1", "robust_time_s", "int8_top1_change_pp", "train_time_s", "eval_time_s", "feature_time_s", "train_ips",
           "peak_train_mem_bytes", "duration_s"),
          ("threads", "seeds", "schedule", "optimizer", "lr", "weight_decay", "label_smoothing", "augment", "hflip",
-          "early_stop", "val_fraction", "grad_accum", "clip_grad", "tune", "edge_profile", "weights_sha256", "robustness"), "once", "training", 0.2),
+          "early_stop", "val_fraction", "grad_accum", "clip_grad", "tune", "edge_profile", "weights_sha256", "robustness"), "once", "training", 0.2,
+         ("top1", "train_time_s")),
     Kind("plan", "largest inference and training batch under a memory budget",
          ("plan_inference_estimated_max_batch", "plan_inference_searched_max_batch",
           "plan_train_estimated_max_batch", "plan_train_searched_max_batch", "duration_s"),
-         ("num_classes", "plan_budget_bytes", "edge_profile"), "once", "fixed", 30.0),
+         ("num_classes", "plan_budget_bytes", "edge_profile"), "once", "fixed", 30.0,
+         ("plan_inference_searched_max_batch", "plan_train_searched_max_batch")),
 )
 # dense: a linear segmentation head (BatchNorm + 1x1 conv, DINOv2's) on frozen multi-scale features; its
 # latency is one forward of backbone + head at the dense resolution, batch 1, timed like inference's.
 _DENSE = Kind(
     "dense", "segmentation probe on frozen multi-scale features: mIoU, pixel accuracy, per-class IoU, latency at the dense resolution",
     ("miou", "pixel_acc", "latency_p50_ms", "latency_p90_ms", "latency_mean_ms", "train_time_s", "feature_time_s", "duration_s"),
-    ("threads", "seeds", "seg_steps", "seg_layers", "tune", "bench_time_s", "weights_sha256"), "once", "training", 0.2)
+    ("threads", "seeds", "seg_steps", "seg_layers", "tune", "bench_time_s", "weights_sha256"), "once", "training", 0.2,
+    ("miou", "latency_p50_ms"))
 KINDS: Mapping[str, Kind] = {k.name: k for k in (*_KINDS, _DENSE)}
 KIND_NAMES: tuple[str, ...] = tuple(KINDS)
 

@@ -103,11 +103,3 @@ def test_one_policy_decides_skip_fail_or_bug() -> None:
     assert outcome(DatasetCorrupt("data_batch_1: md5 mismatch\nmore", **where)) == ("fail", "corrupt dataset: data_batch_1: md5 mismatch")
     assert outcome(MemoryError()) == ("fail", "out of memory: MemoryError")
     assert outcome(KeyError("bug")) is None  # a bug propagates with its traceback
-
-
-def test_readme_tables_are_the_contract() -> None:
-    from harness.cli.contract import document
-
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("<!-- contract:begin -->\n", 1)[1].split("<!-- contract:end -->", 1)[0]
-    assert block == document(), "README is stale: paste `python -m harness contract` between its contract markers"

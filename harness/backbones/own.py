@@ -35,7 +35,7 @@ from harness.backbones.registry import Backbone, UnknownBackbone
 from harness.contract import FAMILIES, suggest
 
 ENTRY_GROUP = "backbone_bench.backbones"
-# The factory's attributes the suite reads, with what each means (README "Benchmark your own backbone").
+# The factory's attributes the suite reads, with what each means (docs/own-backbones.md).
 DECLARED = {"family": f"one of {', '.join(FAMILIES)}", "edge": "True for a board-sized model", "feature_layer": "the classifier's module name"}
 _CLIP = "clip:"
 _SEARCHED_SHOWN = 3  # sys.path entries an import error names after the working directory: one readable line

@@ -1,5 +1,5 @@
 """``python -m harness contract``: the run contract (kinds, metrics, protocols, runtimes, families,
-datasets, options) as the README's Markdown tables."""
+datasets, options) as the manual's Markdown tables (docs/reference/contract.md and options.md)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,17 @@ from harness.data.registry import markdown_table as datasets_table
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``contract`` verb to ``python -m harness``'s subparsers."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "contract", help="print the run contract (kinds, metrics, protocols, runtimes, families, datasets, options) as the README's tables")
+        "contract", help="print the run contract (kinds, metrics, protocols, runtimes, families, datasets, options) as the manual's tables")
     return parser
 
 
 def markdown_tables() -> str:
-    """The contract as the README shows it: kinds, metrics, protocols, runtimes, families and trackers, a table each."""
-    lines = ["| kind | what it measures | metrics | settings (digested) | rounds | shard cost |", "|---|---|---|---|---|---|"]
+    """The contract as the manual shows it: kinds, metrics, protocols, runtimes, families and trackers, a table each."""
+    lines = ["| kind | what it measures | metrics | headline (the run's summary) | settings (digested) | rounds | shard cost |",
+             "|---|---|---|---|---|---|---|"]
     for kind in KINDS.values():
-        lines.append(f"| `{kind.name}` | {kind.meaning} | {', '.join(f'`{m}`' for m in kind.metrics)} | {', '.join(kind.settings)} | "
+        lines.append(f"| `{kind.name}` | {kind.meaning} | {', '.join(f'`{m}`' for m in kind.metrics)} | "
+                     f"{', '.join(f'`{m}`' for m in kind.headline)} | {', '.join(kind.settings)} | "
                      f"{kind.rounds} | {kind.cost}, {kind.seconds_per_unit:g} s/unit |")
     lines += ["", "| metric | unit | better | noise | default gate | meaning |", "|---|---|---|---|---|---|"]
     for m in METRICS.values():
@@ -47,9 +49,14 @@ def markdown_tables() -> str:
     return "\n".join(lines) + "\n"
 
 
+def contract_tables() -> str:
+    """The tables of docs/reference/contract.md: kinds, metrics, protocols, runtimes, families, trackers, datasets."""
+    return markdown_tables() + "\n" + datasets_table()
+
+
 def document() -> str:
-    """Every table, in the README's order."""
-    return markdown_tables() + "\n" + datasets_table() + "\n" + markdown_table()
+    """Every table: the contract's (docs/reference/contract.md), then the options' (docs/reference/options.md)."""
+    return contract_tables() + "\n" + markdown_table()
 
 
 def run(args: argparse.Namespace) -> int:

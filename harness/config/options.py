@@ -138,7 +138,7 @@ GATE_OPTIONS = tuple(option for option in OPTIONS if option.scope == "gate")
 
 
 def markdown_table() -> str:
-    """The option table as the README shows it."""
+    """The option table as the manual shows it (docs/reference/options.md)."""
     lines = ["| option | ini key | default | meaning |", "|---|---|---|---|"]
     for o in OPTIONS:
         name = f"`--{o.name}`" + ("" if o.flag else f" {o.metavar}")

@@ -186,7 +186,7 @@ def default_data_root() -> Path:
 
 
 def markdown_table() -> str:
-    """The registered datasets as the README shows them."""
+    """The registered datasets as the manual shows them (docs/reference/contract.md)."""
     lines = ["| dataset | classes | train / test images | stored side | under the data root | download | flips | steps |",
              "|---|---|---|---|---|---|---|---|"]
     for d in DATASETS.values():

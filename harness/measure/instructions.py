@@ -34,7 +34,7 @@ from torch import nn
 
 # Forwards collected per case, after one uncounted forward (first-call paths: oneDNN primitive creation,
 # allocator growth). Two counted forwards in one process agree to 0.02 % here, and counts across
-# processes to 0.22-0.53 % (README): a second counted forward would cost a third of a case's counting
+# processes to 0.22-0.53 % (docs/latency/instructions.md): a second counted forward would cost a third of a case's counting
 # time and buy nothing the 1 % tolerance can see.
 FORWARDS = 1
 

@@ -3,7 +3,7 @@ baseline they are gated against, and the end of the run (:func:`harness.results.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from harness.contract import KIND_NAMES
+from harness.contract import KIND_NAMES, KINDS
 from harness.errors import SettingError
 from harness.matrix.cases import CaseSpec
 from harness.results.records import CaseResult
@@ -43,6 +43,7 @@ class BenchSession:
         self.saved_path: Path | None = None
         self.baseline: Any = None
         self.gate_lines: list[str] = []
+        self.gate_code = 0  # the gate's exit code (harness.results.gate): 0 passed, 1 regression, 2 not comparable
         self.save_lines: list[str] = []  # orphans recovered by the save, or where a refused run went
         self.track_lines: list[str] = []  # where --track logged the run, or why a tracker failed
         self.durations: dict[str, float] = {}  # nodeid → seconds of setup + call + teardown
@@ -188,7 +189,7 @@ class BenchSession:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
             return
         self.saved_path, self.json_path = published.saved, published.written
-        self.save_lines, self.gate_lines = published.lines, published.gate_lines
+        self.save_lines, self.gate_lines, self.gate_code = published.lines, published.gate_lines, published.code
         if published.refused and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the run is not where it was asked to go
         if published.code:
@@ -229,9 +230,31 @@ class BenchSession:
         # cases ran (on the controller under xdist, when the workers are done: nothing competes).
         machine_info["host"] = host_fingerprint()
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_benchmark_group_stats(self, config: pytest.Config, benchmarks: Any, group_by: str) -> Generator[None, Any, Any]:
+        """pytest-benchmark's table shows the kinds timed over many rounds only (latency).
+
+        A kind timed once (a training, a batch plan) is one round: its IQR is 0, its OPS the inverse
+        of minutes, and in a group with the latency rows its IQR of 0 is the best, against which every
+        latency row's IQR reads ``(inf)``. Its figures are in the run's summary instead.
+        """
+        groups = yield
+        once = {kind.name for kind in KINDS.values() if kind.rounds == "once"}
+        kept = [(name, [b for b in rows if (b["extra_info"] or {}).get("kind") not in once]) for name, rows in groups]
+        return [(name, rows) for name, rows in kept if rows]
+
+    @pytest.hookimpl(trylast=True)  # after pytest-benchmark's table: the run ends with its answer
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker:
             return
+        from harness.results.summary import RunFacts, closing_lines, ranking_lines
+
+        skipped = sum(outcome == "skipped" for outcome in self.case_outcomes.values())
+        if not self.results and not self.shard_record and not self.save_lines and not skipped:
+            return
+        terminalreporter.write_sep("=", "backbone-bench: the answer")
+        for line in ranking_lines([r.record for r in self.results.values()], skipped):
+            terminalreporter.write_line(line)
         if self.shard_record is not None:
             r = self.shard_record
             terminalreporter.write_line(
@@ -247,6 +270,11 @@ class BenchSession:
             terminalreporter.write_line(line)
         for line in self.gate_lines:
             terminalreporter.write_line(line)
+        if self.results:
+            facts = RunFacts(self.saved_path, self.json_path if self.results else None,
+                             self.settings.gate if self.baseline is not None else None, self.gate_code)
+            for line in closing_lines(facts):
+                terminalreporter.write_line(line)
         if self.all_skipped:
             count = len(self.case_outcomes)
             terminalreporter.write_line(
