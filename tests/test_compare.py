@@ -105,7 +105,7 @@ def test_bad_tolerance_specs_name_the_problem_metrics_and_forms(spec: str, messa
 def test_defaults_and_overrides() -> None:
     assert str(DEFAULTS) == (
         "latency_p50_ms:10%,params:0,gmacs:0,instructions:1%,peak_mem_bytes:5%,top1:-1pp,robust_top1:-1pp,peak_train_mem_bytes:5%,"
-        "plan_inference_searched_max_batch:-5%,plan_train_searched_max_batch:-5%"
+        "plan_inference_searched_max_batch:-5%,plan_train_searched_max_batch:-5%,miou:-1pp"
     )
     assert parse_tolerances("") == DEFAULTS
     tol = parse_tolerances("latency_p50_ms:25%,throughput_ips:-10%,top1:off")

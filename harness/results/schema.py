@@ -143,6 +143,9 @@ ADDED_AFTER_V2: Mapping[str, Mapping[str, object]] = {
 ADDED_IN_V4: Mapping[str, Mapping[str, object]] = {"inference": {}, "train": {"tune": None, "hflip": None}, "plan": {}}
 # Schema 5 added --robustness: a case before it ran none.
 ADDED_IN_V5: Mapping[str, Mapping[str, object]] = {"inference": {}, "train": {"robustness": None}, "plan": {}}
+# Kinds younger than schema 1, with the schema that brought them: no older run can hold one, so the
+# tables above have no row for them.
+KIND_SINCE: Mapping[str, int] = {"dense": 5}
 RENAMED_IN_V4: Mapping[str, Mapping[str, str]] = {"inference": {}, "train": {"epochs": "schedule"}, "plan": {}}
 
 
@@ -210,6 +213,8 @@ def check_record(record: Record, failed: bool) -> tuple[str, str]:
 def case_settings(record: Record, kind: str, schema: int, options: Record) -> dict[str, Any]:
     """The case's settings in the contract's order: checked (schema 2) or filled in (schema 1)."""
     expected = KINDS[kind].settings
+    if schema < KIND_SINCE.get(kind, 1):
+        raise RecordError(f"a {kind} case in a schema-{schema} run, but the {kind} kind came with schema {KIND_SINCE[kind]}: {_EDITED}")
     if schema == 1:
         return {key: V1_SETTINGS[kind][key](record, options) for key in expected}
     settings = record.get("settings")

@@ -114,6 +114,20 @@ def plan_case(backbone: str, inference: tuple[int, int], train: tuple[int, int],
             "params": {"case": cid}, "param": cid, "extra_info": extra, "options": {}, "stats": _stats([12.0])}
 
 
+def dense_case(backbone: str, dataset: str, per_seed: list[float], *, device: str = "cpu") -> dict[str, Any]:
+    """One segmentation-probe entry: mIoU per seed on ``dataset`` (a ``voc:``/``ade:``/``segfolder:`` name)."""
+    family, *_ = BACKBONES[backbone]
+    cid = f"{backbone}-{dataset.split(':')[0]}-cpu-64px-fp32"
+    extra: dict[str, Any] = {
+        "kind": "dense", "case_id": f"dense/{cid}", "backbone": backbone, "family": family, "edge": False, "device": device,
+        "batch_size": 1, "img_size": 64, "num_classes": 5, "precision": "fp32", "channels_last": False, "runtime": "eager",
+        "dataset": dataset, "weights": None, "backbone_name": backbone, "status": "ok",
+        "miou": float(np.mean(per_seed)), "miou_per_seed": per_seed, "pixel_acc": 89.6, "latency_p50_ms": 28.0,
+    }
+    return {"group": None, "name": f"test_dense[{cid}]", "fullname": f"benchmarks/test_dense.py::test_dense[{cid}]",
+            "params": {"case": cid}, "param": cid, "extra_info": extra, "options": {}, "stats": _stats([90.0])}
+
+
 # Schema 4: the settings each kind records (harness.contract.KINDS[kind].settings), as a default
 # session on the Xeon resolves them: 4 threads, 1 s of rounds, no edge profile, no power sampling.
 # Schemas 2-3 recorded "epochs 3" as epochs: 3 and had no tune/hflip (with_settings writes that shape).
@@ -123,6 +137,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
               "label_smoothing": 0.1, "augment": ["standard"], "hflip": None, "early_stop": None, "val_fraction": None, "grad_accum": 1,
               "clip_grad": None, "tune": None, "edge_profile": None, "weights_sha256": None, "robustness": None},
     "plan": {"num_classes": 10, "plan_budget_bytes": 512 * 2**20, "edge_profile": None},
+    "dense": {"threads": 4, "seeds": 2, "seg_steps": 300, "seg_layers": "last4", "tune": None, "bench_time_s": 1.0, "weights_sha256": None},
 }
 
 
