@@ -17,6 +17,8 @@ agreeing. The protocol, in words:
   cross-entropy + l2 ||W||^2 (bias not decayed), l2 in {1e-5 .. 1e-1}; the best validation top-1 wins
   (ties: the lower validation cross-entropy, then the larger l2); refit on the whole subset with its
   statistics; report test top-1.
+* finetune-zero: the plain fine-tune a careful engineer writes by hand: as finetune below, but the head
+  starts at zero (no probe), the lr chosen the same way.
 * finetune (LP-FT): the head starts from the probe (standardisation folded into it) with the l2 the
   linear selection chose. Selection: for lr in {1e-4, 3e-4, 1e-3} x sqrt(B/128), probe on the fit
   part, fine-tune on the fit part for a quarter of the steps, score validation top-1 (ties: the lower
@@ -242,6 +244,12 @@ def load_weights(spec: str, train_x: torch.Tensor, num_classes: int) -> Weights:
     return Weights(arch, file, state, mean, std, extractor, predict(extractor, train_x, mean, std).double().numpy())
 
 
+def zero_head(w: Weights, labels: Array) -> tuple[Array, Array]:
+    """A classifier of zeros (weights and bias): step 0 predicts every class alike."""
+    classes = int(labels.max()) + 1
+    return np.zeros((classes, w.train_f.shape[1]), dtype=np.float32), np.zeros(classes, dtype=np.float32)
+
+
 def run_seed(w: Weights, protocol: str, per_class: int, seed: int, data: tuple[torch.Tensor, Array, torch.Tensor, Array],
              opts: argparse.Namespace) -> dict[str, Any]:
     train_x, train_y, test_x, test_y = data
@@ -256,8 +264,10 @@ def run_seed(w: Weights, protocol: str, per_class: int, seed: int, data: tuple[t
             if w.test_f is None:
                 w.test_f = predict(w.extractor, test_x, w.mean, w.std).double().numpy()
             rec["top1"] = top1(w.test_f @ weight.T + bias, test_y)
-        elif protocol == "finetune":
-            head = fit_probe(w.train_f[fit], train_y[fit], l2)
+        elif protocol in ("finetune", "finetune-zero"):
+            # finetune-zero: the plain fine-tune a hand-run writes (no probe first): the head starts at zero.
+            zero = protocol == "finetune-zero"
+            head = zero_head(w, train_y) if zero else fit_probe(w.train_f[fit], train_y[fit], l2)
             lr_scores = {}
             grid = opts.lr_grid
             for base_lr in grid if len(grid) > 1 else ():  # one lr: nothing to choose
@@ -265,12 +275,12 @@ def run_seed(w: Weights, protocol: str, per_class: int, seed: int, data: tuple[t
                 model, _ = lpft(w.arch, w.state, head, train_x[fit], train_y[fit], base_lr, short, seed, w.mean, w.std, opts)
                 lr_scores[base_lr] = score(predict(model, train_x[val], w.mean, w.std), train_y[val])
             base_lr = max(grid, key=lambda lr: (lr_scores[lr][0], -lr_scores[lr][1], -lr)) if lr_scores else grid[0]  # ties: lower loss, then lower lr
-            head = fit_probe(w.train_f[idx], train_y[idx], l2)
+            head = zero_head(w, train_y) if zero else fit_probe(w.train_f[idx], train_y[idx], l2)
             model, used_lr = lpft(w.arch, w.state, head, train_x[idx], train_y[idx], base_lr, opts.steps, seed, w.mean, w.std, opts)
             rec.update(lr=base_lr, lr_scaled=used_lr, batch=min(opts.batch, len(idx)), val_top1_by_lr={f"{k:g}": v for k, v in lr_scores.items()})
             rec["top1"] = top1(predict(model, test_x, w.mean, w.std), test_y)
         else:
-            raise SystemExit(f"unknown protocol {protocol!r} (linear, finetune)")
+            raise SystemExit(f"unknown protocol {protocol!r} (linear, finetune, finetune-zero)")
     rec["probe_fits_not_converged"] = sum(issubclass(c.category, ConvergenceWarning) for c in caught)
     return rec
 
