@@ -48,7 +48,8 @@ def test_the_docs_show_these_example_outputs() -> None:
         "pytest benchmarks -m inference --backbones resnet18 --batch-sizes 1 --bench-time 0.05",
         "pytest benchmarks --backbones resnet50.a1_in1k",
         "pytest benchmarks --backbones resnet19", "pytest benchmarks --subsets 2k", "pytest benchmarks --devices cuda",
-        "pytest benchmarks -m train --dataset cifar10"]
+        "pytest benchmarks -m train --dataset cifar10",
+        "pytest benchmarks -m train --robustness fgo", "pytest benchmarks -m train --robust-severities 1,6"]
 
 
 def _blocks(text: str) -> list[list[str]]:

@@ -220,13 +220,14 @@ def _edited(path: tuple[str, ...], value: Any, shard: int) -> Make:
     return make
 
 
-def _on_hosts(slow: float) -> Make:
-    """Every shard fingerprinted on one host class but shard 2, whose calibration is ``slow`` times slower."""
+def _on_hosts(slow: float, capability: str = "AVX2") -> Make:
+    """Every shard fingerprinted alike but shard 2, whose calibration is ``slow`` times slower and whose
+    torch dispatches to ``capability``."""
     def make(docs: list[dict[str, Any]]) -> list[str]:
         for i, doc in enumerate(docs):
             score = 1.0 * (slow if i == 1 else 1)
-            doc["machine_info"]["host"] = {"schema": 1, "capability": "AVX2", "cpu_flags": ["avx2", "fma"], "cpus": 2, "gpu": None,
-                                           "calibration": {"score_ms": score, "gemm_ms": score, "conv_ms": score}}
+            doc["machine_info"]["host"] = {"schema": 1, "capability": capability if i == 1 else "AVX2", "cpu_flags": ["avx2", "fma"], "cpus": 2,
+                                           "gpu": None, "calibration": {"score_ms": score, "gemm_ms": score, "conv_ms": score}}
         return write(Path("shards"), docs)
     return make
 
@@ -251,8 +252,8 @@ REFUSALS: dict[str, tuple[Make, str]] = {
         f"shards/shard1.json (baseline key {KEY}) and shards/shard3.json (baseline key {CUDA}) ran on different machines",
     ),
     "different host classes": (
-        _on_hosts(3.7),
-        "shards/shard1.json and shards/shard2.json ran on hosts of different classes (calibration 3.7× slower); a merged run's "
+        _on_hosts(1.0, "DEFAULT"),
+        "shards/shard1.json and shards/shard2.json ran on hosts of different classes (capability AVX2 → DEFAULT); a merged run's "
         "latencies are one host's: run every shard on one class of node",
     ),
     "different software": (
@@ -323,8 +324,10 @@ def test_refusals_name_the_runs_and_write_nothing(what: str, here: Path, capsys:
     assert {p: p.read_bytes() for p in Path("shards").iterdir()} == inputs
 
 
-def test_shards_on_one_host_class_merge_though_their_calibrations_differ_a_little(here: Path) -> None:
-    refs = _on_hosts(1.2)(shard_runs(selection()))  # 1.2x: within a class (hosts.CAL_FACTOR 1.5)
+def test_shards_on_one_host_class_merge_though_their_calibrations_differ(here: Path) -> None:
+    # Shards run side by side on one node calibrate slower by each other's load (1.9x seen here): the
+    # kernels and CPUs decide, not the calibration.
+    refs = _on_hosts(3.7)(shard_runs(selection()))
     merged = merge_runs(refs, here / "baselines")
     assert len(merged["benchmarks"]) == sum(len(json.loads(Path(ref).read_text())["benchmarks"]) for ref in refs) > 0
 

@@ -17,6 +17,7 @@ import pytest
 
 from harness.contract import KIND_NAMES, RUNTIMES
 from tests.projects import write_project
+from tests.segscenes import SCENE_CLASSES, compose, digit_objects, write_voc
 
 # One worker builds the project once: with `pytest -n 2 --dist loadgroup` (pytest.ini) the whole
 # module runs in the same xdist worker instead of each worker re-running the minute-long setup.
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MATRIX = (
     "--backbones", "resnet10t", "--batch-sizes", "1", "--devices", "cpu", "--bench-time", "0.05",
     "--runtimes", ",".join(RUNTIMES), "--subsets", "500", "--train-batch-sizes", "64", "--plan-budget", "64MiB",
-    "-p", "no:cacheprovider",
+    "--seg-datasets", "voc:scenes", "--seg-steps", "4", "-p", "no:cacheprovider",
 )
 
 
@@ -47,6 +48,7 @@ class Project:
         env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PYTEST_XDIST")}
         env["PYTHONPATH"] = str(ROOT)
         env["BACKBONE_BENCH_CHECKPOINTS"] = str(self.path / "checkpoints")
+        env["BACKBONE_BENCH_DATA"] = str(self.path)  # where voc:scenes is (digits is embedded)
         return subprocess.run(command, cwd=self.path, capture_output=True, text=True, env=env, timeout=900)
 
     def runs(self) -> list[Path]:
@@ -56,6 +58,9 @@ class Project:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     path = write_project(tmp_path_factory.mktemp("roundtrip"))
+    objects, labels = digit_objects()  # the dense kind's case: a segmentation probe on scenes of real digits
+    write_voc(path / "scenes", {split: compose(objects, labels, SCENE_CLASSES, tuple(map(str, range(10))), n, side=32, seed=n, max_objects=2)
+                                for split, n in (("train", 6), ("val", 4))})
     project = Project(path)
     first = project.pytest(*MATRIX, "--benchmark-save=every", "--benchmark-json=every.json")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -71,7 +76,7 @@ def test_every_kind_and_runtime_is_saved_with_its_settings(project: Project) -> 
     cases = _cases(saved)
     assert {str(c["kind"]) for c in cases.values()} == set(KIND_NAMES)
     assert {str(c["runtime"]) for c in cases.values() if c["kind"] == "inference"} == set(RUNTIMES)
-    assert len(cases) == len(RUNTIMES) + 2
+    assert len(cases) == len(RUNTIMES) + 3  # and one train, one plan, one dense case
     for case in cases.values():
         assert case["status"] == "ok" and isinstance(case["settings"], dict) and case["settings_digest"]
     # --benchmark-json wrote the same run, whichever pytest-benchmark (file before 5.3, path from 5.3).

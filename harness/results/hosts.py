@@ -124,15 +124,15 @@ class HostClass:
         return not alike or uniform_shift(alike, run) is None
 
 
-def apart(base: Mapping[str, Any], cur: Mapping[str, Any]) -> str:
+def apart(base: Mapping[str, Any], cur: Mapping[str, Any], *, calibration: bool = True) -> str:
     """What puts two fingerprints in different host classes (:func:`describe`), ``""`` when one class holds
-    both: the same kernels and CPUs, and calibrations within :data:`CAL_FACTOR` of each other."""
-    ratio = speed_ratio(base, cur)
+    both: the same kernels and CPUs, and (with ``calibration``) calibrations within :data:`CAL_FACTOR`."""
+    ratio = speed_ratio(base, cur) if calibration else None
     same = _key(base) == _key(cur) and (ratio is None or max(ratio, 1 / ratio) < CAL_FACTOR)
-    return "" if same else describe(base, cur)
+    return "" if same else describe(base, cur, calibration=calibration)
 
 
-def describe(base: Mapping[str, Any], cur: Mapping[str, Any]) -> str:
+def describe(base: Mapping[str, Any], cur: Mapping[str, Any], *, calibration: bool = True) -> str:
     """What differs between two fingerprints: ``capability AVX512 → AVX2; calibration 3.6× slower``."""
     parts = [f"capability {base.get('capability')} → {cur.get('capability')}"] if base.get("capability") != cur.get("capability") else []
     b_flags, c_flags = set(base.get("cpu_flags") or ()), set(cur.get("cpu_flags") or ())
@@ -143,7 +143,7 @@ def describe(base: Mapping[str, Any], cur: Mapping[str, Any]) -> str:
     b_gpu, c_gpu = _key(base)[-1], _key(cur)[-1]
     if b_gpu != c_gpu:
         parts.append(f"gpu {b_gpu} → {c_gpu}")
-    ratio = speed_ratio(base, cur)
+    ratio = speed_ratio(base, cur) if calibration else None
     if ratio:
         parts.append(f"calibration {ratio:.1f}× slower" if ratio >= 1 else f"calibration {1 / ratio:.1f}× faster")
     return "; ".join(parts)
