@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.errors import corrupt
-from harness.data.segmentation import IGNORE, Pair, open_image
+from harness.data.segmentation import IGNORE, Pair, folder_pairs, open_image
 
 _SPLIT_DIRS = {"train": "training", "val": "validation"}
 
@@ -33,15 +33,7 @@ def classes(root: Path) -> tuple[str, ...]:
 
 
 def pairs(root: Path, split: str) -> list[Pair]:
-    images = root / "images" / _SPLIT_DIRS[split]
-    masks = root / "annotations" / _SPLIT_DIRS[split]
-    out = []
-    for image in sorted(p for p in images.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) if images.is_dir() else []:
-        mask = masks / f"{image.stem}.png"
-        if not mask.is_file():
-            raise corrupt(f"ade:{root}", mask, f"the annotation of {image.name} is absent", fix=f"add it, or remove {image}")
-        out.append(Pair(image, mask))
-    return out
+    return folder_pairs(root / "images" / _SPLIT_DIRS[split], root / "annotations" / _SPLIT_DIRS[split], f"ade:{root}", "the annotation")
 
 
 def read_mask(path: Path, num_classes: int) -> np.ndarray:

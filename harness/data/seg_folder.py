@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.errors import corrupt
-from harness.data.segmentation import IGNORE, Pair, check_labels, open_image
+from harness.data.segmentation import IGNORE, Pair, check_labels, folder_pairs, open_image
 
 
 def _spec(root: Path) -> dict[str, object]:
@@ -39,14 +39,7 @@ def classes(root: Path) -> tuple[str, ...]:
 
 
 def pairs(root: Path, split: str) -> list[Pair]:
-    images, masks = root / split / "images", root / split / "masks"
-    out = []
-    for image in sorted(p for p in images.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) if images.is_dir() else []:
-        mask = masks / f"{image.stem}.png"
-        if not mask.is_file():
-            raise corrupt(f"segfolder:{root}", mask, f"the mask of {image.name} is absent", fix=f"add it, or remove {image}")
-        out.append(Pair(image, mask))
-    return out
+    return folder_pairs(root / split / "images", root / split / "masks", f"segfolder:{root}", "the mask")
 
 
 def read_mask(path: Path, num_classes: int) -> np.ndarray:

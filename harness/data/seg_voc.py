@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.errors import corrupt
-from harness.data.segmentation import IGNORE, Pair, check_labels, open_image
+from harness.data.segmentation import IGNORE, IMAGE_SUFFIXES, Pair, check_labels, open_image
 
 DATASET = "voc"
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -36,7 +36,7 @@ def pairs(root: Path, split: str) -> list[Pair]:
     for stem in (line.strip() for line in index.read_text(encoding="utf-8").splitlines()):
         if not stem:
             continue
-        image = next((p for p in (root / "JPEGImages" / f"{stem}{ext}" for ext in (".jpg", ".jpeg", ".png")) if p.is_file()), None)
+        image = next((p for p in (root / "JPEGImages" / f"{stem}{ext}" for ext in IMAGE_SUFFIXES) if p.is_file()), None)
         mask = root / "SegmentationClass" / f"{stem}.png"
         if image is None:
             raise corrupt(f"voc:{root}", root / "JPEGImages" / f"{stem}.jpg", f"listed in {index.name} but absent", fix=f"add the image or drop {stem} from {index}")

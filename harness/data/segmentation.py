@@ -86,6 +86,22 @@ class SegReader(Protocol):
         ...
 
 
+# The image files a folder-paired layout (ADE's, segfolder's) reads.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def folder_pairs(images: Path, masks: Path, dataset: str, what: str) -> list[Pair]:
+    """Every image of ``images`` (sorted) with the mask of its stem in ``masks`` (``<stem>.png``); a missing
+    mask is the dataset's corruption, named as ``what`` of the image (``"the annotation"``, ``"the mask"``)."""
+    out = []
+    for image in sorted(p for p in images.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if images.is_dir() else []:
+        mask = masks / f"{image.stem}.png"
+        if not mask.is_file():
+            raise corrupt(dataset, mask, f"{what} of {image.name} is absent", fix=f"add it, or remove {image}")
+        out.append(Pair(image, mask))
+    return out
+
+
 def reader(form: SegForm) -> SegReader:
     return cast(SegReader, importlib.import_module(form.module))
 
