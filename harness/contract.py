@@ -64,7 +64,7 @@ Better = Literal["higher", "lower"]
 class Family:
     """A backbone family: what it means, and the defaults its training reads.
 
-    ``scratch`` names the from-scratch recipe rule (:data:`harness.measure.recipes.SCRATCH_RULES`);
+    ``scratch`` names the from-scratch recipe rule (:data:`harness.training.recipes.SCRATCH_RULES`);
     ``freeze_norm_stats``: a fine-tune keeps the pretrained BatchNorm running statistics.
     """
 
@@ -98,7 +98,7 @@ class Protocol:
     ``optional`` (pretrained when named; on random weights the record calls it a baseline),
     ``required`` (a backbone without pretrained weights is a skip naming the fetch command).
     ``recipe``: the default recipe of a protocol that trains a classifier network
-    (:data:`harness.measure.recipes.RECIPES`; ``None`` for one that trains none, or trains with its
+    (:data:`harness.training.recipes.RECIPES`; ``None`` for one that trains none, or trains with its
     own optimiser), and ``warmup`` the share of its step schedule spent warming up (``None``: it
     trains no network).
     """

@@ -1,7 +1,7 @@
-"""Training images/s of ``harness.measure.training.train`` against a bare PyTorch loop on the same model.
+"""Training images/s of ``harness.training.loop.train`` against a bare PyTorch loop on the same model.
 
 Both sides: same timm model (``pretrained=False``), batch, optimiser and cosine schedule
-(``harness.measure.recipes.build_optimizer``/``build_scheduler``), label-smoothed cross-entropy, same
+(``harness.training.recipes.build_optimizer``/``build_scheduler``), label-smoothed cross-entropy, same
 precision and determinism settings, and the same augmentation (``--augment none`` by default:
 no augmentation on either side; ``standard`` runs the on-device crop+flip on both). The bare
 loop gets its data pre-normalised as float tensors already on the device and walks it in order;
@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness.data.augment import crop_padding, normalize, random_crop_flip  # noqa: E402
 from harness.data.batches import Batches, derive_seed, epoch_order  # noqa: E402
 from harness.data.types import TensorSplit  # noqa: E402
-from harness.measure.recipes import Recipe, autocast_dtype, build_optimizer, build_scheduler, default_recipe, determinism  # noqa: E402
-from harness.measure.trained import EpochStats
-from harness.measure.training import train  # noqa: E402
+from harness.training.loop import train  # noqa: E402
+from harness.training.recipes import Recipe, autocast_dtype, build_optimizer, build_scheduler, default_recipe, determinism  # noqa: E402
+from harness.training.trained import EpochStats
 
 NUM_CLASSES = 10
 

@@ -12,8 +12,8 @@
    feature files each linear/knn case read from the cache.
 
 The transfer cases run the suite's defaults: schedules in optimiser steps by the subset size
-(harness.measure.schedule), LP-FT fine-tuning, and each protocol's hyperparameter chosen on a
-validation split of the subset (harness.measure.selection). They train at batch 32: at 25-300
+(harness.training.schedule), LP-FT fine-tuning, and each protocol's hyperparameter chosen on a
+validation split of the subset (harness.training.selection). They train at batch 32: at 25-300
 images batch 128 is the whole subset, one step an epoch.
 
     python scripts/digits_transfer.py --out /tmp/transfer

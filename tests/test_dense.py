@@ -17,8 +17,8 @@ from harness.config.preflight import check_available
 from harness.data.errors import DatasetCorrupt
 from harness.data.segmentation import IGNORE, check_dataset, load_seg_split
 from harness.errors import SettingError
-from harness.measure.dense import LinearSegHead, NoDenseFeatures, evaluate, intermediates_of, train_head
-from harness.measure.seg_metrics import confusion, iou_per_class, mean_iou, pixel_accuracy
+from harness.training.dense import LinearSegHead, NoDenseFeatures, evaluate, intermediates_of, train_head
+from harness.training.seg_metrics import confusion, iou_per_class, mean_iou, pixel_accuracy
 from tests.segscenes import SCENE_CLASSES, Scenes, compose, digit_objects, write_ade, write_folder, write_voc
 
 # --- metrics: hand-computed values ----------------------------------------------------------------

@@ -136,8 +136,8 @@ def test_more_ranks_than_gpus_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_training_several_ranks_without_a_process_group_is_refused() -> None:
-    from harness.measure.recipes import default_recipe
-    from harness.measure.training import train
+    from harness.training.loop import train
+    from harness.training.recipes import default_recipe
 
     split = _digits(0, 64)
     with pytest.raises(RuntimeError, match="call harness.runtime.distributed.init_distributed"):
@@ -145,8 +145,8 @@ def test_training_several_ranks_without_a_process_group_is_refused() -> None:
 
 
 def test_a_checkpoint_resumes_only_on_its_world_size(tmp_path: Path) -> None:
-    from harness.measure.recipes import default_recipe
-    from harness.measure.training import CHECKPOINT, train
+    from harness.training.loop import CHECKPOINT, train
+    from harness.training.recipes import default_recipe
 
     recipe = default_recipe("cnn", epochs=1, batch_size=32, warmup_epochs=0, hflip=False)
     train(_mlp(), _digits(0, 64), _digits(64, 128), recipe, device=torch.device("cpu"), checkpoint_dir=tmp_path, measure_memory=False)
@@ -206,8 +206,8 @@ def test_two_ranks_train_exactly_the_single_process_steps(tmp_path: Path) -> Non
 
 def equivalence_run() -> dict[str, object]:
     """Two epochs of an MLP with BatchNorm on 8 px digits at global batch 32, no augmentation."""
-    from harness.measure.recipes import default_recipe
-    from harness.measure.training import train
+    from harness.training.loop import train
+    from harness.training.recipes import default_recipe
 
     torch.set_num_threads(1)
     model = _mlp()

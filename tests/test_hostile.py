@@ -26,9 +26,9 @@ from harness.config.parsers import number
 from harness.config.preflight import check_available
 from harness.errors import SettingError
 from harness.kinds import outcome
-from harness.measure.checkpoints import CheckpointUnreadable, load_checkpoint
 from harness.results.runs import RunError, load_run, read_run_file
 from harness.results.storage import NAME_OVERHEAD, StorageError, check_json_path, check_run_name
+from harness.training.checkpoints import CheckpointUnreadable, load_checkpoint
 from tests import datagen
 from tests.projects import CONFTEST
 
@@ -373,9 +373,9 @@ def test_to_wds_refuses_a_broken_png_and_leaves_no_shard(tmp_path: Path, capsys:
 
 def test_a_diverging_training_fails_naming_the_step_and_the_lr() -> None:
     from harness.data.types import TensorSplit
-    from harness.measure.recipes import default_recipe
-    from harness.measure.trained import TrainingDiverged
-    from harness.measure.training import train
+    from harness.training.loop import train
+    from harness.training.recipes import default_recipe
+    from harness.training.trained import TrainingDiverged
 
     torch.manual_seed(0)
     images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)

@@ -18,9 +18,9 @@ from harness.data.datasets import load_split
 from harness.data.types import TensorSplit
 from harness.kinds import train as train_kind
 from harness.kinds.train import cases as train_cases
-from harness.measure.probes import fit_linear, load_into_head
-from harness.measure.recipes import Recipe
-from harness.measure.training import CURVE_POINTS, train
+from harness.training.loop import CURVE_POINTS, train
+from harness.training.probes import fit_linear, load_into_head
+from harness.training.recipes import Recipe
 
 pytestmark = pytest.mark.xdist_group("lpft")
 
@@ -131,7 +131,7 @@ def test_a_step_schedule_cuts_the_last_epoch_and_bounds_the_curve() -> None:
 
 
 def _result(train_s: float, eval_s: float) -> Any:
-    from harness.measure.trained import TrainResult
+    from harness.training.trained import TrainResult
 
     return TrainResult(top1=0.0, top5=0.0, macro_f1=0.0, per_class_acc=[], curve=[], curve_split="test", epochs_to_target=None,
                        train_time_s=train_s, train_ips=0.0, peak_train_mem_bytes=0, epochs_run=1, best_epoch=1, eval_time_s=eval_s)

@@ -1,4 +1,4 @@
-"""Exact-value tests of harness.measure.classification on hand-made logits."""
+"""Exact-value tests of harness.training.classification on hand-made logits."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from harness.measure.classification import epochs_to_target, macro_f1, per_class_accuracy, summarize_seeds, topk_accuracy
-from harness.measure.trained import TrainResult
+from harness.training.classification import epochs_to_target, macro_f1, per_class_accuracy, summarize_seeds, topk_accuracy
+from harness.training.trained import TrainResult
 
 # Predictions (argmax) are 1, 0, 2, 0 against labels 1, 1, 2, 2.
 LOGITS = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])

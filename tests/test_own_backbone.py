@@ -231,7 +231,7 @@ def test_unknown_plain_names_stay_unknown_backbones() -> None:
 
 
 def test_a_plain_module_gets_the_get_classifier_lp_ft_sets_from_the_probe() -> None:
-    from harness.measure.probes import LinearProbe, load_into_head
+    from harness.training.probes import LinearProbe, load_into_head
 
     model = create_backbone("teamnet.model:build", num_classes=3, img_size=32)
     assert model.get_classifier() is model.head  # type: ignore[operator]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from harness.data.subsets import parse_subset, split_validation, subset_indices
-from harness.measure.selection import VAL_FRACTION
+from harness.training.selection import VAL_FRACTION
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "peer_transfer.py"

@@ -1,4 +1,4 @@
-"""harness.measure.probes: the L-BFGS linear probe against scikit-learn, DINO's k-NN by hand, digits end to end."""
+"""harness.training.probes: the L-BFGS linear probe against scikit-learn, DINO's k-NN by hand, digits end to end."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
-from harness.measure.classification import macro_f1, topk_accuracy
-from harness.measure.probes import KNN_K, LINEAR_L2, fit_linear, knn_scores
+from harness.training.classification import macro_f1, topk_accuracy
+from harness.training.probes import KNN_K, LINEAR_L2, fit_linear, knn_scores
 
 
 @pytest.fixture(scope="module")

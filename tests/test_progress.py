@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from harness.data.digits import load_digits_split
-from harness.measure.recipes import default_recipe
-from harness.measure.training import train
 from harness.runtime.progress import Terminal, show, task, wanted
+from harness.training.loop import train
+from harness.training.recipes import default_recipe
 
 
 class FakeTTY(io.StringIO):

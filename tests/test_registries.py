@@ -13,8 +13,8 @@ from harness import kinds, protocols
 from harness.contract import FAMILY_SPECS, KINDS, PROTOCOL_SPECS, RUNTIME_SPECS, TRACKER_SPECS, module_name
 from harness.data.registry import DATASETS
 from harness.measure import runners
-from harness.measure.recipes import RECIPES, SCRATCH_RULES
 from harness.results import trackers
+from harness.training.recipes import RECIPES, SCRATCH_RULES
 
 ROOT = Path(__file__).resolve().parents[1]
 

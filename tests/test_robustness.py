@@ -16,8 +16,8 @@ from harness.contract import CORRUPTION_GROUPS, CORRUPTIONS, METRICS
 from harness.data.corruptions import FUNCTIONS, corrupt, corrupted_split, generator_seed, motion_kernel_size
 from harness.data.types import TensorSplit
 from harness.errors import SettingError
-from harness.measure.robustness import SeedRobustness, robustness_keys
 from harness.results.robustness import corruption_score, severity_curve
+from harness.training.robustness import SeedRobustness, robustness_keys
 from tests.test_roundtrip import Project, write_project
 
 

@@ -9,8 +9,16 @@ import torch
 
 from harness.config.options import default_settings
 from harness.errors import SettingError
-from harness.measure.schedule import HYPERRULE, HYPERRULE_LARGE, Schedule, choose_schedule, hyperrule_steps, planned_steps, schedule_setting
-from harness.measure.selection import (
+from harness.training.schedule import (
+    HYPERRULE,
+    HYPERRULE_LARGE,
+    Schedule,
+    choose_schedule,
+    hyperrule_steps,
+    planned_steps,
+    schedule_setting,
+)
+from harness.training.selection import (
     FINETUNE_LR_GRID,
     KNN_K_GRID,
     LINEAR_L2_GRID,
@@ -30,7 +38,7 @@ def test_hyperrule_rows(images: int, steps: int) -> None:
 
 
 def test_small_subsets_take_bit_s_500_steps() -> None:
-    # The sweep in harness.measure.schedule (digits and Fashion-MNIST transfers, 50-500 images):
+    # The sweep in harness.training.schedule (digits and Fashion-MNIST transfers, 50-500 images):
     # 100 steps left LP-FT short of 500 on both; BiT's own row holds below 1,000 images too.
     assert HYPERRULE == ((20_000, 500), (500_000, 10_000)) and HYPERRULE_LARGE == 20_000
 

@@ -13,10 +13,10 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from harness.contract import normalise_augment
 from harness.data.augment import MixBatch, random_crop_flip, scoped_global_rng
 from harness.data.types import TensorSplit
-from harness.measure import training
-from harness.measure.recipes import Recipe, default_recipe, lr_factor
-from harness.measure.trained import EpochStats
-from harness.measure.training import train
+from harness.training import loop
+from harness.training.loop import train
+from harness.training.recipes import Recipe, default_recipe, lr_factor
+from harness.training.trained import EpochStats
 
 CPU = torch.device("cpu")
 CLASSES = tuple(str(i) for i in range(10))
@@ -271,7 +271,7 @@ def test_mixup_with_cutmix_mixes_both_ways_in_training(splits, monkeypatch: pyte
             assert torch.allclose(targets.sum(1), torch.ones(len(labels)))  # soft targets
             return out, targets
 
-    monkeypatch.setattr(training, "MixBatch", Recording)
+    monkeypatch.setattr(loop, "MixBatch", Recording)
     recipe = small(epochs=1, augment=("mixup", "cutmix"))
     run(cnn(), splits, recipe)
     (mix,) = built
@@ -311,7 +311,7 @@ def test_memory_probe_is_called_on_a_step_with_optimizer_state(splits, monkeypat
         fn()
         return 4242
 
-    monkeypatch.setattr(training, "peak_bytes", fake_peak_bytes)
+    monkeypatch.setattr(loop, "peak_bytes", fake_peak_bytes)
     model = cnn()
     res = run(model, splits, small(epochs=1), measure_memory=True)
     params, buffers = len(list(model.parameters())), len(list(model.buffers()))
@@ -350,7 +350,7 @@ def test_defaults_and_schedule() -> None:
 
 
 def test_finetune_recipe_and_head_learning_rate() -> None:
-    from harness.measure.recipes import build_optimizer, finetune_recipe
+    from harness.training.recipes import build_optimizer, finetune_recipe
 
     # LP-FT: one lr (3e-4 at batch 128, square-root scaled), no smoothing, BatchNorm statistics frozen for CNNs and hybrids.
     r = finetune_recipe("cnn", batch_size=512, epochs=8)
@@ -376,30 +376,30 @@ def test_finetune_recipe_and_head_learning_rate() -> None:
 
 def test_curve_sample_is_fixed_and_stratified() -> None:
     labels = torch.arange(10).repeat_interleave(torch.tensor([100, 100, 100, 100, 100, 200, 200, 200, 400, 500]))
-    picks = training.curve_sample(labels, 500)
-    assert len(picks) == 500 and torch.equal(picks, training.curve_sample(labels, 500)) and torch.equal(picks, picks.sort().values)
+    picks = loop.curve_sample(labels, 500)
+    assert len(picks) == 500 and torch.equal(picks, loop.curve_sample(labels, 500)) and torch.equal(picks, picks.sort().values)
     counts = torch.bincount(labels[picks], minlength=10)
     assert counts.tolist() == [25, 25, 25, 25, 25, 50, 50, 50, 100, 125]  # 500 of 2,000: a quarter of each class
-    assert torch.equal(training.curve_sample(labels[:300], 500), torch.arange(300))
+    assert torch.equal(loop.curve_sample(labels[:300], 500), torch.arange(300))
 
 
 def test_the_curve_reads_a_sample_and_the_final_test_the_whole_split(splits, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(training, "CURVE_SAMPLE", 40)
+    monkeypatch.setattr(loop, "CURVE_SAMPLE", 40)
     seen: list[int] = []
-    real = training._Run._predict_at
+    real = loop._Run._predict_at
 
     def spy(self, batches, batch_size):  # type: ignore[no-untyped-def]
         seen.append(len(batches))
         return real(self, batches, batch_size)
 
-    monkeypatch.setattr(training._Run, "_predict_at", spy)
+    monkeypatch.setattr(loop._Run, "_predict_at", spy)
     res = run(cnn(), splits, small(epochs=2))
     assert seen == [40, 40, 160] and res.curve_images == 40
     assert res.eval_time_s > 0 and res.train_time_s > 0
 
 
 def test_an_eval_batch_that_does_not_fit_is_halved(splits, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    real = training._Run._predict_at
+    real = loop._Run._predict_at
     sizes: list[int] = []
 
     def tight(self, batches, batch_size):  # type: ignore[no-untyped-def]
@@ -408,10 +408,10 @@ def test_an_eval_batch_that_does_not_fit_is_halved(splits, monkeypatch: pytest.M
             raise torch.OutOfMemoryError("no room")
         return real(self, batches, batch_size)
 
-    monkeypatch.setattr(training._Run, "_predict_at", tight)
+    monkeypatch.setattr(loop._Run, "_predict_at", tight)
     reference = run(cnn(), splits, small(epochs=1))
     assert sizes[:3] == [256, 128, 64] and set(sizes[3:]) == {64}
-    monkeypatch.setattr(training._Run, "_predict_at", real)
+    monkeypatch.setattr(loop._Run, "_predict_at", real)
     assert run(cnn(), splits, small(epochs=1)).top1 == reference.top1  # the batch does not change the answer
 
 

@@ -80,8 +80,8 @@ def _pretrain(path: Path) -> None:
     from safetensors.torch import save_file
 
     from harness.data.datasets import load_split
-    from harness.measure.recipes import default_recipe
-    from harness.measure.training import train
+    from harness.training.loop import train
+    from harness.training.recipes import default_recipe
 
     train_split, test_split = (load_split("digits", s, img_size=32) for s in ("train", "test"))  # type: ignore[arg-type]
     keep = [torch.nonzero(s.labels < 5).flatten() for s in (train_split, test_split)]

@@ -192,7 +192,7 @@ def _check_dense(settings: Settings) -> None:
     from harness.data.errors import DatasetCorrupt, DatasetUnavailable, DatasetUnusable
     from harness.data.segmentation import check_dataset
     from harness.matrix.expand import backbone_ref
-    from harness.measure.dense import NoDenseFeatures, check_dense_capable
+    from harness.training.dense import NoDenseFeatures, check_dense_capable
 
     for name in settings.seg_datasets:
         try:

@@ -41,7 +41,7 @@ class DatasetInfo:
     loaded, so naming a dataset costs no import), called as
     ``loader(info, split, root, img_size=, download_=, verify=)``. ``hflip``: training may mirror
     its images (not glyphs: a mirrored 2 or 7 is no digit). ``steps``: a measured step budget that
-    replaces the HyperRule's (:mod:`harness.measure.schedule`), ``None`` for the rule.
+    replaces the HyperRule's (:mod:`harness.training.schedule`), ``None`` for the rule.
     """
 
     name: str

@@ -75,11 +75,11 @@ def _policy() -> tuple[tuple[type[BaseException], Outcome, str], ...]:
     from harness.edge.power import PowerUnavailable
     from harness.edge.profiles import MemoryBudgetExceeded
     from harness.errors import OUT_OF_MEMORY
-    from harness.measure.checkpoints import CheckpointUnreadable
     from harness.measure.flops import FlopCountError
     from harness.measure.instructions import CountError
     from harness.measure.runtimes import ParityError, RuntimeUnsupported
-    from harness.measure.trained import TrainingDiverged
+    from harness.training.checkpoints import CheckpointUnreadable
+    from harness.training.trained import TrainingDiverged
 
     return (
         # The case cannot run here: a skip with the reason (and the fix, where the message has one).

@@ -27,7 +27,10 @@ from harness.data.segmentation import SegSplit, load_seg_split, reader, resolve
 from harness.files import write_atomic
 from harness.matrix.cases import CaseSpec
 from harness.matrix.expand import MatrixCase, backbone_ref, matrix_case
-from harness.measure.dense import (
+from harness.measure.timing import LatencyStats, plan_rounds, time_rounds
+from harness.runtime.devices import DTYPES, synchronize
+from harness.settings import Settings
+from harness.training.dense import (
     DEFAULT_LR,
     LAYERS,
     LR_GRID,
@@ -37,11 +40,8 @@ from harness.measure.dense import (
     extract_maps,
     train_head,
 )
-from harness.measure.seg_metrics import iou_per_class, mean_iou, pixel_accuracy
-from harness.measure.selection import VAL_FRACTION, choose, tune_setting
-from harness.measure.timing import LatencyStats, plan_rounds, time_rounds
-from harness.runtime.devices import DTYPES, synchronize
-from harness.settings import Settings
+from harness.training.seg_metrics import iou_per_class, mean_iou, pixel_accuracy
+from harness.training.selection import VAL_FRACTION, choose, tune_setting
 
 # Bump when the cached maps' meaning changes (what is extracted, how images are normalised).
 _CACHE_VERSION = 1

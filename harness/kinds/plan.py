@@ -2,7 +2,7 @@
 
 Memory per batch is measured with the one memory probe (:func:`harness.measure.memory.peak_bytes`)
 — for inference around a forward pass, for training as the engine's own profiled optimiser step
-(:func:`harness.measure.training.train` on two batches) — so the plan speaks of the same bytes the inference
+(:func:`harness.training.loop.train` on two batches) — so the plan speaks of the same bytes the inference
 and training cases record. :func:`harness.edge.planning.estimate_max_batch` fits fixed + per-sample bytes from
 two probe batches past the point where memory starts growing, predicts the largest batch within
 90% of the budget, then checks the prediction by running it and searches for the true largest
@@ -25,10 +25,10 @@ from harness.edge.planning import estimate_max_batch, search_max_batch
 from harness.matrix.cases import CaseSpec
 from harness.matrix.expand import MatrixCase, architectures, matrix_case
 from harness.measure.memory import peak_bytes
-from harness.measure.recipes import default_recipe
-from harness.measure.training import train
 from harness.runtime.devices import DTYPES
 from harness.settings import Settings
+from harness.training.loop import train
+from harness.training.recipes import default_recipe
 
 # First probe batch. Training starts at 2: batch-norm cannot train on a single image.
 FIRST_PROBE = {"inference": 1, "train": 2}

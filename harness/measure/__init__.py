@@ -1,1 +1,1 @@
-"""Measuring: timing, the memory probe, params/GMACs, runtimes and export, the training loop."""
+"""Measuring: timing, the memory probe, params/GMACs, instruction counts, op attribution, runtimes and export."""

@@ -22,10 +22,10 @@ from typing import Any, Protocol, cast
 from harness.contract import PROTOCOL_SPECS, module_name, unknown
 from harness.data.types import TensorSplit
 from harness.matrix.cases import CaseSpec
-from harness.measure.selection import tune_setting
-from harness.measure.trained import EpochStats
 from harness.runtime.distributed import World
 from harness.settings import Settings
+from harness.training.selection import tune_setting
+from harness.training.trained import EpochStats
 
 # The train kind's settings a protocol resolves (the rest are the kind's own: threads, seeds,
 # edge_profile, weights_sha256). A protocol that has no such thing (a probe's warm-up) says None.

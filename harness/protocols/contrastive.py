@@ -3,7 +3,7 @@
 
 Each seed draws the case's stratified subset, pairs every image with a caption and trains the whole
 model (from the backbone's weights, or from random weights: a CLIP trained here) for the step
-schedule the suite gives every trained case (:mod:`harness.measure.schedule`, the row's warm-up).
+schedule the suite gives every trained case (:mod:`harness.training.schedule`, the row's warm-up).
 Captions are the split's own (a WebDataset shard's ``txt``) where every image has one, else a
 template of the prompts (:mod:`harness.data.prompts`) with the image's class name, drawn per image
 per step, so a classification set trains CLIP the way its zero-shot head reads it.
@@ -34,10 +34,6 @@ from harness.data.prompts import PromptSet, prompt_set, prompt_sources
 from harness.data.subsets import class_counts, parse_subset, subset_indices
 from harness.data.types import TensorSplit
 from harness.matrix.cases import CaseSpec
-from harness.measure.classification import macro_f1, per_class_accuracy, topk_accuracy
-from harness.measure.probes import LINEAR_L2, fit_linear
-from harness.measure.recipes import lr_factor
-from harness.measure.trained import TrainResult
 from harness.protocols import Progress
 from harness.protocols.keys import case_keys, seed_keys
 from harness.protocols.recipe import case_schedule
@@ -45,6 +41,10 @@ from harness.protocols.zeroshot import needs_text_tower, text_classifier, zerosh
 from harness.runtime.distributed import World
 from harness.runtime.progress import task
 from harness.settings import Settings
+from harness.training.classification import macro_f1, per_class_accuracy, topk_accuracy
+from harness.training.probes import LINEAR_L2, fit_linear
+from harness.training.recipes import lr_factor
+from harness.training.trained import TrainResult
 
 # AdamW at 1e-3 for a batch of 128 (square-root scaled to the batch, as the suite's AdamW recipes
 # are), decay 0.1 (open_clip's training default), CLIP's temperature clamped at 100: a tiny CLIP on
@@ -67,8 +67,8 @@ def _lr(batch: int, settings: Settings) -> float:
 def settings_of(spec: CaseSpec, settings: Settings) -> dict[str, object]:
     """The training that ran: its schedule's rule, AdamW's lr and decay, the crop (and flips where the
     dataset allows them), and, in ``optimizer``, the prompts the captions and the head are made of."""
-    from harness.measure.schedule import schedule_setting
     from harness.protocols.recipe import warmup_fraction
+    from harness.training.schedule import schedule_setting
 
     return {"schedule": schedule_setting(str(spec.dataset), steps=settings.steps, epochs=settings.epochs,
                                          warmup_fraction=warmup_fraction(spec.protocol)),

@@ -1,9 +1,9 @@
 """``finetune``: the whole network from pretrained weights, started the LP-FT way (Kumar et al. 2022):
 each seed's head is the linear probe fitted on the cached features of the images it trains on, then
 every layer trains on the step schedule with the fine-tune recipe
-(:func:`harness.measure.recipes.finetune_recipe`). Under ``--tune on`` the probe's L2 is chosen as
+(:func:`harness.training.recipes.finetune_recipe`). Under ``--tune on`` the probe's L2 is chosen as
 the ``linear`` protocol chooses it, and the lr over
-:data:`~harness.measure.selection.FINETUNE_LR_GRID` on a validation split (``--lr`` fixes it).
+:data:`~harness.training.selection.FINETUNE_LR_GRID` on a validation split (``--lr`` fixes it).
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ import torch
 from harness.data.subsets import parse_subset, split_validation, subset_indices
 from harness.data.types import TensorSplit
 from harness.matrix.cases import CaseSpec
-from harness.measure.probes import LINEAR_L2, LinearProbe, fit_linear, load_into_head
-from harness.measure.schedule import Schedule
-from harness.measure.selection import FINETUNE_LR_GRID, POINT_FRACTION, VAL_FRACTION, Choice, choose, scaled_lr, tune_setting
-from harness.measure.training import train
 from harness.protocols import Progress, linear
 from harness.protocols.frozen import extract_train_features, search_probe
 from harness.protocols.network import Prepared, build, train_seeds
 from harness.protocols.recipe import batch_for, network_settings, recipe_for
 from harness.runtime.distributed import World
 from harness.settings import Settings
+from harness.training.loop import train
+from harness.training.probes import LINEAR_L2, LinearProbe, fit_linear, load_into_head
+from harness.training.schedule import Schedule
+from harness.training.selection import FINETUNE_LR_GRID, POINT_FRACTION, VAL_FRACTION, Choice, choose, scaled_lr, tune_setting
 
 
 def grid(settings: Settings) -> Mapping[str, object] | None:
@@ -99,7 +99,7 @@ class LinearStart:
         """The fine-tune lr chosen on a stratified validation split of the subset.
 
         Each grid point starts from the probe fitted on the fit part, trains on it for
-        :data:`~harness.measure.selection.POINT_FRACTION` of the case's steps and is scored by top-1 on
+        :data:`~harness.training.selection.POINT_FRACTION` of the case's steps and is scored by top-1 on
         the validation part: the test split is not passed to these trainings at all.
         """
         spec, options, split = self.spec, self.options, self.train_split

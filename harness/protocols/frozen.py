@@ -27,17 +27,17 @@ from harness.data.features import FeatureCache, FeatureKey, Features, extract
 from harness.data.subsets import class_counts, parse_subset, split_validation, subset_indices
 from harness.data.types import TensorSplit
 from harness.matrix.cases import CaseSpec
-from harness.measure.classification import macro_f1, per_class_accuracy, topk_accuracy
-from harness.measure.recipes import autocast_dtype
-from harness.measure.robustness import Scorer, SeedRobustness, corruption_top1, robustness_keys
-from harness.measure.selection import VAL_FRACTION, Choice, Prefer, choose, tune_setting
-from harness.measure.trained import TrainResult
-from harness.measure.training import EVAL_BATCH
 from harness.protocols import Progress
 from harness.protocols.keys import case_keys, seed_keys
 from harness.runtime.devices import synchronize
 from harness.runtime.distributed import World
 from harness.settings import Settings
+from harness.training.classification import macro_f1, per_class_accuracy, topk_accuracy
+from harness.training.loop import EVAL_BATCH
+from harness.training.recipes import autocast_dtype
+from harness.training.robustness import Scorer, SeedRobustness, corruption_top1, robustness_keys
+from harness.training.selection import VAL_FRACTION, Choice, Prefer, choose, tune_setting
+from harness.training.trained import TrainResult
 
 RANDOM_WEIGHTS_NOTE = "{protocol} on random weights: a baseline for pretrained features, not a transfer"
 

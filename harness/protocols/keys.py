@@ -10,10 +10,10 @@ from typing import Any
 from harness.backbones.factory import feature_map_side
 from harness.data.types import TensorSplit
 from harness.matrix.cases import CaseSpec
-from harness.measure.classification import summarize_seeds
-from harness.measure.recipes import Recipe
-from harness.measure.trained import TrainResult
 from harness.runtime.distributed import BATCHNORM_WHOLE_BATCH, World, device_backend, per_rank_batch
+from harness.training.classification import summarize_seeds
+from harness.training.recipes import Recipe
+from harness.training.trained import TrainResult
 
 
 def case_keys(spec: CaseSpec, train: TensorSplit, test: TensorSplit, counts: dict[str, int], seeds: int) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """``knn``: weighted k-nearest neighbours on the frozen backbone's L2-normalised features (cosine
-similarity, temperature-weighted votes: :func:`harness.measure.probes.knn_scores`); nothing is
-trained, k is searched over :data:`~harness.measure.selection.KNN_K_GRID` under ``--tune on``."""
+similarity, temperature-weighted votes: :func:`harness.training.probes.knn_scores`); nothing is
+trained, k is searched over :data:`~harness.training.selection.KNN_K_GRID` under ``--tune on``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.measure.probes import KNN_K, KNN_TEMPERATURE, knn_scores
-from harness.measure.selection import KNN_K_GRID, Prefer, knn_grid, vote_score
 from harness.protocols.frozen import FrozenProtocol
+from harness.training.probes import KNN_K, KNN_TEMPERATURE, knn_scores
+from harness.training.selection import KNN_K_GRID, Prefer, knn_grid, vote_score
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """``linear``: a multinomial logistic-regression head (L-BFGS, L2) on the frozen backbone's
-standardised features (:func:`harness.measure.probes.fit_linear`), the L2 searched over
-:data:`~harness.measure.selection.LINEAR_L2_GRID` on a validation split under ``--tune on``."""
+standardised features (:func:`harness.training.probes.fit_linear`), the L2 searched over
+:data:`~harness.training.selection.LINEAR_L2_GRID` on a validation split under ``--tune on``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.measure.probes import LINEAR_L2, LINEAR_MAX_ITER, LinearProbe, fit_linear
-from harness.measure.selection import LINEAR_L2_GRID, Prefer, logit_score
 from harness.protocols.frozen import FrozenProtocol
+from harness.training.probes import LINEAR_L2, LINEAR_MAX_ITER, LinearProbe, fit_linear
+from harness.training.selection import LINEAR_L2_GRID, Prefer, logit_score
 
 
 @dataclass(frozen=True)

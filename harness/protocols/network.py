@@ -1,5 +1,5 @@
 """The seed loop of a protocol that trains the network: the stratified nested subset per seed, the
-recipe and schedule, :func:`harness.measure.training.train`, and one flat record of the train kind.
+recipe and schedule, :func:`harness.training.loop.train`, and one flat record of the train kind.
 
 ``scratch`` runs it as it is; ``finetune`` passes a :class:`Start`, which prepares each seed's head
 (the linear probe, LP-FT) and, under ``--tune on``, its searched lr.
@@ -19,18 +19,18 @@ import torch
 from harness.data.subsets import class_counts, parse_subset, split_validation, subset_indices
 from harness.data.types import TensorSplit
 from harness.matrix.cases import CaseSpec
-from harness.measure.probes import LinearProbe, load_into_head
-from harness.measure.recipes import Recipe, autocast_dtype
-from harness.measure.robustness import SeedRobustness, clean_seconds, corruption_top1, network_scorer, robustness_keys
 from harness.measure.runtimes import int8_accuracy
-from harness.measure.schedule import Schedule
-from harness.measure.trained import TrainResult
-from harness.measure.training import train
 from harness.protocols import Progress
 from harness.protocols.keys import case_keys, recipe_keys, seed_keys, world_keys
 from harness.protocols.recipe import batch_for, case_schedule, recipe_for
 from harness.runtime.distributed import World
 from harness.settings import Settings
+from harness.training.loop import train
+from harness.training.probes import LinearProbe, load_into_head
+from harness.training.recipes import Recipe, autocast_dtype
+from harness.training.robustness import SeedRobustness, clean_seconds, corruption_top1, network_scorer, robustness_keys
+from harness.training.schedule import Schedule
+from harness.training.trained import TrainResult
 
 
 @dataclass

@@ -12,11 +12,11 @@ from harness.contract import PROTOCOL_SPECS
 from harness.data.datasets import hflip_of
 from harness.data.subsets import SubsetError, planned_size
 from harness.matrix.cases import CaseSpec
-from harness.measure.recipes import RECIPES, Recipe
-from harness.measure.schedule import Schedule, choose_schedule, schedule_setting
-from harness.measure.selection import tune_setting
 from harness.runtime.distributed import World
 from harness.settings import Settings
+from harness.training.recipes import RECIPES, Recipe
+from harness.training.schedule import Schedule, choose_schedule, schedule_setting
+from harness.training.selection import tune_setting
 
 
 def warmup_fraction(protocol: str) -> float:
@@ -28,7 +28,7 @@ def warmup_fraction(protocol: str) -> float:
 
 
 def case_schedule(spec: CaseSpec, options: Settings, train_images: int, batch_size: int) -> Schedule:
-    """The case's schedule in optimiser steps for ``train_images`` at ``batch_size`` (:mod:`harness.measure.schedule`)."""
+    """The case's schedule in optimiser steps for ``train_images`` at ``batch_size`` (:mod:`harness.training.schedule`)."""
     return choose_schedule(train_images, batch_size, dataset=str(spec.dataset), steps=options.steps, epochs=options.epochs,
                            warmup_fraction=warmup_fraction(spec.protocol))
 
@@ -81,7 +81,7 @@ def recipe_for(spec: CaseSpec, options: Settings, seed: int, batch_size: int | N
 
 def network_settings(spec: CaseSpec, settings: Settings, grid: Mapping[str, object] | None) -> dict[str, object]:
     """The training settings of a protocol that trains the network: the recipe as it will run
-    (defaults resolved), its schedule's rule (:func:`harness.measure.schedule.schedule_setting`: with
+    (defaults resolved), its schedule's rule (:func:`harness.training.schedule.schedule_setting`: with
     the id's dataset and subset it fixes the steps) and its search (``tune``: a searched lr is
     digested as its ``grid``, not one value)."""
     recipe = recipe_for(spec, settings, seed=0)

@@ -1,5 +1,5 @@
 """``scratch``: the whole network trained from random weights, the family's from-scratch recipe
-(:data:`harness.measure.recipes.SCRATCH_RULES`) on the step schedule. Nothing is searched."""
+(:data:`harness.training.recipes.SCRATCH_RULES`) on the step schedule. Nothing is searched."""
 
 from __future__ import annotations
 

@@ -28,13 +28,13 @@ from harness.data.prompts import PromptSet, prompt_set, prompt_sources
 from harness.data.subsets import class_counts, parse_subset, subset_indices
 from harness.data.types import TensorSplit
 from harness.matrix.cases import CaseSpec
-from harness.measure.classification import macro_f1, per_class_accuracy, topk_accuracy
-from harness.measure.trained import TrainResult
 from harness.protocols import Progress
 from harness.protocols.frozen import Extractor, weights_keys
 from harness.protocols.keys import case_keys, seed_keys
 from harness.runtime.distributed import World
 from harness.settings import Settings
+from harness.training.classification import macro_f1, per_class_accuracy, topk_accuracy
+from harness.training.trained import TrainResult
 
 # Prompts encoded per forward of the text tower: 18 templates x 100 classes fit a CPU's memory in a few chunks.
 TEXT_BATCH = 256

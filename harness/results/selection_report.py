@@ -46,7 +46,7 @@ def selection_section(runs: Iterable[Run]) -> list[str]:
     lines: list[str] = []
     if schedules:
         lines += ["## Training schedules", "", "Optimiser steps per seed and the rule that chose them "
-                  "(`harness.measure.schedule`: BiT's HyperRule with a 100-step row below 1,000 images).", "",
+                  "(`harness.training.schedule`: BiT's HyperRule with a 100-step row below 1,000 images).", "",
                   "| case | steps | warm-up steps | epochs equivalent | rule |", "|---|---|---|---|---|", *schedules, ""]
     if searches:
         lines += ["## Hyperparameters chosen on validation", "", "Each point trained on the fit part of the subset and was scored "

@@ -8,7 +8,7 @@ sees the same global batch a single process would. Rank 0 alone records and save
 
 The default process group uses gloo for CPU tensors and NCCL for CUDA ones (one group serves a
 session whose devices mix both). Nothing here imports pytest: a notebook started by torchrun
-calls :func:`init_distributed` and :func:`harness.measure.training.train` directly. torch is
+calls :func:`init_distributed` and :func:`harness.training.loop.train` directly. torch is
 imported where it is needed: the plugin reads the world at start-up, before any case needs torch.
 """
 

@@ -299,7 +299,7 @@ def case_facts(spec: Any, settings: Any, digested: Mapping[str, Any]) -> CaseFac
 
 def _passes(digested: Mapping[str, Any], images: int, batch_size: int) -> int:
     """Passes over the training images the case's schedule makes (its steps x batch / images)."""
-    from harness.measure.schedule import planned_steps
+    from harness.training.schedule import planned_steps
 
     schedule = digested.get("schedule")
     if not schedule or not images:

@@ -28,7 +28,7 @@ from typing import Any, Protocol, cast
 
 from harness.contract import KINDS, METRICS, TRACKER_SPECS, module_name, unknown
 
-# The record's per-epoch curve (harness.measure.trained): these keys are its x, the rest its y.
+# The record's per-epoch curve (harness.training.trained): these keys are its x, the rest its y.
 _CURVE_AXES = ("epoch", "step")
 CURVE_PREFIX = "curve/"
 # A tag every tracker run carries: the run (one session) its case belongs to.

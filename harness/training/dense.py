@@ -10,7 +10,7 @@
   cross-entropy with the ignore index 255.
 * **Training**: AdamW (weight decay 1e-4), linearly decaying lr (mmseg's
   poly schedule of power 1), a fixed number of steps at batch :data:`BATCH`; the lr is chosen on a
-  validation split carved from the training images (:mod:`harness.measure.selection`) by validation
+  validation split carved from the training images (:mod:`harness.training.selection`) by validation
   mIoU, then the head is retrained on every training image.
 """
 
@@ -26,8 +26,8 @@ from torch import nn
 
 from harness.backbones.registry import BackboneUnsupported
 from harness.data.segmentation import IGNORE
-from harness.measure.seg_metrics import confusion
 from harness.runtime.devices import synchronize
+from harness.training.seg_metrics import confusion
 
 # How many of the last intermediate maps the head reads (--seg-layers).
 LAYERS = {"last": 1, "last4": 4}

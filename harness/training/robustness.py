@@ -24,9 +24,9 @@ from harness.data.augment import prepare
 from harness.data.batches import Batches
 from harness.data.corruptions import corrupted_split
 from harness.data.types import TensorSplit
-from harness.measure.classification import topk_accuracy
-from harness.measure.training import EVAL_BATCH
 from harness.runtime.devices import synchronize
+from harness.training.classification import topk_accuracy
+from harness.training.loop import EVAL_BATCH
 
 # Class scores [N, C] (any device) and labels [N] of one corrupted split, named by corruption and severity.
 Scorer = Callable[[str, int], tuple[torch.Tensor, torch.Tensor]]

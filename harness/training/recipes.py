@@ -47,7 +47,7 @@ class Recipe:
     epochs: int = 100
     batch_size: int = 128
     warmup_epochs: float = 2.0
-    # The schedule in optimiser steps (harness.measure.schedule): when ``steps`` is set it is the
+    # The schedule in optimiser steps (harness.training.schedule): when ``steps`` is set it is the
     # training length and ``warmup_steps`` the warm-up, and ``epochs``/``warmup_epochs`` are not
     # read. The suite's training cases always set them; ``epochs`` serves a notebook's call.
     steps: int | None = None
@@ -209,7 +209,7 @@ def finetune_recipe(family: Family, **overrides: Any) -> Recipe:
         # and one setting that behaves across CNN and ViT features alike.
         optimizer="adamw",
         # 3e-4 at batch 128, square-root scaled like the from-scratch AdamW rule: the middle of the
-        # searched grid (harness.measure.selection.FINETUNE_LR_GRID), the lr of `--tune off`.
+        # searched grid (harness.training.selection.FINETUNE_LR_GRID), the lr of `--tune off`.
         lr=3e-4 * math.sqrt(batch_size / 128),
         # One lr for head and backbone: the head starts from the linear probe's solution (LP-FT,
         # Kumar et al. 2022), so it needs no faster lr to catch up, as a random head would.

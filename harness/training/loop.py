@@ -31,13 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from harness.data.augment import MixBatch, RandAugmentBatch, crop_padding, random_crop_flip, scoped_global_rng
 from harness.data.batches import Batches, derive_seed, epoch_order
 from harness.data.types import TensorSplit
-from harness.measure.checkpoints import BEST, CHECKPOINT, load_checkpoint, save_best, save_checkpoint
-from harness.measure.classification import epochs_to_target, macro_f1, per_class_accuracy, topk_accuracy
-from harness.measure.curve import CURVE_POINTS, CURVE_SAMPLE, carve_validation, curve_sample
-from harness.measure.evaluation import EVAL_BATCH, Evaluating
 from harness.measure.memory import peak_bytes
-from harness.measure.recipes import Recipe, autocast_dtype, build_optimizer, build_scheduler, determinism
-from harness.measure.trained import DIVERGED_LOSS, EpochStats, TrainingDiverged, TrainResult
 from harness.runtime.devices import synchronize
 from harness.runtime.distributed import (
     World,
@@ -53,6 +47,12 @@ from harness.runtime.distributed import (
     require_group,
 )
 from harness.runtime.progress import Advance, task
+from harness.training.checkpoints import BEST, CHECKPOINT, load_checkpoint, save_best, save_checkpoint
+from harness.training.classification import epochs_to_target, macro_f1, per_class_accuracy, topk_accuracy
+from harness.training.curve import CURVE_POINTS, CURVE_SAMPLE, carve_validation, curve_sample
+from harness.training.evaluation import EVAL_BATCH, Evaluating
+from harness.training.recipes import Recipe, autocast_dtype, build_optimizer, build_scheduler, determinism
+from harness.training.trained import DIVERGED_LOSS, EpochStats, TrainingDiverged, TrainResult
 
 # Importable from here as before the split: tests and callers name them as the loop's.
 __all__ = ["BEST", "CHECKPOINT", "CURVE_POINTS", "CURVE_SAMPLE", "EVAL_BATCH", "curve_sample", "freeze_norm_stats", "train"]

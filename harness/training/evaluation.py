@@ -1,7 +1,7 @@
 """Evaluation inside the training loop: a split's logits in eval mode at the recipe's precision,
 in batches that halve on out-of-memory, timed apart from training.
 
-:class:`Evaluating` is the part of the loop's run (:class:`harness.measure.training._Run`) that
+:class:`Evaluating` is the part of the loop's run (:class:`harness.training.loop._Run`) that
 reads splits; the run sets the attributes it declares.
 """
 
@@ -17,8 +17,8 @@ import torch
 from harness.data.augment import prepare
 from harness.data.batches import Batches
 from harness.errors import OUT_OF_MEMORY
-from harness.measure.recipes import Recipe
 from harness.runtime.devices import synchronize
+from harness.training.recipes import Recipe
 
 # Evaluation batches start here and halve on out-of-memory: per-image cost on a GPU flattens out
 # well below 256, and a 224 px batch of 256 holds a few GB of activations for the registry's models.

@@ -25,7 +25,7 @@ Where this departs from BiT, and why:
   three-seed small-data study on a 2-core CPU in minutes, not hours; the step count, which is
   what decides whether a fine-tune converges, is BiT's.
 * **Warm-up and decay.** BiT decays the lr ×0.1 at 30/60/90 % after a warm-up; the suite keeps
-  its one schedule (linear warm-up, then cosine to zero, :func:`harness.measure.recipes.lr_factor`),
+  its one schedule (linear warm-up, then cosine to zero, :func:`harness.training.recipes.lr_factor`),
   with the warm-up a fraction of the steps: BiT's 20 % (its first 100 of 500 steps) from
   scratch, 10 % for a fine-tune (each protocol's ``warmup`` in :data:`harness.contract.PROTOCOL_SPECS`).
 * **Datasets with a measured budget** keep it (their registry row's ``steps``): the embedded digits

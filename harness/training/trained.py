@@ -1,7 +1,7 @@
 """What one training run returns: per-epoch statistics and the run's result.
 
-Below both the loop (:mod:`harness.measure.training`) and the seed summary
-(:mod:`harness.measure.classification`), so neither imports the other to name them."""
+Below both the loop (:mod:`harness.training.loop`) and the seed summary
+(:mod:`harness.training.classification`), so neither imports the other to name them."""
 
 from __future__ import annotations
 

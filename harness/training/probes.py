@@ -1,7 +1,7 @@
 """Transfer probes on frozen features: a linear head (L-BFGS logistic regression) and weighted k-NN.
 
 Both take the cached features of :mod:`harness.data.features` (``float32 [N, D]``) and give
-scores ``[N, C]`` that :func:`harness.measure.classification.topk_accuracy` and ``macro_f1`` read.
+scores ``[N, C]`` that :func:`harness.training.classification.topk_accuracy` and ``macro_f1`` read.
 
 ``fit_linear`` follows the "linear probe" protocol family of CLIP (Radford et al. 2021:
 scikit-learn's L-BFGS logistic regression on frozen features) with one fixed regularisation

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from harness.measure.trained import TrainResult
+from harness.training.trained import TrainResult
 
 
 def _check(logits: torch.Tensor, labels: torch.Tensor) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from harness.files import write_atomic
-from harness.measure.recipes import Recipe
+from harness.training.recipes import Recipe
 
 CHECKPOINT = "last.pt"
 BEST = "best.pt"

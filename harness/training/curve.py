@@ -7,7 +7,7 @@ import torch
 
 from harness.data.subsets import split_validation
 from harness.data.types import TensorSplit
-from harness.measure.recipes import Recipe
+from harness.training.recipes import Recipe
 
 # The per-epoch curve on the test split reads a fixed stratified sample of this many images: 50
 # per class on 10 classes puts the curve's standard error near 2 points, enough to see a model
