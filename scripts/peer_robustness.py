@@ -4,7 +4,7 @@ computed here with numpy. Compare its table with scripts/fmnist_robustness.py's 
 
 - linear: the pretrained backbone's pooled features (timm + the safetensors file), a multinomial logistic
   regression fitted with scikit-learn on standardised features at the suite's fixed L2 (2e-4 per mean loss:
-  sklearn's ``C = 1 / (2 * l2 * N)``), scored on each corrupted split's features;
+  sklearn's ``C = 1 / (2 * l2 * N)``) to convergence (tol 1e-10), scored on each corrupted split's features;
 - finetune: the suite's fine-tuned network of each seed (its checkpoint ``last.pt``: training is the suite's,
   the check is the evaluation), scored on each corrupted split; mean over seeds.
 
@@ -142,7 +142,10 @@ def main() -> None:
         model, mean, std = backbone(arch, data / "weights" / f"{arch}_fm04.safetensors")
         f_train = forward(model, train_x, mean, std).numpy()
         scaler = StandardScaler().fit(f_train)
-        head = LogisticRegression(C=1 / (2 * 2e-4 * len(train_y)), max_iter=1000).fit(scaler.transform(f_train), train_y.numpy())
+        # Converged to the optimum (tol 1e-10): at sklearn's default tol=1e-4 the resnet18 head stopped 7.4 % (relative
+        # norm) from it, which moves nothing on clean features but up to 6 pp on corrupted ones, where the features
+        # leave the training data's span and the unconverged directions decide (measured on the suite's cached features).
+        head = LogisticRegression(C=1 / (2 * 2e-4 * len(train_y)), max_iter=100_000, tol=1e-10).fit(scaler.transform(f_train), train_y.numpy())
 
         def linear_top1(images: torch.Tensor) -> float:
             return 100 * float((head.predict(scaler.transform(forward(model, images, mean, std).numpy())) == test_y.numpy()).mean())  # noqa: B023 - called in this iteration only

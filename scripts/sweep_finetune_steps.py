@@ -11,9 +11,10 @@ sweep resumes.
         --transfer "fashion=/tmp/ft-fm/fmnist59@test_resnet@/tmp/ft-fm/weights/test_resnet_fmnist04.safetensors" \\
         --subsets 10pc,20pc,100pc --steps 100,250,500,1000 --protocols finetune,finetune-zero --lrs 3e-4
 
-The transfers come from ``scripts/fashion_transfer.py``. ``--lrs`` holds fixed lrs (at batch 128),
-one cell each, so the step count (or the lr) is the only thing that moves; ``--table lr`` prints the
-lr columns at one step count instead of the step columns at one lr.
+The transfers come from ``scripts/fashion_transfer.py``. ``--lrs`` holds lrs at batch 128, one cell
+each: a fixed lr (so the step count, or the lr, is the only thing that moves) or a grid the peer
+searches on its validation split like the suite (``1e-4/3e-4/1e-3``); ``--table lr`` prints the lr
+columns at one step count instead of the step columns at one lr.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Cell:
     def json(self, out: Path) -> Path:
         if self.protocol == "linear":
             return out / f"{self.transfer}-linear.json"
-        return out / f"{self.transfer}-{self.protocol}-{self.steps}-{self.lr}.json"
+        return out / f"{self.transfer}-{self.protocol}-{self.steps}-{self.lr.replace('/', '+')}.json"
 
 
 def complete(path: Path) -> bool:
@@ -56,7 +57,7 @@ def run(cell: Cell, opts: argparse.Namespace) -> str:
     if complete(target):
         return f"{target.name}: done before"
     command = [sys.executable, str(PEER), "--data", cell.data, "--weights", cell.weights, "--subsets", opts.subsets,
-               "--seeds", str(opts.seeds), "--protocols", cell.protocol, "--steps", str(cell.steps), "--lr-grid", cell.lr,
+               "--seeds", str(opts.seeds), "--protocols", cell.protocol, "--steps", str(cell.steps), "--lr-grid", cell.lr.replace("/", ","),
                "--threads", "1", "--json", str(target)]
     with target.with_suffix(".log").open("w") as log:
         code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
@@ -103,7 +104,7 @@ def main() -> None:
     parser.add_argument("--subsets", default="10pc,20pc,100pc")
     parser.add_argument("--steps", default="100,250,500,1000")
     parser.add_argument("--protocols", default="linear,finetune,finetune-zero")
-    parser.add_argument("--lrs", default="3e-4", help="fixed lrs at batch 128, one cell each")
+    parser.add_argument("--lrs", default="3e-4", help="lrs at batch 128, one cell each: a fixed lr, or a grid searched on validation (1e-4/3e-4/1e-3)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--table", choices=("steps", "lr"), default="steps")

@@ -8,10 +8,11 @@ report and the site alike (one path for every number):
 - ``CE_c = 100 * sum_s E(c, s) / sum_s E_ref(c, s)`` (errors ``E = 100 - top-1``, in %), mCE their mean;
 - ``relative CE_c = 100 * sum_s (E(c, s) - E_clean) / sum_s (E_ref(c, s) - E_ref_clean)``, relative mCE their mean.
 
-The reference is the case of the same run, dataset, subset, protocol, device, precision, resolution and
-corruption set whose backbone is ``reference`` (default: the first backbone of the run's cases, the
-matrix's order), so the reference's own mCE is 100 %. A CE whose reference denominator is zero (the
-reference made no error, or lost nothing) is undefined and left out of the mean, and said.
+The reference is the case, among the runs read, of the same machine (baseline key), dataset, subset,
+protocol, device, precision, resolution and corruption set whose backbone is ``reference`` (default:
+the first backbone met, the matrix's order within one run), so the reference's own mCE is 100 %. A
+CE whose reference denominator is zero (the reference made no error, or lost nothing) is undefined
+and left out of the mean, and said.
 """
 
 from __future__ import annotations
