@@ -172,13 +172,18 @@ def plot_severity(frame: pd.DataFrame, dataset: str, path: Any) -> str | None:
         return f"{path.name} skipped: no case on {dataset} ran --robustness"
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.subplots()
+    # One colour per backbone, one line style per protocol: a backbone's protocols read as a family.
+    colours = {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(rows["backbone_name"]))}
+    styles = {name: ("-", "--", ":", "-.")[i % 4] for i, name in enumerate(dict.fromkeys(rows["protocol"]))}
     for _, r in rows.iterrows():
         x, y = severity_curve(r)
-        ax.plot(x, y, marker="o", label=f"{r['backbone_name']} · {r['protocol']} · {r['subset']}")
+        ax.plot(x, y, marker="o", color=colours[r["backbone_name"]], linestyle=styles[r["protocol"]],
+                label=f"{r['backbone_name']} · {r['protocol']} · {r['subset']}")
     ax.set_xlabel("severity (0 = clean)")
     ax.set_ylabel("top-1 (%), mean over corruptions")
     ax.set_title(f"{dataset}: accuracy vs corruption severity")
-    ax.legend(fontsize=7)
+    # Below the axes: inside, the legend hid the curves it names.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     ax.grid(alpha=0.3)
     save_png(fig, path)
     return None

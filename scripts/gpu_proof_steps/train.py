@@ -113,8 +113,8 @@ def _compute_epochs(ctx: StepContext, spec: Any, recipe: Any, steps: int) -> lis
     from harness.data.augment import prepare
     from harness.data.datasets import load_split
     from harness.data.registry import held_size
-    from harness.measure.recipes import autocast_dtype, build_optimizer, build_scheduler, determinism
     from harness.runtime.devices import synchronize
+    from harness.training.recipes import autocast_dtype, build_optimizer, build_scheduler, determinism
 
     device = torch.device(spec.device)
     split = load_split("digits", "train", img_size=held_size("digits", spec.img_size))
