@@ -1,7 +1,9 @@
 """A plain-torch linear segmentation probe, written without the harness, to check the dense kind's mIoU.
 
 Same protocol, independent code: reads the VOC or ADE20K layout with PIL, builds the timm backbone (a
-checkpoint file through timm's own loader, its classifier dropped), takes the last four maps of
+checkpoint file through timm's own loader, its classifier dropped) or a team's ``pkg.module:factory``
+(imported from the working directory, called with ``num_classes=10``, the checkpoint's tensors but the
+``head.*`` ones loaded with every other key required, then ``reset_classifier(0)``), takes the last four maps of
 ``forward_intermediates``, resizes them once to the largest map and concatenates them (the same linear
 operation the suite's head does per batch), then trains BatchNorm + 1x1 conv with AdamW (wd 1e-4, lr
 decaying linearly to 0) for ``--steps`` steps at batch 16, choosing lr in {1e-3, 3e-3, 1e-2} on a random
@@ -9,11 +11,16 @@ decaying linearly to 0) for ``--steps`` steps at batch 16, choosing lr in {1e-3,
 a numpy confusion matrix (ignore 255; classes with no pixel in labels or predictions left out).
 
     python scripts/peer_segmentation.py --dataset voc:/tmp/seg-scenes/voc --backbone resnet18@/tmp/w/resnet18_fmnist.safetensors
+    python scripts/peer_segmentation.py --dataset voc:/tmp/seg-scenes/voc \\
+        --backbone examples.vit_patch8:build@/tmp/w/vit_tiny_patch16_224_p8_fmnist.safetensors --backbone examples.vit_patch8:build
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -48,8 +55,26 @@ def read(dataset: str, split: str, side: int) -> tuple[torch.Tensor, torch.Tenso
     return torch.stack(images), torch.stack(masks), len(names)
 
 
+def factory_model(arch: str, path: str) -> nn.Module:
+    """A team's ``pkg.module:factory`` (imported from the working directory), its checkpoint loaded with strict keys
+    but the classifier's, then the classifier dropped (timm's reset_classifier(0))."""
+    module, _, name = arch.partition(":")
+    sys.path.insert(0, os.getcwd())
+    model = getattr(importlib.import_module(module), name)(num_classes=10)
+    if path:
+        from safetensors.torch import load_file
+
+        state = {k: v for k, v in load_file(path).items() if not k.startswith("head.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not unexpected and all(k.startswith("head.") for k in missing), (missing, unexpected)
+    model.reset_classifier(0)
+    return model.eval()
+
+
 def backbone(token: str, side: int) -> nn.Module:
     arch, _, path = token.partition("@")
+    if ":" in arch:
+        return factory_model(arch, path)
     kwargs: dict[str, object] = {"num_classes": 0}
     if path:
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": path, "num_classes": -1})
@@ -106,7 +131,8 @@ def miou(head: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int) -> tup
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="voc:PATH or ade:PATH")
-    parser.add_argument("--backbone", action="append", required=True, help="timm name, or name@checkpoint.safetensors; repeatable")
+    parser.add_argument("--backbone", action="append", required=True, help="timm name or pkg.module:factory, "
+                        "optionally @checkpoint.safetensors; repeatable")
     parser.add_argument("--img-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)

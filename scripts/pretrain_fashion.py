@@ -28,6 +28,19 @@ Each family trains by its own recipe (``RECIPES``; an option given on the comman
   The 48.6 % weights still lose to random weights on the 64 px dense probe (20.7 against 22.6 mIoU; at
   128 px 22.2 against 25.2): docs/segmentation.md, "Measured here".
 
+A plain ViT that wins the dense probe needs a finer token grid and a pooling that leaves the background's
+tokens free (docs/segmentation.md, "Measured here"): ``--patch-size 8`` (timm's ``patch_size``: a 4x4 token
+grid at 32 px, 8x8 at the 64 px scenes, each token an 8 px patch at the garments' scale in both),
+``--pool max`` (the channel-wise max over the patch tokens: the garment's tokens must carry the class, the
+background's need not, where a mean asks every token to) and ``--save-size 64`` (the position embedding
+resampled to the 8x8 grid, as timm does on loading, so the file fits ``examples/vit_patch8.py``, the factory the
+suite and the peer build it with, ``examples.vit_patch8:build@FILE``). lr 3e-4: with 8 px patches lr 1e-3 did
+not leave chance in 300 x 64 (13.0 % test top-1). Measured here, 300 x 64 at 32 px, VOC-layout probe at
+``--seg-steps 60`` (random twin: 24.3 mIoU): mean pooling 20.6 % top-1, 22.6 mIoU; max pooling 38.4 %, 26.8
+mIoU. Neither lever alone won: a patch-16 ViT max-pooled the same way (45.1 %) lost to its random twin (21.8
+against 22.6), and the mean-pooled patch-8 one lost too, though it also learned less (above). ``--pool`` also
+takes ``token`` (the class token), not measured here.
+
 ``--steps`` x ``--batch`` garments are trained on, each once; beyond the 60k training images another pass
 starts, every garment pasted afresh (a new place, tint and background).
 
@@ -35,6 +48,8 @@ starts, every garment pasted afresh (a new place, tint and background).
         --backbones resnet18,mobilevit_xxs --steps 300
     python scripts/pretrain_fashion.py --out /tmp/seg-weights --fashion /usr/share/datasets/fashion-mnist \\
         --backbones vit_tiny_patch16_224 --steps 1800 --batch 64
+    python scripts/pretrain_fashion.py --out /tmp/seg-weights --fashion /usr/share/datasets/fashion-mnist \\
+        --backbones vit_tiny_patch16_224 --patch-size 8 --pool max --lr 3e-4 --save-size 64 --steps 1200 --batch 64
 """
 
 from __future__ import annotations
@@ -79,7 +94,7 @@ class Recipe:
     label_smoothing: float
     clip: float | None  # gradient-norm clipping
     flip: bool  # random horizontal flips
-    pool: str | None  # a ViT's pooling while it trains ("avg": mean of the patch tokens); None: the model's own
+    pool: str | None  # a ViT's pooling while it trains ("avg"/"max": mean/max of the patch tokens); None: the model's own
     final_size: int | None = None  # progressive resizing: the last ``final_frac`` of the steps at this side
     final_frac: float = 0.0
     final_lr: float | None = None  # the peak lr of the final stage (a fine-tune at the new side); None: ``lr``
@@ -113,11 +128,11 @@ def scheduler(opt: torch.optim.Optimizer, recipe: Recipe, steps: int) -> torch.o
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def resized(model: torch.nn.Module, arch: str, size: int, pool: str | None) -> torch.nn.Module:
+def resized(model: torch.nn.Module, arch: str, size: int, pool: str | None, patch_size: int | None = None) -> torch.nn.Module:
     """``model`` rebuilt for ``size`` px, its weights carried over (a ViT's position embedding resampled)."""
     from timm.layers import resample_abs_pos_embed
 
-    new = build(arch, size, pool).train()
+    new = build(arch, size, pool, patch_size).train()
     state = model.state_dict()
     if "pos_embed" in state:
         grid = new.patch_embed.grid_size  # type: ignore[union-attr]
@@ -144,12 +159,14 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor)
     return top1
 
 
-def build(arch: str, size: int, pool: str | None = None) -> torch.nn.Module:
+def build(arch: str, size: int, pool: str | None = None, patch_size: int | None = None) -> torch.nn.Module:
     import timm
 
-    # A ViT pooled by the mean of its patch tokens keeps the final LayerNorm where the class-token model has it
-    # (fc_norm=False): the same state-dict keys, so the checkpoint loads into the suite's default-built model.
-    extra = {} if pool is None else {"global_pool": pool, "fc_norm": False}
+    # A ViT pooled by the mean (or max) of its patch tokens keeps the final LayerNorm where the class-token model has
+    # it (fc_norm=False): the same state-dict keys, so the checkpoint loads into the suite's default-built model.
+    extra: dict[str, object] = {} if pool is None else {"global_pool": pool, "fc_norm": False}
+    if patch_size is not None:  # a finer token grid than the name's (timm's VisionTransformer takes patch_size)
+        extra["patch_size"] = patch_size
     try:
         return timm.create_model(arch, num_classes=10, img_size=size, **extra)
     except TypeError:
@@ -168,6 +185,13 @@ def main() -> int:
     parser.add_argument("--label-smoothing", type=float, help="the family's recipe's unless given (conv 0, vit 0.1)")
     parser.add_argument("--final-size", type=int, help="progressive resizing: train the last quarter of the steps at this "
                         "side (at lr 1e-4 for a ViT); off unless given (measured: it did not help the ViT, see above)")
+    parser.add_argument("--patch-size", type=int, help="a plain ViT's patch side (timm's patch_size; the name's unless given): "
+                        "8 gives vit_tiny_patch16_224 a 4x4 token grid at 32 px and an 8x8 one at 64 px")
+    parser.add_argument("--pool", choices=("avg", "max", "token"), help="a ViT's pooling while it trains: avg (mean of the patch tokens, "
+                        "the vit recipe's), max (per channel over the patch tokens: the garment's tokens carry the class, the "
+                        "background's need not) or token (the class token)")
+    parser.add_argument("--save-size", type=int, help="save the weights for this side (a ViT's position embedding resampled to its "
+                        "grid, as timm does on loading), so they fit a factory that builds the model at that side")
     parser.add_argument("--log-every", type=int, default=25, help="print the training loss and accuracy every N steps")
     args = parser.parse_args()
 
@@ -180,7 +204,7 @@ def main() -> int:
     for arch in args.backbones.split(","):
         kind = family(arch)
         recipe = RECIPES[kind]
-        overrides = {"img_size": args.img_size, "lr": args.lr, "label_smoothing": args.label_smoothing}
+        overrides = {"img_size": args.img_size, "lr": args.lr, "label_smoothing": args.label_smoothing, "pool": args.pool}
         recipe = replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
         if args.final_size is not None:
             recipe = replace(recipe, final_size=args.final_size or None, final_frac=recipe.final_frac or 0.25)
@@ -192,12 +216,12 @@ def main() -> int:
         # tint and background), so a second pass is augmented data, not the same images again.
         pick = np.concatenate([rng.permutation(len(train_y)) for _ in range(math.ceil(n_train / len(train_y)))])[:n_train]
         torch.manual_seed(0)
-        model = build(arch, recipe.img_size, recipe.pool).train()
+        model = build(arch, recipe.img_size, recipe.pool, args.patch_size).train()
         start, lo, top1, size = time.perf_counter(), 0, 0.0, recipe.img_size
         for size, steps in stages:
             lr = recipe.lr
             if size != recipe.img_size:
-                model = resized(model, arch, size, recipe.pool)
+                model = resized(model, arch, size, recipe.pool, args.patch_size)
                 lr = recipe.final_lr or recipe.lr
             chunk = pick[lo : lo + steps * args.batch]
             lo += steps * args.batch
@@ -232,9 +256,11 @@ def main() -> int:
             top1 = accuracy(model, norm(test_images), test_labels)
             print(f"  after {steps} steps at {size} px: Fashion-MNIST test top-1 {top1:.1f} % at {size} px", flush=True)
             if (size, steps) != stages[-1]:  # the stage's weights too, to probe them on their own
-                save(model, args.out / f"{arch}_fmnist_{size}px.safetensors", size)
+                save(model, args.out / f"{arch}{'' if args.patch_size is None else f'_p{args.patch_size}'}_fmnist_{size}px.safetensors", size)
+        if args.save_size is not None and args.save_size != size:
+            model, size = resized(model, arch, args.save_size, recipe.pool, args.patch_size), args.save_size
         model.eval()
-        path = args.out / f"{arch}_fmnist.safetensors"
+        path = args.out / f"{arch}{'' if args.patch_size is None else f'_p{args.patch_size}'}_fmnist.safetensors"
         save(model, path, size)
         print(f"{arch}: {args.steps} steps x {args.batch} ({' + '.join(f'{n} at {px} px' for px, n in stages)}) in {time.perf_counter() - start:.0f} s, "
               f"Fashion-MNIST test top-1 {top1:.1f} % (1,000 test garments), saved {path}", flush=True)
