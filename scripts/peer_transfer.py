@@ -20,7 +20,7 @@ agreeing. The protocol, in words:
 * finetune-zero: the plain fine-tune a careful engineer writes by hand: as finetune below, but the head
   starts at zero (no probe), the lr chosen the same way.
 * finetune (LP-FT): the head starts from the probe (standardisation folded into it) with the l2 the
-  linear selection chose. Selection: for lr in {1e-4, 3e-4, 1e-3} x sqrt(B/128), probe on the fit
+  linear selection chose. Selection: for lr in {1e-4, 3e-4, 1e-3, 3e-3} x sqrt(B/128), probe on the fit
   part, fine-tune on the fit part for a quarter of the steps, score validation top-1 (ties: the lower
   validation cross-entropy, then the lower lr). Final: probe on the whole subset, fine-tune it for
   ``--steps`` (100: below 1,000 images), report test top-1. Batch B = min(``--batch`` 32, images
@@ -62,7 +62,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-LR_GRID = (1e-4, 3e-4, 1e-3)
+LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3)  # the suite's FINETUNE_LR_GRID
 WARMUP_FRACTION, SELECTION_FRACTION = 0.1, 0.25
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 Array = np.ndarray
@@ -323,7 +323,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="fine-tune optimiser steps (100: the suite's rule below 1,000 images)")
     parser.add_argument("--batch", type=int, default=32, help="training batch, or the subset's size when smaller")
     parser.add_argument("--lr-grid", type=lambda v: tuple(float(x) for x in v.split(",")), default=LR_GRID,
-                        help="fine-tune lrs at batch 128, searched on validation (one value: fixed, no search; default 1e-4,3e-4,1e-3)")
+                        help="fine-tune lrs at batch 128, searched on validation (one value: fixed, no search; default 1e-4,3e-4,1e-3,3e-3)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 is faster on a host shared with other jobs)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

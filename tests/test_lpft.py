@@ -87,7 +87,7 @@ def test_selection_never_reads_the_test_split(protocol: str, weights: Path, tmp_
     assert real["top1"] != blind["top1"]
     chosen = real["tuning"][0]
     if protocol == "finetune":
-        assert set(chosen) == {"head_l2", "lr"} and chosen["lr"]["grid"] == [1e-4, 3e-4, 1e-3]
+        assert set(chosen) == {"head_l2", "lr"} and chosen["lr"]["grid"] == [1e-4, 3e-4, 1e-3, 3e-3]
         assert real["head_init"] == "linear probe (LP-FT)" and real["steps"] == 8 and real["steps_run"] == 8
         assert real["recipe"]["freeze_norm_stats"] is True and real["recipe"]["label_smoothing"] == 0.0
         # The final training fills a batch of all 50 images: the chosen batch-128 lr, square-root scaled to it.

@@ -82,7 +82,7 @@ def test_steps_and_epochs_together_are_refused_at_parse_time() -> None:
 
 def test_grids_are_the_documented_ones() -> None:
     assert LINEAR_L2_GRID == (1e-5, 1e-4, 1e-3, 1e-2, 1e-1) and KNN_K_GRID == (10, 20, 100, 200)
-    assert FINETUNE_LR_GRID == (1e-4, 3e-4, 1e-3)
+    assert FINETUNE_LR_GRID == (1e-4, 3e-4, 1e-3, 3e-3)
     assert knn_grid(500) == (10, 20, 100, 200) and knn_grid(80) == (10, 20, 80) and knn_grid(15) == (10, 15)
     assert scaled_lr(1e-4, 32) == pytest.approx(5e-5) and scaled_lr(3e-4, 128) == 3e-4
 
@@ -93,7 +93,7 @@ def test_tune_setting_says_what_is_searched() -> None:
     on, off, fixed_lr = default_settings(tune="on"), default_settings(tune="off"), default_settings(tune="on", lr=1e-3)
     assert searched("linear", on) == {"grid": {"l2": list(LINEAR_L2_GRID)}, "selection": (
         "best validation top-1 on a stratified 20% of the subset, then retrained on the whole subset")}
-    assert searched("finetune", on)["grid"] == {"lr_at_batch_128": [1e-4, 3e-4, 1e-3], "point_steps_fraction": 0.25}  # type: ignore[index]
+    assert searched("finetune", on)["grid"] == {"lr_at_batch_128": [1e-4, 3e-4, 1e-3, 3e-3], "point_steps_fraction": 0.25}  # type: ignore[index]
     assert searched("finetune", fixed_lr) is None  # --lr fixes it: nothing left to search
     assert searched("scratch", on) is None and searched("linear", off) is None
     assert searched("knn", on) == {"grid": {"k": list(KNN_K_GRID)}, "selection": searched("linear", on)["selection"]}  # type: ignore[index]

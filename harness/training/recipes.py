@@ -208,7 +208,7 @@ def finetune_recipe(family: Family, **overrides: Any) -> Recipe:
         # AdamW for every family: the optimiser of timm's and BiT/DeiT-style fine-tuning recipes,
         # and one setting that behaves across CNN and ViT features alike.
         optimizer="adamw",
-        # 3e-4 at batch 128, square-root scaled like the from-scratch AdamW rule: the middle of the
+        # 3e-4 at batch 128, square-root scaled like the from-scratch AdamW rule: a point of the
         # searched grid (harness.training.selection.FINETUNE_LR_GRID), the lr of `--tune off`.
         lr=3e-4 * math.sqrt(batch_size / 128),
         # One lr for head and backbone: the head starts from the linear probe's solution (LP-FT,
