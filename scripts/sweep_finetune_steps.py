@@ -65,13 +65,12 @@ def run(cell: Cell, opts: argparse.Namespace) -> str:
 
 
 def summary(path: Path) -> dict[str, dict[str, float]]:
+    """Each subset's summary row, with ``images``: the subset's size as the peer recorded it (``n_subset``)."""
     if not path.is_file():
         return {}
-    return {row["subset"]: row for row in json.loads(path.read_text())["summary"]}
-
-
-def images(subset: str) -> int:
-    return 5 * int(subset.removesuffix("pc"))  # both transfers have 5 classes
+    data = json.loads(path.read_text())
+    sizes = {rec["subset"]: rec["n_subset"] for rec in data["records"]}
+    return {row["subset"]: {**row, "images": sizes[row["subset"]]} for row in data["summary"]}
 
 
 def cellfmt(row: dict[str, float] | None) -> str:
@@ -94,7 +93,8 @@ def tables(cells: list[Cell], opts: argparse.Namespace) -> None:
         for subset in opts.subsets.split(","):
             for protocol in protocols:
                 rows = [summary(Cell(transfer, data, weights, protocol, int(s), lr).json(opts.out)).get(subset) for s, lr in columns]
-                print(f"| {transfer} | {images(subset)} | {protocol} | {cellfmt(probe.get(subset))} | " + " | ".join(map(cellfmt, rows)) + " |")
+                images = next((int(r["images"]) for r in (probe.get(subset), *rows) if r), "–")
+                print(f"| {transfer} | {images} | {protocol} | {cellfmt(probe.get(subset))} | " + " | ".join(map(cellfmt, rows)) + " |")
 
 
 def main() -> None:
